@@ -1,0 +1,143 @@
+//! `deployhook check`: validates the config and explains, per site, the detected
+//! layout and the state it infers right now (from a cold start, as the daemon's first
+//! look would). Reads only; prints to stdout; never shows secrets.
+
+use std::path::Path;
+
+use crate::config::{self, LayoutChoice};
+use crate::infer::{self, model::SiteState, model::Timestamp};
+use crate::snapshot::{self, Current, LayoutSnapshot, Reader};
+use crate::telemetry::{chain, printable};
+
+/// Returns true when the config is valid and every site can be read.
+pub fn run(path: &Path) -> bool {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            return false;
+        }
+    };
+    let _ = snapshot::git::allow_foreign_owners();
+    println!("config {}: valid", path.display());
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "state_dir {}  host_name {}",
+        config.daemon.state_dir.display(),
+        config.daemon.host_name
+    );
+    let mut ok = true;
+    let now = Timestamp::now();
+    for site in &config.sites {
+        println!("\nsite {}  {}", site.name, site.path.display());
+        let mut reader = Reader::new(site.clone());
+        let (snap, warnings) = reader.read(now);
+        match &snap.layout {
+            LayoutSnapshot::Missing { path } => {
+                println!(
+                    "  error: {} does not exist (the daemon waits for it to appear)",
+                    path.display()
+                );
+                ok = false;
+                continue;
+            }
+            LayoutSnapshot::Unreadable { path, reason } => {
+                println!("  error: cannot read {}: {reason}", path.display());
+                ok = false;
+                continue;
+            }
+            LayoutSnapshot::Undetected { reason, .. } => {
+                println!("  layout: not detected ({reason})");
+            }
+            LayoutSnapshot::Releases(r) => {
+                let why = match site.layout {
+                    LayoutChoice::Auto => snapshot::detect_layout(&site.path).1,
+                    LayoutChoice::Releases => "set in the config".to_string(),
+                };
+                println!("  layout: releases ({why}), flavour {}", r.flavour.as_str());
+                let current = match &r.current {
+                    Current::Absent => "no current symlink".to_string(),
+                    Current::Release(n) => format!("releases/{n}"),
+                    Current::Dangling(n) => format!("releases/{n} (DANGLING)"),
+                    Current::Outside(t) => format!("{t} (outside releases/)"),
+                };
+                println!("  current -> {}", printable(&current));
+                println!("  releases: {}", r.releases.len());
+                if let Some(log) = &r.revisions_log {
+                    println!("  revisions.log: {} lines", log.entries.len());
+                }
+            }
+        }
+        for w in &warnings {
+            println!("  warning: {}", printable(&w.message));
+        }
+        let inference = infer::infer(&SiteState::default(), &snap, now, &site.params());
+        match &inference.state.live {
+            Some(live) => {
+                let commit = match &snap.layout {
+                    LayoutSnapshot::Releases(r) => r
+                        .releases
+                        .get(&live.release)
+                        .and_then(|rel| rel.commit.as_ref())
+                        .map(|c| {
+                            format!(
+                                " — {} <{}>: {}",
+                                c.author,
+                                c.email,
+                                c.message.lines().next().unwrap_or_default()
+                            )
+                        })
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                println!(
+                    "  live: release {} id {}{}",
+                    live.release,
+                    live.id,
+                    printable(&commit)
+                );
+            }
+            None => println!("  live: nothing yet"),
+        }
+        if inference.state.active.is_empty() {
+            println!("  in progress: nothing");
+        }
+        for d in &inference.state.active {
+            println!(
+                "  in progress: {} (release {}) is {}",
+                d.id,
+                d.release.as_deref().unwrap_or("-"),
+                d.status
+            );
+        }
+        for a in &inference.anomalies {
+            println!("  note: {}", printable(&a.message));
+        }
+    }
+    for h in &config.hooks {
+        println!(
+            "\nhook {}  {}\n  events {:?}  sites {}  statuses {}  format kudu  signature {:?}{}  timeout {}",
+            h.name,
+            h.display_url(),
+            h.events,
+            h.sites.as_ref().map_or("all".into(), |s| format!("{s:?}")),
+            h.statuses.as_ref().map_or("all".into(), |s| format!(
+                "{:?}",
+                s.iter().map(|x| x.as_str()).collect::<Vec<_>>()
+            )),
+            h.signature,
+            if h.secret.is_some() {
+                " (secret set)"
+            } else {
+                ""
+            },
+            humantime::format_duration(h.timeout)
+        );
+        if h.insecure_ssl {
+            println!("  warning: insecure_ssl = true: TLS certificates are not verified");
+        }
+    }
+    ok
+}

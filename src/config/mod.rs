@@ -1,0 +1,869 @@
+//! The validated configuration. Only this module knows TOML.
+//!
+//! `parse` turns the text of the file into a `Config` or a list of `ConfigError`s, each
+//! with file, line, column and key path, all collected before reporting. `load` adds the
+//! I/O: reading the file, the secrets and the machine's host name.
+
+pub mod raw;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::infer::model::{Params, Status};
+use raw::{RawConfig, RawHook, RawSite};
+
+pub const DEFAULT_CONFIG: &str = "/etc/deployhook/deployhook.toml";
+pub const DEFAULT_RETRY: [u64; 9] = [5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub file: PathBuf,
+    pub daemon: DaemonConfig,
+    pub sites: Vec<SiteConfig>,
+    pub hooks: Vec<HookConfig>,
+    /// Things worth a warning at start-up (world-readable secrets, `insecure_ssl`).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub state_dir: PathBuf,
+    pub host_name: String,
+    pub resync: Duration,
+    pub history_max_age: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayoutChoice {
+    Auto,
+    Releases,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteConfig {
+    pub name: String,
+    pub path: PathBuf,
+    pub layout: LayoutChoice,
+    pub repo: Option<PathBuf>,
+    pub branch: Option<String>,
+    pub deployer: Option<String>,
+    pub settle: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl SiteConfig {
+    pub fn params(&self) -> Params {
+        Params {
+            settle: self.settle,
+            idle_timeout: self.idle_timeout,
+            deployer: self.deployer.clone(),
+            branch: self.branch.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Kudu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignatureKind {
+    None,
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    Standard,
+    /// GitHub's `X-Hub-Signature-256`.
+    Github,
+}
+
+/// A signing secret. Never printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The text of the secret, for signing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookConfig {
+    pub name: String,
+    pub url: url::Url,
+    /// Event types, compared case-insensitively.
+    pub events: Vec<String>,
+    pub sites: Option<Vec<String>>,
+    pub statuses: Option<Vec<Status>>,
+    pub format: Format,
+    pub secret: Option<Secret>,
+    pub signature: SignatureKind,
+    pub insecure_ssl: bool,
+    pub timeout: Duration,
+    pub retry: Vec<Duration>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl HookConfig {
+    pub fn wants_event(&self, event: &str) -> bool {
+        self.events.iter().any(|e| e.eq_ignore_ascii_case(event))
+    }
+
+    pub fn wants_site(&self, site: &str) -> bool {
+        self.sites
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|x| x == site))
+    }
+
+    pub fn wants_status(&self, status: Status) -> bool {
+        self.statuses.as_ref().is_none_or(|s| s.contains(&status))
+    }
+
+    /// The URL without credentials, for logs and output.
+    pub fn display_url(&self) -> String {
+        let mut u = self.url.clone();
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        u.to_string()
+    }
+}
+
+/// One problem in the config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.key,
+            self.message
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config file {}", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigError>),
+}
+
+/// Reads and validates the config file.
+pub fn load(path: &Path) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::ReadConfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let env = Env {
+        host_name: machine_host_name(),
+        state_directory: std::env::var_os("STATE_DIRECTORY").map(PathBuf::from),
+        read_file: &|p| std::fs::read_to_string(p),
+        read_env: &|k| std::env::var(k).ok(),
+        mode_of: &mode_of,
+    };
+    parse(&text, path, &env).map_err(LoadError::Invalid)
+}
+
+/// What `parse` needs from outside the file (so tests can supply it).
+pub struct Env<'a> {
+    pub host_name: String,
+    pub state_directory: Option<PathBuf>,
+    pub read_file: &'a dyn Fn(&Path) -> std::io::Result<String>,
+    pub read_env: &'a dyn Fn(&str) -> Option<String>,
+    pub mode_of: &'a dyn Fn(&Path) -> Option<u32>,
+}
+
+fn mode_of(p: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).ok().map(|m| m.permissions().mode())
+}
+
+/// The machine's host name (the UTS namespace's, as `hostname` prints it).
+pub fn machine_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+struct Checker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, span: std::ops::Range<usize>, key: &str, message: impl Into<String>) {
+        let (line, column) = line_col(self.text, span.start);
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, v: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => self.parse_duration(s, key).unwrap_or(default),
+        }
+    }
+
+    fn parse_duration(&mut self, s: &Spanned<String>, key: &str) -> Option<Duration> {
+        match humantime::parse_duration(s.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.at(
+                    s.span(),
+                    key,
+                    format!(
+                        "{:?} is not a duration ({e}); write e.g. \"2s\", \"10m\"",
+                        s.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn absolute(&mut self, s: &Spanned<String>, key: &str) -> PathBuf {
+        let p = PathBuf::from(s.get_ref());
+        if !p.is_absolute() {
+            self.at(
+                s.span(),
+                key,
+                format!("{:?} must be an absolute path", s.get_ref()),
+            );
+        }
+        p
+    }
+
+    fn name(&mut self, s: &Spanned<String>, key: &str, extra: &[char]) {
+        let n = s.get_ref();
+        let ok = !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || extra.contains(&c));
+        if !ok {
+            let allowed = if extra.is_empty() {
+                "letters, digits, - and _"
+            } else {
+                "letters, digits, -, _ and ."
+            };
+            self.at(
+                s.span(),
+                key,
+                format!("{n:?} is not a valid name: use {allowed} only"),
+            );
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Validates the text of a config file. I/O only through `env`.
+pub fn parse(text: &str, file: &Path, env: &Env<'_>) -> Result<Config, Vec<ConfigError>> {
+    let mut c = Checker {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let key = text
+                .get(span.clone())
+                .filter(|k| !k.is_empty() && !k.contains('\n'))
+                .unwrap_or("(file)")
+                .trim_matches('"')
+                .to_string();
+            c.at(span, &key, e.message().trim().to_string());
+            return Err(c.errors);
+        }
+    };
+
+    let d = &raw.daemon;
+    let daemon = DaemonConfig {
+        state_dir: match &d.state_dir {
+            Some(s) => c.absolute(s, "daemon.state_dir"),
+            None => env
+                .state_directory
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/deployhook")),
+        },
+        host_name: d
+            .host_name
+            .as_ref()
+            .map_or(env.host_name.clone(), |h| h.get_ref().clone()),
+        resync: c.duration(&d.resync, "daemon.resync", Duration::from_secs(60)),
+        history_max_age: c.duration(
+            &d.history_max_age,
+            "daemon.history_max_age",
+            Duration::from_secs(14 * 86400),
+        ),
+        shutdown_timeout: c.duration(
+            &d.shutdown_timeout,
+            "daemon.shutdown_timeout",
+            Duration::from_secs(10),
+        ),
+    };
+    if daemon.resync.is_zero()
+        && let Some(r) = &d.resync
+    {
+        c.at(r.span(), "daemon.resync", "must be more than zero");
+    }
+
+    let mut seen = BTreeSet::new();
+    let sites: Vec<SiteConfig> = raw
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| validate_site(&mut c, i, s, &mut seen))
+        .collect();
+    let site_names: BTreeSet<&str> = sites.iter().map(|s| s.name.as_str()).collect();
+    if sites.is_empty() {
+        c.at(0..0, "site", "no [[site]] table: nothing to watch");
+    }
+
+    let mut warnings = Vec::new();
+    let mut seen = BTreeSet::new();
+    let hooks = raw
+        .hooks
+        .iter()
+        .enumerate()
+        .map(|(i, h)| validate_hook(&mut c, i, h, &mut seen, &site_names, env, &mut warnings))
+        .collect();
+
+    if c.errors.is_empty() {
+        Ok(Config {
+            file: file.to_path_buf(),
+            daemon,
+            sites,
+            hooks,
+            warnings,
+        })
+    } else {
+        Err(c.errors)
+    }
+}
+
+fn validate_site(
+    c: &mut Checker<'_>,
+    i: usize,
+    s: &RawSite,
+    seen: &mut BTreeSet<String>,
+) -> SiteConfig {
+    let key = |k: &str| format!("site[{i}].{k}");
+    c.name(&s.name, &key("name"), &['.']);
+    if !seen.insert(s.name.get_ref().clone()) {
+        c.at(
+            s.name.span(),
+            &key("name"),
+            format!("duplicate site name {:?}", s.name.get_ref()),
+        );
+    }
+    let layout = match s.layout.as_ref().map(|l| (l.get_ref().as_str(), l.span())) {
+        None | Some(("auto", _)) => LayoutChoice::Auto,
+        Some(("releases", _)) => LayoutChoice::Releases,
+        Some((other @ ("kudu" | "git" | "marker"), span)) => {
+            c.at(
+                span,
+                &key("layout"),
+                format!("layout {other:?} is not implemented in this version (use \"releases\" or \"auto\")"),
+            );
+            LayoutChoice::Auto
+        }
+        Some((other, span)) => {
+            c.at(
+                span,
+                &key("layout"),
+                format!("unknown layout {other:?}: use releases, kudu, git, marker or auto"),
+            );
+            LayoutChoice::Auto
+        }
+    };
+    for (field, v) in [
+        ("health_url", &s.health_url),
+        ("health_timeout", &s.health_timeout),
+        ("poll_interval", &s.poll_interval),
+    ] {
+        if let Some(v) = v {
+            c.at(
+                v.span(),
+                &key(field),
+                "not implemented in this version; remove it",
+            );
+        }
+    }
+    if let Some(w) = &s.watch
+        && w.get_ref() != "inotify"
+    {
+        c.at(
+            w.span(),
+            &key("watch"),
+            format!(
+                "watch {:?} is not implemented in this version (use \"inotify\")",
+                w.get_ref()
+            ),
+        );
+    }
+    let settle = c.duration(&s.settle, &key("settle"), Duration::from_secs(2));
+    let idle_timeout = c.duration(
+        &s.idle_timeout,
+        &key("idle_timeout"),
+        Duration::from_secs(600),
+    );
+    if let Some(it) = &s.idle_timeout
+        && idle_timeout <= settle
+    {
+        c.at(
+            it.span(),
+            &key("idle_timeout"),
+            "must be longer than settle",
+        );
+    }
+    SiteConfig {
+        name: s.name.get_ref().clone(),
+        path: c.absolute(&s.path, &key("path")),
+        layout,
+        repo: s.repo.as_ref().map(|r| c.absolute(r, &key("repo"))),
+        branch: s.branch.as_ref().map(|b| b.get_ref().clone()),
+        deployer: s.deployer.as_ref().map(|b| b.get_ref().clone()),
+        settle,
+        idle_timeout,
+    }
+}
+
+fn validate_hook(
+    c: &mut Checker<'_>,
+    i: usize,
+    h: &RawHook,
+    seen: &mut BTreeSet<String>,
+    site_names: &BTreeSet<&str>,
+    env: &Env<'_>,
+    warnings: &mut Vec<String>,
+) -> HookConfig {
+    let key = |k: &str| format!("hook[{i}].{k}");
+    let name = h.name.get_ref().clone();
+    c.name(&h.name, &key("name"), &[]);
+    if !seen.insert(name.clone()) {
+        c.at(
+            h.name.span(),
+            &key("name"),
+            format!("duplicate hook name {name:?}"),
+        );
+    }
+    let url = match url::Url::parse(h.url.get_ref()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+        Ok(_) | Err(_) => {
+            c.at(
+                h.url.span(),
+                &key("url"),
+                "must be an absolute http:// or https:// URL",
+            );
+            placeholder_url()
+        }
+    };
+    let events = h.events.as_ref().map_or_else(
+        || vec!["PostDeployment".to_string()],
+        |e| {
+            if e.get_ref().is_empty() {
+                c.at(e.span(), &key("events"), "must name at least one event");
+            }
+            e.get_ref().clone()
+        },
+    );
+    if let Some(sites) = &h.sites {
+        for s in sites.get_ref() {
+            if !site_names.contains(s.as_str()) {
+                c.at(
+                    sites.span(),
+                    &key("sites"),
+                    format!("no [[site]] is named {s:?}"),
+                );
+            }
+        }
+    }
+    let statuses = h.statuses.as_ref().map(|st| {
+        st.get_ref()
+            .iter()
+            .filter_map(|s| {
+                let parsed = Status::parse(s);
+                if parsed.is_none() {
+                    c.at(
+                        st.span(),
+                        &key("statuses"),
+                        format!("unknown status {s:?}: use pending, building, deploying, success or failed"),
+                    );
+                }
+                parsed
+            })
+            .collect()
+    });
+    let format = match h.format.as_ref() {
+        None => Format::Kudu,
+        Some(f) if f.get_ref() == "kudu" => Format::Kudu,
+        Some(f) => {
+            c.at(
+                f.span(),
+                &key("format"),
+                format!(
+                    "format {:?} is not implemented in this version (use \"kudu\")",
+                    f.get_ref()
+                ),
+            );
+            Format::Kudu
+        }
+    };
+    if let Some(t) = &h.template {
+        c.at(
+            t.span(),
+            &key("template"),
+            "not implemented in this version",
+        );
+    }
+    let secret = match (&h.secret_file, &h.secret_env) {
+        (Some(f), Some(_)) => {
+            c.at(
+                f.span(),
+                &key("secret_file"),
+                "set secret_file or secret_env, not both",
+            );
+            None
+        }
+        (Some(f), None) => {
+            let path = c.absolute(f, &key("secret_file"));
+            match (env.read_file)(&path) {
+                Ok(s) if !s.trim().is_empty() => {
+                    if (env.mode_of)(&path).is_some_and(|m| m & 0o004 != 0) {
+                        warnings.push(format!(
+                            "hook {name}: secret file {} is readable by every user; chmod 600 it",
+                            path.display()
+                        ));
+                    }
+                    Some(Secret::new(s.trim().to_string()))
+                }
+                Ok(_) => {
+                    c.at(f.span(), &key("secret_file"), "the secret file is empty");
+                    None
+                }
+                Err(e) => {
+                    c.at(
+                        f.span(),
+                        &key("secret_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+        (None, Some(v)) => match (env.read_env)(v.get_ref()) {
+            Some(s) if !s.trim().is_empty() => Some(Secret::new(s.trim().to_string())),
+            _ => {
+                c.at(
+                    v.span(),
+                    &key("secret_env"),
+                    format!("environment variable {} is not set or empty", v.get_ref()),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let signature = match h
+        .signature
+        .as_ref()
+        .map(|s| (s.get_ref().as_str(), s.span()))
+    {
+        None => {
+            if secret.is_some() {
+                SignatureKind::Standard
+            } else {
+                SignatureKind::None
+            }
+        }
+        Some(("none", _)) => SignatureKind::None,
+        Some((kind @ ("standard" | "github"), span)) => {
+            if secret.is_none() {
+                c.at(
+                    span,
+                    &key("signature"),
+                    format!("signature {kind:?} needs secret_file or secret_env"),
+                );
+            }
+            if kind == "standard" {
+                SignatureKind::Standard
+            } else {
+                SignatureKind::Github
+            }
+        }
+        Some((other, span)) => {
+            c.at(
+                span,
+                &key("signature"),
+                format!("unknown signature {other:?}: use standard, github or none"),
+            );
+            SignatureKind::None
+        }
+    };
+    if let Some(Secret(s)) = &secret
+        && signature == SignatureKind::Standard
+        && let Some(b64) = s.strip_prefix("whsec_")
+    {
+        use base64::Engine;
+        if base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .is_err()
+        {
+            let span = h
+                .secret_file
+                .as_ref()
+                .or(h.secret_env.as_ref())
+                .map_or(0..0, |v| v.span());
+            c.at(
+                span,
+                &key("secret"),
+                "a whsec_ secret must be base64 after the prefix",
+            );
+        }
+    }
+    let insecure_ssl = h.insecure_ssl.unwrap_or(false);
+    if insecure_ssl {
+        warnings.push(format!(
+            "hook {name}: insecure_ssl = true: TLS certificates of {} are NOT verified",
+            url.host_str().unwrap_or("?")
+        ));
+    }
+    let timeout = c.duration(&h.timeout, &key("timeout"), Duration::from_secs(10));
+    let retry = match &h.retry {
+        None => DEFAULT_RETRY
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect(),
+        Some(r) => r
+            .get_ref()
+            .iter()
+            .filter_map(|d| {
+                let parsed = humantime::parse_duration(d).ok();
+                if parsed.is_none() {
+                    c.at(r.span(), &key("retry"), format!("{d:?} is not a duration"));
+                }
+                parsed
+            })
+            .collect(),
+    };
+    let mut headers = Vec::new();
+    if let Some(hs) = &h.headers {
+        for (k, v) in hs.get_ref() {
+            let ok = reqwest_header_ok(k, v);
+            if !ok {
+                c.at(
+                    hs.span(),
+                    &key("headers"),
+                    format!("{k:?} is not a valid header name and value"),
+                );
+            }
+            headers.push((k.clone(), v.clone()));
+        }
+    }
+    HookConfig {
+        name,
+        url,
+        events,
+        sites: h.sites.as_ref().map(|s| s.get_ref().clone()),
+        statuses,
+        format,
+        secret,
+        signature,
+        insecure_ssl,
+        timeout,
+        retry,
+        headers,
+    }
+}
+
+fn reqwest_header_ok(k: &str, v: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// Stands in for an invalid URL while the remaining keys are validated (the config is
+/// rejected anyway).
+fn placeholder_url() -> url::Url {
+    #[allow(clippy::expect_used)]
+    url::Url::parse("http://invalid.invalid/").expect("invariant: a constant, valid URL")
+}
+
+/// A map of site name to index, for lookups.
+pub fn site_index(config: &Config) -> BTreeMap<String, usize> {
+    config
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.clone(), i))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Env<'static> {
+        Env {
+            host_name: "test-host".into(),
+            state_directory: None,
+            read_file: &|p| {
+                if p == Path::new("/etc/dh/secret") {
+                    Ok("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n".into())
+                } else {
+                    Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+                }
+            },
+            read_env: &|_| None,
+            mode_of: &|_| Some(0o644),
+        }
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text, Path::new("/etc/dh.toml"), &env()) {
+            Ok(_) => vec![],
+            Err(e) => e.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = parse(
+            r#"
+[daemon]
+state_dir = "/var/lib/deployhook"
+resync = "30s"
+
+[[site]]
+name = "shop"
+path = "/var/www/shop"
+layout = "releases"
+settle = "1s"
+
+[[hook]]
+name = "ops"
+url = "https://user:pw@hooks.example.com/x"
+events = ["PostDeployment", "StatusChanged"]
+statuses = ["success", "failed"]
+secret_file = "/etc/dh/secret"
+timeout = "3s"
+retry = ["1s", "2s"]
+headers = { "X-Env" = "prod" }
+"#,
+            Path::new("/etc/dh.toml"),
+            &env(),
+        )
+        .map_err(|e| format!("{e:?}"));
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.daemon.host_name, "test-host");
+        assert_eq!(c.daemon.resync, Duration::from_secs(30));
+        assert_eq!(c.sites[0].settle, Duration::from_secs(1));
+        assert_eq!(c.hooks[0].signature, SignatureKind::Standard);
+        assert_eq!(c.hooks[0].retry.len(), 2);
+        assert_eq!(c.hooks[0].display_url(), "https://hooks.example.com/x");
+        assert_eq!(format!("{:?}", c.hooks[0].secret), "Some(***)");
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("readable by every user"))
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = errors("[[site]]\nname = \"a\"\npath = \"/x\"\ncolour = \"red\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("/etc/dh.toml:4:1: colour: unknown field `colour`"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn validation_errors_are_collected_with_lines() {
+        let e = errors(
+            "[[site]]\nname = \"a b\"\npath = \"relative\"\nidle_timeout = \"soon\"\n\
+             [[site]]\nname = \"c\"\npath = \"/c\"\n[[site]]\nname = \"c\"\npath = \"/d\"\n\
+             [[hook]]\nname = \"h!\"\nurl = \"ftp://x\"\nsites = [\"nope\"]\n",
+        );
+        let joined = e.join("\n");
+        for want in [
+            ":2:8: site[0].name: \"a b\" is not a valid name",
+            ":3:8: site[0].path: \"relative\" must be an absolute path",
+            ":4:16: site[0].idle_timeout: \"soon\" is not a duration",
+            ":9:8: site[2].name: duplicate site name \"c\"",
+            ":12:8: hook[0].name: \"h!\" is not a valid name",
+            ":13:7: hook[0].url: must be an absolute http:// or https:// URL",
+            ":14:9: hook[0].sites: no [[site]] is named \"nope\"",
+        ] {
+            assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn signature_without_secret_is_an_error() {
+        let e = errors(
+            "[[site]]\nname = \"a\"\npath = \"/a\"\n[[hook]]\nname = \"h\"\nurl = \"http://x/\"\nsignature = \"github\"\n",
+        );
+        assert!(
+            e[0].contains("hook[0].signature: signature \"github\" needs secret_file"),
+            "{e:?}"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! The TOML file as written: a serde mirror with `deny_unknown_fields` and spans, so
+//! that `config::validate` can name the line and key of anything it rejects. Every key
+//! is documented here; the README's reference follows this file.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Daemon-wide settings.
+    #[serde(default)]
+    pub daemon: RawDaemon,
+    /// One `[[site]]` table per watched deployment target.
+    #[serde(default, rename = "site")]
+    pub sites: Vec<RawSite>,
+    /// One `[[hook]]` table per receiver.
+    #[serde(default, rename = "hook")]
+    pub hooks: Vec<RawHook>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    /// Directory of the SQLite outbox and history. Default: `$STATE_DIRECTORY` (set by
+    /// systemd's `StateDirectory=`), else `/var/lib/deployhook`.
+    pub state_dir: Option<Spanned<String>>,
+    /// The `hostName` sent in payloads. Default: the machine's host name.
+    pub host_name: Option<Spanned<String>>,
+    /// How often every site is re-read even without filesystem events. Default `60s`.
+    pub resync: Option<Spanned<String>>,
+    /// How long delivery history is kept. Default `14d`.
+    pub history_max_age: Option<Spanned<String>>,
+    /// How long SIGTERM waits for attempts in flight. Default `10s`.
+    pub shutdown_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    /// Unique name; letters, digits, `-`, `_` and `.`. Sent as `siteName`.
+    pub name: Spanned<String>,
+    /// Absolute path of the deployment directory (Capistrano's `deploy_to`).
+    pub path: Spanned<String>,
+    /// `releases` or `auto` (default).
+    pub layout: Option<Spanned<String>>,
+    /// Repository to read commit data from. Default: detected (`repo/`, `.dep/repo`,
+    /// the release itself).
+    pub repo: Option<Spanned<String>>,
+    /// Branch whose head marks a Capistrano deploy as pending. Default: the mirror's HEAD.
+    pub branch: Option<Spanned<String>>,
+    /// `deployer` sent in payloads. Default: taken from the tool (log user, lock user).
+    pub deployer: Option<Spanned<String>>,
+    /// Quiet time before a plain release counts as finished. Default `2s`.
+    pub settle: Option<Spanned<String>>,
+    /// A deployment with no change for this long is failed. Default `10m`.
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Reserved (SPEC §2): health check URL; not implemented in this version.
+    pub health_url: Option<Spanned<String>>,
+    /// Reserved (SPEC §2): health check timeout; not implemented in this version.
+    pub health_timeout: Option<Spanned<String>>,
+    /// `inotify` (default). `poll` is not implemented in this version.
+    pub watch: Option<Spanned<String>>,
+    /// Reserved for `watch = "poll"`.
+    pub poll_interval: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    /// Unique name; letters, digits, `-` and `_` only.
+    pub name: Spanned<String>,
+    /// Absolute `http://` or `https://` URL; `user:pass@` is sent as Basic auth.
+    pub url: Spanned<String>,
+    /// Event types. Default `["PostDeployment"]`; also `StatusChanged`.
+    pub events: Option<Spanned<Vec<String>>>,
+    /// Site names this hook wants. Default: all sites.
+    pub sites: Option<Spanned<Vec<String>>>,
+    /// Statuses this hook wants (`pending` … `failed`). Default: all.
+    pub statuses: Option<Spanned<Vec<String>>>,
+    /// Payload format: `kudu` (default).
+    pub format: Option<Spanned<String>>,
+    /// Template file for `format = "template"` (not implemented in this version).
+    pub template: Option<Spanned<String>>,
+    /// File holding the signing secret (`whsec_…` base64, or raw bytes).
+    pub secret_file: Option<Spanned<String>>,
+    /// Environment variable holding the signing secret.
+    pub secret_env: Option<Spanned<String>>,
+    /// `standard` | `github` | `none`. Default: `standard` when a secret is set.
+    pub signature: Option<Spanned<String>>,
+    /// Accept any TLS certificate (logged loudly at start-up). Default false.
+    pub insecure_ssl: Option<bool>,
+    /// Time limit of one attempt. Default `10s`.
+    pub timeout: Option<Spanned<String>>,
+    /// Delays between attempts. Default `["5s","30s","2m","10m","30m","1h","3h","6h","12h"]`.
+    pub retry: Option<Spanned<Vec<String>>>,
+    /// Extra request headers.
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
+}

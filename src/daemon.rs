@@ -1,0 +1,387 @@
+//! Wires the data path: watch → snapshot → infer → store → deliver. Decides what is
+//! fatal (a bad config at start, a store that will not open, a watcher that will not
+//! start); everything at run time is logged once, counted and retried.
+//!
+//! One loop owns the sites: it waits for dirty marks, a settle/idle deadline, the resync
+//! timer, a reload or shutdown; then reads, infers and commits each dirty site. Startup
+//! and reload inject one "all sites dirty" mark, so they take the normal path.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch as channel};
+use tokio::task::JoinSet;
+
+use crate::config::{self, Config, LoadError};
+use crate::deliver::{self, WorkerContext, payload};
+use crate::infer::{self, model::SiteState, model::Timestamp};
+use crate::snapshot::{self, Reader};
+use crate::store::{Store, StoreError};
+use crate::telemetry::{chain, sd_notify};
+use crate::watch::{self, Dirty, Watcher};
+
+/// How long marks are collected after the first one, so a burst is one read.
+const COALESCE: Duration = Duration::from_millis(5);
+/// Attempts in flight across all hooks.
+const MAX_IN_FLIGHT: usize = 64;
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    #[error(transparent)]
+    Config(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Watch(#[from] watch::WatchError),
+    #[error(transparent)]
+    Deliver(#[from] deliver::DeliverError),
+    #[error("cannot install the signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+/// How the daemon is driven from outside.
+pub struct Control {
+    pub shutdown: channel::Receiver<bool>,
+    /// A message asks for a config reload (SIGHUP).
+    pub reload: Option<mpsc::Receiver<()>>,
+    /// Told once the first reconcile is done.
+    pub ready: Option<oneshot::Sender<()>>,
+    /// Where to reload the config from (`None`: reload is refused).
+    pub config_path: Option<PathBuf>,
+}
+
+/// The outcome of a reload.
+#[derive(Debug)]
+pub enum Reload {
+    Applied,
+    Rejected(LoadError),
+}
+
+struct SiteRuntime {
+    reader: Option<Reader>,
+    state: SiteState,
+    wake_at: Option<Timestamp>,
+    logged: HashSet<String>,
+}
+
+struct Workers {
+    set: JoinSet<Result<(), deliver::DeliverError>>,
+    stop: channel::Sender<bool>,
+    wakes: BTreeMap<String, Arc<Notify>>,
+}
+
+/// Runs the daemon from the command line: loads the config, handles signals.
+pub async fn run_from_config_file(path: PathBuf) -> Result<(), Fatal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let config = config::load(&path)?;
+    let (stop_tx, stop_rx) = channel::channel(false);
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let mut term = signal(SignalKind::terminate()).map_err(Fatal::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Fatal::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(Fatal::Signals)?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+                _ = hup.recv() => { let _ = reload_tx.try_send(()); }
+            }
+        }
+        let _ = stop_tx.send(true);
+    });
+    run(
+        config,
+        Control {
+            shutdown: stop_rx,
+            reload: Some(reload_rx),
+            ready: None,
+            config_path: Some(path),
+        },
+    )
+    .await
+}
+
+/// Runs the daemon with a validated config until `control.shutdown` says stop.
+pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> {
+    deliver::init_tls();
+    if let Err(e) = snapshot::git::allow_foreign_owners() {
+        tracing::warn!(error = %e, "cannot turn off libgit2's owner check; repositories owned by other users will not be read");
+    }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let store = Store::open(&config.daemon.state_dir)?;
+    tracing::info!(path = %store.path().display(), "outbox opened");
+    let dirty = Arc::new(Dirty::default());
+    let mut watcher = Watcher::new(dirty.clone())?;
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut sites = load_sites(&config, &store)?;
+    let mut workers = start_workers(&config, &store, &in_flight);
+
+    dirty.mark_all();
+    let mut ready = control.ready.take();
+    let mut next_resync = tokio::time::Instant::now() + config.daemon.resync;
+    let mut next_prune = tokio::time::Instant::now();
+    let mut first = true;
+    loop {
+        if !first {
+            let now = Timestamp::now();
+            let wake = sites
+                .iter()
+                .filter_map(|s| s.wake_at)
+                .min()
+                .map(|t| tokio::time::Instant::now() + t.since(now))
+                .unwrap_or(next_resync)
+                .min(next_resync);
+            let reload = async {
+                match control.reload.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = dirty.notified() => tokio::time::sleep(COALESCE).await,
+                _ = tokio::time::sleep_until(wake) => {}
+                Some(()) = reload => {
+                    sd_notify("RELOADING=1");
+                    match reload_config(control.config_path.as_deref(), &mut config) {
+                        Reload::Applied => {
+                            stop_workers(workers, Duration::from_secs(0)).await;
+                            sites = load_sites(&config, &store)?;
+                            workers = start_workers(&config, &store, &in_flight);
+                            dirty.mark_all();
+                            tracing::info!(sites = config.sites.len(), hooks = config.hooks.len(), "config reloaded");
+                        }
+                        Reload::Rejected(e) => {
+                            tracing::error!(error = %chain(&e), "reload rejected; the running config stays");
+                        }
+                    }
+                    sd_notify("READY=1");
+                }
+                _ = control.shutdown.changed() => {}
+            }
+        }
+        if *control.shutdown.borrow() {
+            break;
+        }
+        let now = Timestamp::now();
+        let mut marks = dirty.take();
+        if tokio::time::Instant::now() >= next_resync {
+            marks.all = true;
+            next_resync = tokio::time::Instant::now() + config.daemon.resync;
+        }
+        if marks.rescans > 0 {
+            tracing::warn!(
+                rescans = marks.rescans,
+                "the watcher asked for a rescan (event queue overflow?): re-reading every site"
+            );
+        }
+        let due: Vec<usize> = sites
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.wake_at.is_some_and(|t| t <= now))
+            .map(|(i, _)| i)
+            .collect();
+        let mut to_read = marks.sites_of(sites.len());
+        to_read.extend(due);
+        to_read.sort_unstable();
+        to_read.dedup();
+        for i in to_read {
+            reconcile_site(&config, &store, &mut sites[i], &workers.wakes).await;
+        }
+        for w in watcher.reconcile(watch::desired_watches(&config.sites)) {
+            tracing::warn!("{w}");
+        }
+        if tokio::time::Instant::now() >= next_prune {
+            next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
+            let store = store.clone();
+            let max_age = config.daemon.history_max_age;
+            tokio::task::spawn_blocking(move || match store.prune(max_age, Timestamp::now()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deliveries = n, "pruned delivery history"),
+                Err(e) => tracing::warn!(error = %chain(&e), "cannot prune history"),
+            });
+        }
+        if first {
+            first = false;
+            tracing::info!(
+                sites = config.sites.len(),
+                hooks = config.hooks.len(),
+                watches = watcher.count(),
+                "daemon ready"
+            );
+            sd_notify("READY=1");
+            if let Some(r) = ready.take() {
+                let _ = r.send(());
+            }
+        }
+    }
+    sd_notify("STOPPING=1");
+    tracing::info!("stopping: waiting for attempts in flight");
+    stop_workers(workers, config.daemon.shutdown_timeout).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Loads the config again; a config that fails validation is rejected and the
+/// running one stays. `state_dir` changes wait for a restart.
+fn reload_config(path: Option<&std::path::Path>, config: &mut Config) -> Reload {
+    let Some(path) = path else {
+        return Reload::Rejected(LoadError::Invalid(Vec::new()));
+    };
+    match config::load(path) {
+        Ok(mut new) => {
+            if new.daemon.state_dir != config.daemon.state_dir {
+                tracing::warn!("daemon.state_dir changed: this takes effect at the next restart");
+                new.daemon.state_dir = config.daemon.state_dir.clone();
+            }
+            for w in &new.warnings {
+                tracing::warn!("{w}");
+            }
+            *config = new;
+            Reload::Applied
+        }
+        Err(e) => Reload::Rejected(e),
+    }
+}
+
+fn load_sites(config: &Config, store: &Store) -> Result<Vec<SiteRuntime>, Fatal> {
+    config
+        .sites
+        .iter()
+        .map(|s| {
+            Ok(SiteRuntime {
+                state: store.read_site_state(&s.name)?.unwrap_or_default(),
+                reader: Some(Reader::new(s.clone())),
+                wake_at: None,
+                logged: HashSet::new(),
+            })
+        })
+        .collect()
+}
+
+fn start_workers(config: &Config, store: &Store, in_flight: &Arc<Semaphore>) -> Workers {
+    let (stop, stop_rx) = channel::channel(false);
+    let mut set = JoinSet::new();
+    let mut wakes = BTreeMap::new();
+    for hook in &config.hooks {
+        let wake = Arc::new(Notify::new());
+        wakes.insert(hook.name.clone(), wake.clone());
+        let cx = WorkerContext {
+            store: store.clone(),
+            wake,
+            in_flight: in_flight.clone(),
+            shutdown: stop_rx.clone(),
+        };
+        tracing::info!(hook = %hook.name, url = %hook.display_url(), events = ?hook.events, "hook worker started");
+        set.spawn(deliver::run_hook(hook.clone(), cx));
+    }
+    Workers { set, stop, wakes }
+}
+
+/// Stops the workers; attempts in flight get up to `grace` to finish.
+async fn stop_workers(mut workers: Workers, grace: Duration) {
+    let _ = workers.stop.send(true);
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(r) = workers.set.join_next().await {
+            if let Ok(Err(e)) = r {
+                tracing::error!(error = %chain(&e), "hook worker failed");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "attempts still in flight after the shutdown timeout; they will be sent again at the next start"
+        );
+        workers.set.abort_all();
+    }
+}
+
+/// Reads one site, infers, and commits what changed (one transaction).
+async fn reconcile_site(
+    config: &Config,
+    store: &Store,
+    site: &mut SiteRuntime,
+    wakes: &BTreeMap<String, Arc<Notify>>,
+) {
+    let Some(mut reader) = site.reader.take() else {
+        return;
+    };
+    let prev = site.state.clone();
+    let hooks = config.hooks.clone();
+    let host = config.daemon.host_name.clone();
+    let store = store.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let now = Timestamp::now();
+        let (snap, warnings) = reader.read(now);
+        let params = reader.site().params();
+        let inference = infer::infer(&prev, &snap, now, &params);
+        let name = reader.site().name.clone();
+        let committed = if inference.state != prev || !inference.transitions.is_empty() {
+            let cx = payload::Context {
+                site: &name,
+                host_name: &host,
+                layout: "releases",
+            };
+            let events = deliver::plan(&inference.transitions, &hooks, cx);
+            store
+                .commit_inference(
+                    &name,
+                    &inference.state,
+                    &inference.transitions,
+                    &events,
+                    now,
+                )
+                .map(|ids| ids.len())
+        } else {
+            Ok(0)
+        };
+        (reader, inference, warnings, committed)
+    })
+    .await;
+    let Ok((reader, inference, warnings, committed)) = joined else {
+        tracing::error!("a site read panicked; it will be read again at the next resync");
+        return;
+    };
+    let name = reader.site().name.clone();
+    site.reader = Some(reader);
+    for w in warnings {
+        tracing::warn!(site = %name, "{}", w.message);
+    }
+    for a in &inference.anomalies {
+        if site.logged.insert(a.key.clone()) {
+            tracing::warn!(site = %name, "{}", a.message);
+        }
+    }
+    match committed {
+        Ok(deliveries) => {
+            for t in &inference.transitions {
+                tracing::info!(
+                    site = %name,
+                    deployment = %t.deployment.id,
+                    release = t.deployment.release.as_deref().unwrap_or("-"),
+                    from = t.from.map_or("new", |s| s.as_str()),
+                    status = %t.to,
+                    "{}", if t.deployment.status_text.is_empty() { "transition".to_string() } else { t.deployment.status_text.clone() }
+                );
+            }
+            site.state = inference.state;
+            site.wake_at = inference.wake_at;
+            if deliveries > 0 {
+                for w in wakes.values() {
+                    w.notify_one();
+                }
+            }
+        }
+        Err(e) => {
+            // Nothing was committed: keep the old state so the same transitions are
+            // inferred again at the next read.
+            tracing::error!(site = %name, error = %chain(&e), "cannot commit; will retry");
+            site.wake_at = Some(Timestamp::now().plus(Duration::from_secs(1)));
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Delivery: turns transitions into events and deliveries (`plan`), and runs one worker
+//! per hook that sends its queue in order (`run_hook`). Only this module knows reqwest.
+//!
+//! Stages of one attempt, each a function: `build_request` (headers, signature) →
+//! `send_attempt` (one HTTP request, never follows redirects) → `retry::decide` (pure) →
+//! `Store::commit_attempt`. A worker reads only the outbox, so a restart resumes exactly
+//! where the database says: unsent and in-flight deliveries are sent again.
+
+pub mod payload;
+pub mod retry;
+pub mod sign;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::config::{HookConfig, SignatureKind};
+use crate::infer::model::{Timestamp, Transition};
+use crate::store::{AttemptRecord, DeliveryUpdate, DueDelivery, NewDelivery, NewEvent, Store};
+use retry::{Decision, Response};
+
+pub const USER_AGENT: &str = concat!("deployhook/", env!("CARGO_PKG_VERSION"));
+
+/// The events (with one delivery per matching hook) that `transitions` make.
+pub fn plan(
+    transitions: &[Transition],
+    hooks: &[HookConfig],
+    cx: payload::Context<'_>,
+) -> Vec<NewEvent> {
+    let mut events = Vec::new();
+    for t in transitions {
+        for kind in payload::events_of(t) {
+            let p = payload::kudu(t, kind, cx);
+            let body = payload::body(&p);
+            let deliveries = hooks
+                .iter()
+                .filter(|h| h.wants_event(kind) && h.wants_site(cx.site) && h.wants_status(t.to))
+                .map(|h| NewDelivery {
+                    hook: h.name.clone(),
+                    body: body.clone(),
+                })
+                .collect();
+            events.push(NewEvent {
+                kind: kind.to_string(),
+                site: Some(cx.site.to_string()),
+                status: Some(t.to),
+                deployment_serial: Some(t.deployment.serial),
+                payload: body,
+                deliveries,
+            });
+        }
+    }
+    events
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error("cannot build the HTTP client of hook {hook}")]
+    BuildClient {
+        hook: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// Installs the TLS crypto provider (ring) once per process.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The HTTP client of one hook: TLS verified unless `insecure_ssl`, redirects not
+/// followed, connect and total timeouts, proxies from `HTTPS_PROXY`/`NO_PROXY`.
+pub fn client_for(hook: &HookConfig) -> Result<reqwest::Client, DeliverError> {
+    init_tls();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5).min(hook.timeout))
+        .timeout(hook.timeout)
+        .danger_accept_invalid_certs(hook.insecure_ssl)
+        .user_agent(USER_AGENT)
+        .build()
+        .map_err(|source| DeliverError::BuildClient {
+            hook: hook.name.clone(),
+            source,
+        })
+}
+
+/// The headers of one attempt (without credentials, which go as Basic auth).
+pub fn build_headers(
+    hook: &HookConfig,
+    delivery_id: &str,
+    event: &str,
+    body: &[u8],
+    now: Timestamp,
+) -> Vec<(String, String)> {
+    let mut headers = vec![
+        (
+            "Content-Type".to_string(),
+            "application/json; charset=utf-8".to_string(),
+        ),
+        ("User-Agent".to_string(), USER_AGENT.to_string()),
+        ("X-Deployhook-Event".to_string(), event.to_string()),
+        ("X-Deployhook-Delivery".to_string(), delivery_id.to_string()),
+    ];
+    if let Some(secret) = &hook.secret {
+        match hook.signature {
+            SignatureKind::Standard => {
+                let ts = now.unix_seconds();
+                headers.push(("webhook-id".into(), delivery_id.to_string()));
+                headers.push(("webhook-timestamp".into(), ts.to_string()));
+                headers.push((
+                    "webhook-signature".into(),
+                    sign::standard(secret, delivery_id, ts, body),
+                ));
+            }
+            SignatureKind::Github => {
+                headers.push(("X-Hub-Signature-256".into(), sign::github(secret, body)));
+            }
+            SignatureKind::None => {}
+        }
+    }
+    for (k, v) in &hook.headers {
+        headers.push((k.clone(), v.clone()));
+    }
+    headers
+}
+
+/// Sends one attempt of `d`. Never fails: errors become the attempt's record.
+pub async fn send_attempt(
+    client: &reqwest::Client,
+    hook: &HookConfig,
+    d: &DueDelivery,
+    now: Timestamp,
+) -> (AttemptRecord, Response) {
+    let headers = build_headers(hook, &d.id, &d.event, &d.body, now);
+    let mut url = hook.url.clone();
+    let user = url.username().to_string();
+    let password = url.password().map(str::to_string);
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let mut req = client.post(url).body(d.body.clone());
+    for (k, v) in &headers {
+        req = req.header(k, v);
+    }
+    if !user.is_empty() || password.is_some() {
+        let user = percent_decode(&user);
+        req = req.basic_auth(user, password.as_deref().map(percent_decode));
+    }
+    let started = Instant::now();
+    let mut record = AttemptRecord {
+        started_at: now,
+        request_headers: headers
+            .into_iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("authorization"))
+            .collect(),
+        ..AttemptRecord::default()
+    };
+    let response = match req.send().await {
+        Ok(resp) => {
+            let code = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(retry::parse_retry_after);
+            record.response_status = Some(code);
+            record.response_headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                .collect();
+            match resp.bytes().await {
+                Ok(b) => record.response_body = b.to_vec(),
+                Err(e) => record.error = Some(format!("reading the response body: {e}")),
+            }
+            Response::Status { code, retry_after }
+        }
+        Err(e) => {
+            record.error = Some(describe_error(&e));
+            Response::Error
+        }
+    };
+    record.duration = started.elapsed();
+    (record, response)
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// An error's chain without the URL (which may carry credentials).
+fn describe_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let mut msg = kind.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// What a hook worker shares with the daemon.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub store: Store,
+    /// Poked after a commit that may have queued deliveries.
+    pub wake: Arc<Notify>,
+    /// Global cap on attempts in flight.
+    pub in_flight: Arc<Semaphore>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// One hook's worker: sends its deliveries in order, forever.
+pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), DeliverError> {
+    let client = client_for(&hook)?;
+    loop {
+        if *cx.shutdown.borrow() {
+            return Ok(());
+        }
+        let store = cx.store.clone();
+        let name = hook.name.clone();
+        let head = tokio::task::spawn_blocking(move || {
+            match store.hook_disabled(&name) {
+                Ok(Some(_)) => return Ok(None),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+            store.next_delivery(&name)
+        })
+        .await
+        .unwrap_or(Ok(None));
+        let head = match head {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), "cannot read the outbox; retrying in 1s");
+                wait(&mut cx, Some(Duration::from_secs(1))).await;
+                continue;
+            }
+        };
+        let Some(d) = head else {
+            wait(&mut cx, None).await;
+            continue;
+        };
+        let now = Timestamp::now();
+        if d.next_attempt_at > now {
+            wait(&mut cx, Some(d.next_attempt_at.since(now))).await;
+            continue;
+        }
+        let in_flight = cx.in_flight.clone();
+        let Ok(permit) = in_flight.acquire_owned().await else {
+            return Ok(());
+        };
+        let (record, response) = send_attempt(&client, &hook, &d, now).await;
+        let attempts = d.attempts + 1;
+        let decision = retry::decide(
+            &hook.retry,
+            attempts,
+            &response,
+            Timestamp::now(),
+            fastrand::f64() * 2.0 - 1.0,
+        );
+        log_attempt(&hook, &d, attempts, &record, &decision);
+        let update = match decision {
+            Decision::Delivered => DeliveryUpdate::Delivered,
+            Decision::RetryAt(t) => DeliveryUpdate::RetryAt(t),
+            Decision::Dead => DeliveryUpdate::Dead,
+            Decision::DisableHook => DeliveryUpdate::DisableHook,
+        };
+        drop(permit);
+        let store = cx.store.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            store.commit_attempt(&d, &record, &update, Timestamp::now())
+        })
+        .await;
+        if let Ok(Err(e)) = saved {
+            tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), "cannot record the attempt; it will be repeated");
+            wait(&mut cx, Some(Duration::from_secs(1))).await;
+        }
+    }
+}
+
+fn log_attempt(
+    hook: &HookConfig,
+    d: &DueDelivery,
+    attempt: u32,
+    record: &AttemptRecord,
+    decision: &Decision,
+) {
+    let status = record.response_status.map(i64::from).unwrap_or(-1);
+    let ms = record.duration.as_millis() as u64;
+    let error = record.error.as_deref().unwrap_or("");
+    match decision {
+        Decision::Delivered => {
+            tracing::info!(hook = %hook.name, delivery = %d.id, attempt, status, ms, event = %d.event, "delivered")
+        }
+        Decision::RetryAt(t) => {
+            tracing::warn!(hook = %hook.name, delivery = %d.id, attempt, status, ms, error, retry_at = %t.rfc3339(), "attempt failed; will retry")
+        }
+        Decision::Dead => {
+            tracing::error!(hook = %hook.name, delivery = %d.id, attempt, status, error, "delivery is dead: the retry schedule is used up")
+        }
+        Decision::DisableHook => {
+            tracing::error!(hook = %hook.name, delivery = %d.id, "the receiver answered 410 Gone: hook disabled")
+        }
+    }
+}
+
+/// Sleeps until woken, for `max`, or until shutdown.
+async fn wait(cx: &mut WorkerContext, max: Option<Duration>) {
+    let sleep = async {
+        match max {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = cx.wake.notified() => {}
+        _ = sleep => {}
+        _ = cx.shutdown.changed() => {}
+    }
+}

@@ -1,0 +1,157 @@
+//! Payloads: the events a transition produces and the `kudu` body (SPEC §3), field
+//! order exactly Kudu's, then deployhook's additions.
+
+use serde::Serialize;
+
+use crate::infer::model::{Status, Transition};
+
+pub const POST_DEPLOYMENT: &str = "PostDeployment";
+pub const STATUS_CHANGED: &str = "StatusChanged";
+
+/// What the payload needs beyond the transition.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub site: &'a str,
+    pub host_name: &'a str,
+    pub layout: &'a str,
+}
+
+/// Kudu's PostDeployment object plus deployhook's camelCase additions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KuduPayload {
+    pub id: String,
+    pub status: Status,
+    pub status_text: String,
+    pub author_email: Option<String>,
+    pub author: Option<String>,
+    pub message: Option<String>,
+    pub progress: String,
+    pub deployer: Option<String>,
+    pub received_time: String,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub last_success_end_time: Option<String>,
+    pub complete: bool,
+    pub site_name: String,
+    pub host_name: String,
+    pub event: String,
+    pub branch: Option<String>,
+    pub release: Option<String>,
+    pub previous_id: Option<String>,
+    pub rollback: bool,
+    pub layout: String,
+    pub sequence: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_status: Option<Status>,
+}
+
+/// The events one transition produces: `StatusChanged` always, `PostDeployment` when it
+/// becomes terminal.
+pub fn events_of(t: &Transition) -> Vec<&'static str> {
+    if t.to.is_terminal() {
+        vec![STATUS_CHANGED, POST_DEPLOYMENT]
+    } else {
+        vec![STATUS_CHANGED]
+    }
+}
+
+/// Builds the kudu object for `event` of transition `t`.
+pub fn kudu(t: &Transition, event: &str, cx: Context<'_>) -> KuduPayload {
+    let d = &t.deployment;
+    let commit = d.commit.as_ref();
+    KuduPayload {
+        id: d.id.clone(),
+        status: t.to,
+        status_text: d.status_text.clone(),
+        author_email: commit.map(|c| c.email.clone()),
+        author: commit.map(|c| c.author.clone()),
+        message: commit.map(|c| c.message.clone()),
+        progress: String::new(),
+        deployer: d.deployer.clone(),
+        received_time: d.received.rfc3339(),
+        start_time: d.started.map(|t| t.rfc3339()),
+        end_time: d.ended.map(|t| t.rfc3339()),
+        last_success_end_time: t.last_success_end.map(|t| t.rfc3339()),
+        complete: t.to.is_terminal(),
+        site_name: cx.site.to_string(),
+        host_name: cx.host_name.to_string(),
+        event: event.to_string(),
+        branch: d.branch.clone(),
+        release: d.release.clone(),
+        previous_id: d.previous_id.clone(),
+        rollback: d.rollback,
+        layout: cx.layout.to_string(),
+        sequence: t.sequence,
+        previous_status: if event == STATUS_CHANGED {
+            t.from
+        } else {
+            None
+        },
+    }
+}
+
+/// The JSON body of a payload.
+pub fn body(p: &KuduPayload) -> Vec<u8> {
+    // Serialising a struct of strings, numbers and options cannot fail.
+    serde_json::to_vec(p).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infer::model::{CommitInfo, Deployment, Timestamp};
+
+    fn at(s: &str) -> Timestamp {
+        Timestamp::from_system(humantime::parse_rfc3339(s).unwrap_or(std::time::UNIX_EPOCH))
+    }
+
+    #[test]
+    fn matches_the_fixture_field_for_field_and_in_order() {
+        let t = Transition {
+            deployment: Deployment {
+                serial: 7,
+                release: Some("20261120091402".into()),
+                id: "2f45d28c063eb367ee76b3c9a4b844b673ca2ad6".into(),
+                status: Status::Success,
+                announced: true,
+                status_text: String::new(),
+                commit: Some(CommitInfo {
+                    author: "Jane Doe".into(),
+                    email: "jane@example.com".into(),
+                    message: "Fix header".into(),
+                    time: Timestamp(0),
+                }),
+                deployer: Some("alice".into()),
+                branch: Some("main".into()),
+                received: at("2026-11-20T09:14:02.103400Z"),
+                started: Some(at("2026-11-20T09:14:02.512000Z")),
+                ended: Some(at("2026-11-20T09:15:47.900100Z")),
+                previous_id: Some("9b1c0e7d2a4f6e8b0c2d4e6f8a0b2c4d6e8f0a1b".into()),
+                rollback: false,
+                last_change: Timestamp(0),
+                fingerprint: String::new(),
+                lock_seen: false,
+            },
+            from: Some(Status::Deploying),
+            to: Status::Success,
+            sequence: 42,
+            last_success_end: Some(at("2026-11-20T09:15:47.900100Z")),
+        };
+        let cx = Context {
+            site: "shop",
+            host_name: "build-01",
+            layout: "releases",
+        };
+        let ours = serde_json::to_string_pretty(&kudu(&t, POST_DEPLOYMENT, cx)).unwrap_or_default();
+        let fixture_path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/payloads/post-deployment-success.json"
+        );
+        let fixture = std::fs::read_to_string(fixture_path).unwrap_or_default();
+        let parsed: serde_json::Value = serde_json::from_str(&fixture).unwrap_or_default();
+        let fixture = serde_json::to_string_pretty(&parsed).unwrap_or_default();
+        assert!(!fixture.is_empty(), "fixture {fixture_path} not found");
+        assert_eq!(ours, fixture);
+    }
+}

@@ -1,0 +1,550 @@
+//! `infer` for the `releases` layout (SPEC §2.1): Capistrano, Deployer, Ansible
+//! deploy_helper and plain releases.
+//!
+//! Each step: notice new deployments (a pending signal, a new release directory, `current`
+//! moving to an existing release), then evaluate every tracked deployment's *level* — the
+//! status the snapshot shows for it — and move it forward to that level. Levels never move
+//! a deployment backwards; a snapshot that skips states does not invent them.
+
+use std::cmp::Ordering;
+
+use super::model::{
+    Anomaly, Deployment, Inference, LAST_SUCCESS_KEEP, Live, Params, SiteState, Status, Timestamp,
+    Transition,
+};
+use crate::snapshot::{Current, Flavour, LogEntry, Release, ReleasesSnapshot, Revision};
+
+/// Orders release names: numerically when both are all digits (timestamps, Deployer's
+/// counters), else as text.
+pub fn release_order(a: &str, b: &str) -> Ordering {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    if digits(a) && digits(b) {
+        let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+        a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+    } else {
+        a.cmp(b)
+    }
+}
+
+pub fn infer(prev: &SiteState, snap: &ReleasesSnapshot, now: Timestamp, p: &Params) -> Inference {
+    let mut run = Run {
+        st: prev.clone(),
+        snap,
+        now,
+        p,
+        transitions: Vec::new(),
+        anomalies: Vec::new(),
+        log: NewLogLines::default(),
+    };
+    run.note_current_anomalies();
+    let current = snap.current_release().map(str::to_owned);
+    if run.st.initialised {
+        run.read_new_log_lines();
+        run.notice_pending();
+        run.notice_new_releases();
+        run.notice_switch(current.as_deref());
+    } else {
+        run.baseline(current.as_deref());
+    }
+    run.evaluate(current.as_deref());
+
+    // Remember what this snapshot showed.
+    let lock_now = run.lock_now();
+    let st = &mut run.st;
+    st.known_releases = snap.releases.keys().cloned().collect();
+    st.current = current;
+    if let Some(log) = &snap.revisions_log {
+        st.log_seen = log.entries.len();
+    }
+    st.repo_head = snap.repo_head.clone();
+    st.lock_held = lock_now;
+    let wake_at = run.wake_at();
+    Inference {
+        state: run.st,
+        transitions: run.transitions,
+        anomalies: run.anomalies,
+        wake_at,
+    }
+}
+
+/// Capistrano `revisions.log` lines that are new since the last snapshot.
+#[derive(Default)]
+struct NewLogLines {
+    /// release -> (branch, sha, user)
+    deployed: Vec<(String, String, String, String)>,
+    /// (release, user)
+    rolled_back: Vec<(String, String)>,
+}
+
+struct Run<'a> {
+    st: SiteState,
+    snap: &'a ReleasesSnapshot,
+    now: Timestamp,
+    p: &'a Params,
+    transitions: Vec<Transition>,
+    anomalies: Vec<Anomaly>,
+    log: NewLogLines,
+}
+
+impl Run<'_> {
+    fn lock_now(&self) -> bool {
+        self.snap
+            .deployer
+            .as_ref()
+            .is_some_and(|d| d.lock.is_some())
+    }
+
+    fn anomaly(&mut self, key: String, message: String) {
+        self.anomalies.push(Anomaly { key, message });
+    }
+
+    fn note_current_anomalies(&mut self) {
+        match &self.snap.current {
+            Current::Dangling(name) => self.anomaly(
+                format!("current-dangling:{name}"),
+                format!("current points at releases/{name}, which does not exist"),
+            ),
+            Current::Outside(target) => self.anomaly(
+                format!("current-outside:{target}"),
+                format!("current points outside releases/ ({target}); it is not a release"),
+            ),
+            _ => {}
+        }
+    }
+
+    fn read_new_log_lines(&mut self) {
+        let Some(log) = &self.snap.revisions_log else {
+            return;
+        };
+        let start = if log.entries.len() < self.st.log_seen {
+            self.anomaly(
+                "revisions.log-shrank".into(),
+                "revisions.log is shorter than before (truncated or rotated); reading it from the start".into(),
+            );
+            0
+        } else {
+            self.st.log_seen
+        };
+        for (i, entry) in log.entries.iter().enumerate().skip(start) {
+            match entry {
+                LogEntry::Deployed {
+                    branch,
+                    sha,
+                    release,
+                    user,
+                } => self.log.deployed.push((
+                    release.clone(),
+                    branch.clone(),
+                    sha.clone(),
+                    user.clone(),
+                )),
+                LogEntry::RolledBack { user, release } => {
+                    self.log.rolled_back.push((release.clone(), user.clone()))
+                }
+                LogEntry::Garbage(line) => {
+                    let line = line.chars().take(120).collect::<String>();
+                    self.anomaly(
+                        format!("revisions.log:{}", i + 1),
+                        format!(
+                            "revisions.log line {} is not a Capistrano log line, ignored: {line:?}",
+                            i + 1
+                        ),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Deployer's lock appearing, or Capistrano's mirror moving to a commit no release
+    /// carries, starts a pending deployment (when none is in progress).
+    fn notice_pending(&mut self) {
+        if !self.st.active.is_empty() {
+            return;
+        }
+        match self.snap.flavour {
+            Flavour::Deployer if self.lock_now() && !self.st.lock_held => {
+                let id = format!("pending-{}", self.st.next_serial + 1);
+                self.create(None, id, false);
+            }
+            Flavour::Capistrano => {
+                if let Some(head) = &self.snap.repo_head {
+                    let moved = self.st.repo_head.as_ref() != Some(head);
+                    let carried =
+                        self.snap.releases.values().any(|r| {
+                            r.id().starts_with(head.as_str()) || head.starts_with(&r.id())
+                        });
+                    if moved && !carried {
+                        self.create(None, head.clone(), false);
+                        if let Some(d) = self.st.active.last_mut() {
+                            d.commit = self.snap.repo_head_commit.clone();
+                            d.branch = self.snap.repo_branch.clone();
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn notice_new_releases(&mut self) {
+        let mut new: Vec<&Release> = self
+            .snap
+            .releases
+            .values()
+            .filter(|r| !self.st.known_releases.contains(&r.name) && !self.tracks(&r.name))
+            .collect();
+        new.sort_by(|a, b| release_order(&a.name, &b.name));
+        for rel in new {
+            if let Some(d) = self.st.active.iter_mut().find(|d| d.release.is_none()) {
+                d.release = Some(rel.name.clone());
+                if matches!(rel.revision, Revision::Sha(_)) || d.id.starts_with("pending-") {
+                    d.id = rel.id();
+                }
+                d.last_change = self.now;
+            } else {
+                self.create(Some(rel.name.clone()), rel.id(), false);
+            }
+        }
+    }
+
+    /// `current` moved to an existing release that no tracked deployment owns: a
+    /// rollback (to an older release) or a switch, reported as a new deployment.
+    fn notice_switch(&mut self, current: Option<&str>) {
+        let Some(c) = current else { return };
+        if self.st.current.as_deref() == Some(c) || self.tracks(c) {
+            return;
+        }
+        if self.st.live.as_ref().is_some_and(|l| l.release == c) {
+            return;
+        }
+        let rollback = self
+            .st
+            .live
+            .as_ref()
+            .is_some_and(|l| release_order(c, &l.release) == Ordering::Less);
+        let id = self.snap.releases.get(c).map_or(c.to_string(), |r| r.id());
+        self.create(Some(c.to_string()), id, rollback);
+    }
+
+    /// First sight of the site: what is live is the baseline; what is in progress is
+    /// tracked (and reported from now on).
+    fn baseline(&mut self, current: Option<&str>) {
+        self.st.initialised = true;
+        self.st.live = current.map(|c| Live {
+            release: c.to_string(),
+            id: self.snap.releases.get(c).map_or(c.to_string(), |r| r.id()),
+        });
+        let lock_now = self.lock_now();
+        let release_link = self
+            .snap
+            .deployer
+            .as_ref()
+            .and_then(|d| d.release_link.clone());
+        let mut in_progress: Vec<&Release> = self
+            .snap
+            .releases
+            .values()
+            .filter(|r| Some(r.name.as_str()) != current && !r.bad)
+            .filter(|r| current.is_none_or(|c| release_order(&r.name, c) == Ordering::Greater))
+            .filter(|r| {
+                let building_now = lock_now && release_link.as_deref() == Some(r.name.as_str());
+                building_now || self.now.since(r.modified) < self.p.idle_timeout
+            })
+            .collect();
+        in_progress.sort_by(|a, b| release_order(&a.name, &b.name));
+        for rel in in_progress {
+            self.create(Some(rel.name.clone()), rel.id(), false);
+        }
+        if self.snap.flavour == Flavour::Deployer && lock_now && self.st.active.is_empty() {
+            let id = format!("pending-{}", self.st.next_serial + 1);
+            self.create(None, id, false);
+        }
+    }
+
+    fn tracks(&self, release: &str) -> bool {
+        self.st
+            .active
+            .iter()
+            .any(|d| d.release.as_deref() == Some(release))
+    }
+
+    fn create(&mut self, release: Option<String>, id: String, rollback: bool) {
+        self.st.next_serial += 1;
+        let lock_now = self.lock_now();
+        self.st.active.push(Deployment {
+            serial: self.st.next_serial,
+            release,
+            id,
+            status: Status::Pending,
+            announced: false,
+            status_text: String::new(),
+            commit: None,
+            deployer: None,
+            branch: None,
+            received: self.now,
+            started: None,
+            ended: None,
+            previous_id: self.st.live.as_ref().map(|l| l.id.clone()),
+            rollback,
+            last_change: self.now,
+            fingerprint: String::new(),
+            lock_seen: lock_now,
+        });
+    }
+
+    /// Moves every tracked deployment to the level the snapshot shows.
+    fn evaluate(&mut self, current: Option<&str>) {
+        let switched = self.st.current.as_deref() != current;
+        let mut active = std::mem::take(&mut self.st.active);
+        active.sort_by_key(|d| d.serial);
+        for d in &mut active {
+            self.refresh(d, current, switched);
+            let (level, text) = self.level(d, current);
+            let (level, text) = if level.is_terminal() {
+                (level, text)
+            } else {
+                let idle_since = self.idle_since(d);
+                if self.now >= idle_since.plus(self.p.idle_timeout) {
+                    (
+                        Status::Failed,
+                        format!(
+                            "no change for {} (idle_timeout) while {}: the deploy did not finish",
+                            humantime::format_duration(self.p.idle_timeout),
+                            d.status
+                        ),
+                    )
+                } else {
+                    (level, text)
+                }
+            };
+            self.advance(d, level, text);
+        }
+        active.retain(|d| !d.status.is_terminal());
+        self.st.active = active;
+    }
+
+    /// Takes what the snapshot and the tool's logs say about `d` (id, commit, deployer,
+    /// branch, times) and notices change.
+    fn refresh(&mut self, d: &mut Deployment, current: Option<&str>, switched: bool) {
+        if self.lock_now() {
+            d.lock_seen = true;
+        }
+        if let Some(name) = d.release.clone() {
+            self.refresh_release(d, &name, current, switched);
+        }
+        if d.deployer.is_none() {
+            d.deployer = self
+                .snap
+                .deployer
+                .as_ref()
+                .and_then(|dep| dep.lock.clone())
+                .filter(|u| !u.is_empty());
+        }
+        if let Some(dep) = &self.p.deployer {
+            d.deployer = Some(dep.clone());
+        }
+        if d.branch.is_none() {
+            d.branch = self
+                .p
+                .branch
+                .clone()
+                .or_else(|| self.snap.repo_branch.clone());
+        }
+    }
+
+    fn refresh_release(
+        &mut self,
+        d: &mut Deployment,
+        name: &str,
+        current: Option<&str>,
+        switched: bool,
+    ) {
+        if let Some(rel) = self.snap.releases.get(name) {
+            if matches!(rel.revision, Revision::Sha(_)) || d.id.starts_with("pending-") {
+                d.id = rel.id();
+            }
+            if rel.commit.is_some() {
+                d.commit = rel.commit.clone();
+            }
+            let fp = rel.fingerprint();
+            if fp != d.fingerprint {
+                d.fingerprint = fp;
+                d.last_change = self.now;
+            }
+        }
+        if switched && current == Some(name) {
+            d.last_change = self.now;
+        }
+        if let Some((_, branch, sha, user)) = self.log.deployed.iter().find(|e| e.0 == name) {
+            d.branch = Some(branch.clone());
+            d.deployer = Some(user.clone());
+            if d.id == name {
+                d.id = sha.clone();
+            }
+        }
+        if let Some((_, user)) = self.log.rolled_back.iter().find(|e| e.0 == name) {
+            d.deployer = Some(user.clone());
+        }
+        if let Some(entry) = self.snap.deployer.as_ref().and_then(|dep| {
+            dep.releases_log
+                .iter()
+                .rev()
+                .find(|e| e.release_name == name)
+        }) {
+            if let Some(user) = &entry.user {
+                d.deployer = Some(user.clone());
+            }
+            if let Some(target) = &entry.target {
+                d.branch = Some(target.clone());
+            }
+            if let Some(t) = entry.created_at {
+                d.received = d.received.min(t);
+                if d.status <= Status::Building {
+                    d.started = Some(t);
+                }
+            }
+        }
+    }
+
+    fn idle_since(&self, d: &Deployment) -> Timestamp {
+        let modified = d
+            .release
+            .as_ref()
+            .and_then(|n| self.snap.releases.get(n))
+            .map_or(Timestamp(i64::MIN), |r| r.modified);
+        d.last_change.max(modified)
+    }
+
+    fn quiet(&self, d: &Deployment) -> bool {
+        self.now >= self.idle_since(d).plus(self.p.settle)
+    }
+
+    /// Whether `d`'s success waits for the release to be quiet for `settle`.
+    fn settles(&self, d: &Deployment) -> bool {
+        d.rollback
+            || match self.snap.flavour {
+                Flavour::Capistrano => false,
+                Flavour::Deployer => !d.lock_seen,
+                Flavour::Plain => true,
+            }
+    }
+
+    /// The status the snapshot shows for `d`, with a `statusText` for failures.
+    fn level(&self, d: &Deployment, current: Option<&str>) -> (Status, String) {
+        let lock_now = self.lock_now();
+        let Some(name) = d.release.as_deref() else {
+            if self.snap.flavour == Flavour::Deployer && !lock_now && d.lock_seen {
+                return (
+                    Status::Failed,
+                    "the deploy lock was released before a release directory was created".into(),
+                );
+            }
+            return (Status::Pending, String::new());
+        };
+        if !d.rollback && self.log.deployed.iter().any(|e| e.0 == name) {
+            return (Status::Success, String::new());
+        }
+        if d.rollback && self.log.rolled_back.iter().any(|e| e.0 == name) {
+            return (Status::Success, String::new());
+        }
+        let release = self.snap.releases.get(name);
+        if current == Some(name) {
+            let unfinished = release.is_some_and(|r| r.unfinished);
+            let done = if self.settles(d) {
+                !unfinished && !lock_now && self.quiet(d)
+            } else {
+                self.snap.flavour == Flavour::Deployer && !lock_now
+            };
+            return if done {
+                (Status::Success, String::new())
+            } else {
+                (Status::Deploying, String::new())
+            };
+        }
+        if release.is_none() {
+            return (
+                Status::Failed,
+                format!("release directory releases/{name} was removed before it went live"),
+            );
+        }
+        if d.status >= Status::Deploying {
+            return (
+                Status::Failed,
+                format!(
+                    "current switched to {} before the deploy finished",
+                    current.map_or("nothing".to_string(), |c| format!("releases/{c}"))
+                ),
+            );
+        }
+        if self.snap.flavour == Flavour::Deployer && d.lock_seen && !lock_now {
+            return (
+                Status::Failed,
+                "the deploy lock was released before the release went live (deploy:failed)".into(),
+            );
+        }
+        (Status::Building, String::new())
+    }
+
+    fn advance(&mut self, d: &mut Deployment, to: Status, text: String) {
+        let from = if d.announced { Some(d.status) } else { None };
+        if from.is_some_and(|f| to.rank() <= f.rank()) {
+            return;
+        }
+        d.announced = true;
+        d.status = to;
+        d.status_text = text;
+        d.last_change = self.now;
+        if to >= Status::Building && d.started.is_none() {
+            d.started = Some(self.now);
+        }
+        if to.is_terminal() {
+            d.ended = Some(self.now);
+        }
+        if to == Status::Success {
+            self.st.last_success.insert(d.id.clone(), self.now);
+            if self.st.last_success.len() > LAST_SUCCESS_KEEP
+                && let Some(oldest) = self
+                    .st
+                    .last_success
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(k, _)| k.clone())
+            {
+                self.st.last_success.remove(&oldest);
+            }
+            if let Some(release) = &d.release {
+                self.st.live = Some(Live {
+                    release: release.clone(),
+                    id: d.id.clone(),
+                });
+            }
+        }
+        self.st.sequence += 1;
+        self.transitions.push(Transition {
+            deployment: d.clone(),
+            from,
+            to,
+            sequence: self.st.sequence,
+            last_success_end: self.st.last_success.get(&d.id).copied(),
+        });
+    }
+
+    /// The next time something may change without a filesystem event: a settle or an
+    /// idle deadline.
+    fn wake_at(&self) -> Option<Timestamp> {
+        self.st
+            .active
+            .iter()
+            .flat_map(|d| {
+                let since = self.idle_since(d);
+                let settle = (self.st.current.as_deref() == d.release.as_deref()
+                    && d.release.is_some()
+                    && self.settles(d))
+                .then(|| since.plus(self.p.settle));
+                [settle, Some(since.plus(self.p.idle_timeout))]
+            })
+            .flatten()
+            .filter(|t| *t > self.now)
+            .min()
+    }
+}

@@ -1,0 +1,112 @@
+//! The only module that knows git2: commit data (author, email, message, time), a work
+//! tree's HEAD and a branch head, all read-only.
+//!
+//! libgit2 refuses to open a repository owned by another user (code -36). A daemon that
+//! runs as its own system user and only reads would hit that on every watched repository,
+//! so `allow_foreign_owners` turns the check off once at start-up: we never write to a
+//! repository, so the check protects nothing here (git's own reason for it is running
+//! hooks and config of a hostile repository, which reading objects does not do).
+
+use std::path::{Path, PathBuf};
+
+use git2::{ErrorCode, Oid, Repository, RepositoryOpenFlags};
+
+use crate::infer::model::{CommitInfo, Timestamp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("no git repository to look it up in")]
+    NoRepository,
+    #[error("cannot open the repository {path}")]
+    OpenRepository {
+        path: PathBuf,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("not a valid commit id")]
+    BadId,
+    #[error("not found in {}{}", .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), if *.shallow { " (a shallow clone)" } else { "" })]
+    CommitNotFound {
+        searched: Vec<PathBuf>,
+        shallow: bool,
+    },
+}
+
+/// Turns off libgit2's repository-owner check for this process (see the module docs).
+pub fn allow_foreign_owners() -> Result<(), git2::Error> {
+    // SAFETY: called once at start-up before any other git2 use; it only sets a global
+    // option inside libgit2.
+    unsafe { git2::opts::set_verify_owner_validation(false) }
+}
+
+fn open(path: &Path) -> Result<Repository, git2::Error> {
+    // No search upwards: the path given is the repository (bare, or a work tree).
+    Repository::open_ext(
+        path,
+        RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    )
+}
+
+/// Looks `sha` up in the first repository of `repos` that has it.
+pub fn read_commit(repos: &[PathBuf], sha: &str) -> Result<CommitInfo, GitError> {
+    let oid = Oid::from_str(sha).map_err(|_| GitError::BadId)?;
+    let mut last_open_error = None;
+    let mut searched = Vec::new();
+    let mut shallow = false;
+    for path in repos {
+        let repo = match open(path) {
+            Ok(r) => r,
+            Err(source) => {
+                if source.code() != ErrorCode::NotFound {
+                    last_open_error = Some(GitError::OpenRepository {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+                continue;
+            }
+        };
+        searched.push(path.clone());
+        shallow |= repo.is_shallow();
+        // Short ids (7+ hex digits) are resolved too.
+        let found = if sha.len() < 40 {
+            repo.revparse_single(sha).and_then(|o| o.peel_to_commit())
+        } else {
+            repo.find_commit(oid)
+        };
+        if let Ok(c) = found {
+            let sig = c.author();
+            return Ok(CommitInfo {
+                author: sig.name().unwrap_or_default().to_string(),
+                email: sig.email().unwrap_or_default().to_string(),
+                message: c.message().unwrap_or_default().trim_end().to_string(),
+                time: Timestamp::from_unix_seconds(c.time().seconds()),
+            });
+        }
+    }
+    if searched.is_empty() {
+        return Err(last_open_error.unwrap_or(GitError::NoRepository));
+    }
+    Err(GitError::CommitNotFound { searched, shallow })
+}
+
+/// The commit a work tree's HEAD points at.
+pub fn read_head(work_tree: &Path) -> Option<String> {
+    let repo = open(work_tree).ok()?;
+    let head = repo.head().ok()?;
+    head.peel_to_commit().ok().map(|c| c.id().to_string())
+}
+
+/// The branch name and the commit `branch` (default: what HEAD names) points at in
+/// `repo` (bare or not). Packed and loose refs are both read by libgit2.
+pub fn read_branch_head(repo: &Path, branch: Option<&str>) -> Option<(String, String)> {
+    let repo = open(repo).ok()?;
+    let reference = match branch {
+        Some(b) => repo.find_reference(&format!("refs/heads/{b}")).ok()?,
+        None => repo.head().ok()?,
+    };
+    let name = reference.shorthand().unwrap_or_default().to_string();
+    let sha = reference.peel_to_commit().ok()?.id().to_string();
+    Some((name, sha))
+}

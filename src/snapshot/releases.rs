@@ -1,0 +1,565 @@
+//! The `releases` layout (Capistrano, Deployer, Ansible deploy_helper, plain): reads
+//! `current`, `releases/*`, `revisions.log`, `.dep/` and the mirror's branch head.
+//!
+//! `read_*` functions do the I/O; `parse_*` functions take text and are pure, so the odd
+//! inputs (a half-written log line, garbage) are unit-tested without files.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use super::{Warning, git};
+use crate::config::SiteConfig;
+use crate::infer::model::{CommitInfo, Timestamp};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    Capistrano,
+    Deployer,
+    /// Plain releases, also Ansible's deploy_helper.
+    Plain,
+}
+
+impl Flavour {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavour::Capistrano => "capistrano",
+            Flavour::Deployer => "deployer",
+            Flavour::Plain => "plain",
+        }
+    }
+}
+
+/// Where `current` points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Current {
+    /// No `current` symlink.
+    Absent,
+    /// `current` points at `releases/<name>`, which exists.
+    Release(String),
+    /// `current` points at `releases/<name>`, which does not exist.
+    Dangling(String),
+    /// `current` points somewhere that is not a release, or is not a symlink.
+    Outside(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revision {
+    /// A commit id (from `REVISION`, or the release's own git HEAD).
+    Sha(String),
+    /// No `REVISION` file (yet).
+    Missing,
+    /// `REVISION` exists but could not be read or does not hold a commit id.
+    Unreadable(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    pub name: String,
+    pub revision: Revision,
+    /// Ansible deploy_helper's `DEPLOY_UNFINISHED` marker is present.
+    pub unfinished: bool,
+    /// Deployer's `BAD_RELEASE` marker is present (a rollback moved away from it).
+    pub bad: bool,
+    /// Modification time of the release directory.
+    pub modified: Timestamp,
+    pub commit: Option<CommitInfo>,
+}
+
+impl Release {
+    /// The payload id: the commit SHA, else the release name.
+    pub fn id(&self) -> String {
+        match &self.revision {
+            Revision::Sha(s) => s.clone(),
+            _ => self.name.clone(),
+        }
+    }
+
+    /// What changes when the release changes on the surface we look at.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.modified.0,
+            self.unfinished,
+            matches!(self.revision, Revision::Sha(_))
+        )
+    }
+}
+
+/// One complete line of Capistrano's `revisions.log`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogEntry {
+    Deployed {
+        branch: String,
+        sha: String,
+        release: String,
+        user: String,
+    },
+    RolledBack {
+        user: String,
+        release: String,
+    },
+    Garbage(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RevisionsLog {
+    /// Complete lines, in order (blank lines skipped).
+    pub entries: Vec<LogEntry>,
+    /// The file ends in a line still being written (no newline yet): not ready.
+    pub partial_tail: bool,
+}
+
+/// One line of Deployer's `.dep/releases_log`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleasesLogEntry {
+    pub release_name: String,
+    pub created_at: Option<Timestamp>,
+    pub user: Option<String>,
+    pub target: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeployerFiles {
+    /// `.dep/deploy.lock` exists; its content (the user) if any.
+    pub lock: Option<String>,
+    /// The `release` symlink's release name, while a deploy is building.
+    pub release_link: Option<String>,
+    pub releases_log: Vec<ReleasesLogEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleasesSnapshot {
+    pub flavour: Flavour,
+    pub current: Current,
+    /// Release directories by name (symlinks such as `releases/current` are not releases).
+    pub releases: BTreeMap<String, Release>,
+    /// Capistrano's `revisions.log`, if present.
+    pub revisions_log: Option<RevisionsLog>,
+    /// Deployer's `.dep/` files, if the flavour is Deployer.
+    pub deployer: Option<DeployerFiles>,
+    /// Capistrano: the commit the mirror's branch points at.
+    pub repo_head: Option<String>,
+    /// Capistrano: the branch `repo_head` was read from.
+    pub repo_branch: Option<String>,
+    /// Capistrano: the commit data of `repo_head`.
+    pub repo_head_commit: Option<CommitInfo>,
+}
+
+impl ReleasesSnapshot {
+    pub fn empty(flavour: Flavour) -> Self {
+        ReleasesSnapshot {
+            flavour,
+            current: Current::Absent,
+            releases: BTreeMap::new(),
+            revisions_log: None,
+            deployer: None,
+            repo_head: None,
+            repo_branch: None,
+            repo_head_commit: None,
+        }
+    }
+
+    pub fn current_release(&self) -> Option<&str> {
+        match &self.current {
+            Current::Release(n) if self.releases.contains_key(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// Parses `revisions.log`. Only complete lines count; a trailing partial line is "not ready".
+pub fn parse_revisions_log(text: &str) -> RevisionsLog {
+    let mut parts: Vec<&str> = text.split('\n').collect();
+    let tail = parts.pop().unwrap_or("");
+    let entries = parts
+        .into_iter()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty())
+        .map(parse_revisions_log_line)
+        .collect();
+    RevisionsLog {
+        entries,
+        partial_tail: !tail.trim().is_empty(),
+    }
+}
+
+fn parse_revisions_log_line(line: &str) -> LogEntry {
+    let garbage = || LogEntry::Garbage(line.to_string());
+    if let Some(rest) = line.strip_prefix("Branch ") {
+        // Branch <branch> (at <sha>) deployed as release <release> by <user>
+        let Some((branch, rest)) = rest.split_once(" (at ") else {
+            return garbage();
+        };
+        let Some((sha, rest)) = rest.split_once(") deployed as release ") else {
+            return garbage();
+        };
+        let Some((release, user)) = rest.split_once(" by ") else {
+            return garbage();
+        };
+        if release.is_empty() || release.contains(char::is_whitespace) {
+            return garbage();
+        }
+        return LogEntry::Deployed {
+            branch: branch.to_string(),
+            sha: sha.to_string(),
+            release: release.to_string(),
+            user: user.trim().to_string(),
+        };
+    }
+    if let Some((user, release)) = line.split_once(" rolled back to release ") {
+        let release = release.trim();
+        if !release.is_empty() && !release.contains(char::is_whitespace) {
+            return LogEntry::RolledBack {
+                user: user.trim().to_string(),
+                release: release.to_string(),
+            };
+        }
+    }
+    garbage()
+}
+
+/// Parses Deployer's `.dep/releases_log` (one JSON object per line); bad lines are skipped.
+pub fn parse_releases_log(text: &str) -> Vec<ReleasesLogEntry> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        release_name: serde_json::Value,
+        created_at: Option<String>,
+        user: Option<String>,
+        target: Option<String>,
+    }
+    let mut parts: Vec<&str> = text.split('\n').collect();
+    parts.pop(); // a line without its newline is still being written
+    parts
+        .into_iter()
+        .filter_map(|l| serde_json::from_str::<Line>(l.trim()).ok())
+        .map(|l| ReleasesLogEntry {
+            release_name: match l.release_name {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            },
+            created_at: l.created_at.as_deref().and_then(parse_time),
+            user: l.user.filter(|u| !u.is_empty()),
+            target: l.target.filter(|t| !t.is_empty()),
+        })
+        .collect()
+}
+
+/// Parses an RFC 3339 time with `Z` or a numeric offset (`2026-11-20T09:14:02+01:00`).
+pub fn parse_time(s: &str) -> Option<Timestamp> {
+    let s = s.trim();
+    if let Some(base) = s.strip_suffix('Z') {
+        return humantime::parse_rfc3339_weak(base)
+            .ok()
+            .map(Timestamp::from_system);
+    }
+    let (base, off) = s.split_at(s.len().checked_sub(6)?);
+    let sign = match off.as_bytes().first() {
+        Some(b'+') => 1,
+        Some(b'-') => -1,
+        _ => return None,
+    };
+    let (h, m) = off[1..].split_once(':')?;
+    let offset_secs = sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60);
+    let local = Timestamp::from_system(humantime::parse_rfc3339_weak(base).ok()?);
+    Some(Timestamp(local.0 - offset_secs * 1_000_000))
+}
+
+/// Reads the flavour: `.dep/` → Deployer; `revisions.log` or `repo/` → Capistrano.
+pub fn read_flavour(root: &Path) -> Flavour {
+    if root.join(".dep").is_dir() {
+        Flavour::Deployer
+    } else if root.join("revisions.log").exists() || root.join("repo").is_dir() {
+        Flavour::Capistrano
+    } else {
+        Flavour::Plain
+    }
+}
+
+/// Reads the whole layout of one site.
+pub fn read_releases(
+    site: &SiteConfig,
+    commits: &mut BTreeMap<String, Option<CommitInfo>>,
+    warnings: &mut Vec<Warning>,
+) -> ReleasesSnapshot {
+    let root = &site.path;
+    let flavour = read_flavour(root);
+    let mut snap = ReleasesSnapshot::empty(flavour);
+    let releases_dir = root.join("releases");
+    snap.current = read_release_link(root, &root.join("current"));
+
+    if let Ok(entries) = std::fs::read_dir(&releases_dir) {
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if name.starts_with('.') || name == "current" {
+                continue;
+            }
+            // symlink_metadata: `releases/current` (Capistrano's temp link) is no release.
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            if !meta.is_dir() {
+                continue;
+            }
+            let dir = entry.path();
+            let mut revision = read_revision(&dir);
+            if revision == Revision::Missing
+                && dir.join(".git").exists()
+                && let Some(head) = git::read_head(&dir)
+            {
+                revision = Revision::Sha(head);
+            }
+            if let Revision::Unreadable(reason) = &revision {
+                warnings.push(Warning {
+                    key: format!("revision:{name}"),
+                    message: format!(
+                        "release {name}: REVISION is unreadable ({reason}); using the release name as id"
+                    ),
+                });
+            }
+            let modified = meta
+                .modified()
+                .map(Timestamp::from_system)
+                .unwrap_or(Timestamp(0));
+            snap.releases.insert(
+                name.clone(),
+                Release {
+                    name,
+                    revision,
+                    unfinished: dir.join("DEPLOY_UNFINISHED").exists(),
+                    bad: dir.join("BAD_RELEASE").exists(),
+                    modified,
+                    commit: None,
+                },
+            );
+        }
+    }
+
+    let repos = candidate_repos(site, flavour);
+    for release in snap.releases.values_mut() {
+        let Revision::Sha(sha) = &release.revision else {
+            continue;
+        };
+        let sha = sha.clone();
+        let cached = commits.entry(sha.clone()).or_insert_with(|| {
+            let mut own = repos.clone();
+            own.push(releases_dir.join(&release.name));
+            match git::read_commit(&own, &sha) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warnings.push(Warning {
+                        key: format!("commit:{sha}"),
+                        message: format!(
+                            "commit {sha} (release {}): {e}; reporting it without author data",
+                            release.name
+                        ),
+                    });
+                    None
+                }
+            }
+        });
+        release.commit = cached.clone();
+    }
+
+    if flavour == Flavour::Capistrano || root.join("revisions.log").exists() {
+        match std::fs::read(root.join("revisions.log")) {
+            Ok(bytes) => {
+                snap.revisions_log = Some(parse_revisions_log(&String::from_utf8_lossy(&bytes)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warnings.push(Warning {
+                key: "revisions.log".into(),
+                message: format!("cannot read {}: {e}", root.join("revisions.log").display()),
+            }),
+        }
+    }
+
+    if flavour == Flavour::Deployer {
+        let dep = root.join(".dep");
+        let lock = std::fs::read(dep.join("deploy.lock"))
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string());
+        let release_link = match read_release_link(root, &root.join("release")) {
+            Current::Release(n) | Current::Dangling(n) => Some(n),
+            _ => None,
+        };
+        let releases_log = std::fs::read(dep.join("releases_log"))
+            .map(|b| parse_releases_log(&String::from_utf8_lossy(&b)))
+            .unwrap_or_default();
+        snap.deployer = Some(DeployerFiles {
+            lock,
+            release_link,
+            releases_log,
+        });
+    }
+
+    if flavour == Flavour::Capistrano {
+        let mirror = site.repo.clone().unwrap_or_else(|| root.join("repo"));
+        if mirror.exists()
+            && let Some((branch, head)) = git::read_branch_head(&mirror, site.branch.as_deref())
+        {
+            snap.repo_head_commit = commits
+                .entry(head.clone())
+                .or_insert_with(|| git::read_commit(std::slice::from_ref(&mirror), &head).ok())
+                .clone();
+            snap.repo_branch = Some(branch);
+            snap.repo_head = Some(head);
+        }
+    }
+    snap
+}
+
+/// The repositories to look a release's commit up in, most specific first.
+fn candidate_repos(site: &SiteConfig, flavour: Flavour) -> Vec<PathBuf> {
+    let mut repos = Vec::new();
+    if let Some(r) = &site.repo {
+        repos.push(r.clone());
+    }
+    match flavour {
+        Flavour::Capistrano => repos.push(site.path.join("repo")),
+        Flavour::Deployer => repos.push(site.path.join(".dep").join("repo")),
+        Flavour::Plain => {}
+    }
+    repos.retain(|r| r.exists());
+    repos
+}
+
+/// Reads `REVISION` in a release directory.
+pub fn read_revision(release_dir: &Path) -> Revision {
+    match std::fs::read(release_dir.join("REVISION")) {
+        Ok(bytes) => parse_revision(&bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Revision::Missing,
+        Err(e) => Revision::Unreadable(e.to_string()),
+    }
+}
+
+/// Parses the content of `REVISION`: a hex commit id (possibly still being written).
+pub fn parse_revision(bytes: &[u8]) -> Revision {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Revision::Unreadable("not UTF-8 text".into());
+    };
+    let t = text.trim();
+    if t.is_empty() {
+        return Revision::Missing;
+    }
+    if (7..=64).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Revision::Sha(t.to_ascii_lowercase())
+    } else {
+        Revision::Unreadable("does not hold a commit id".into())
+    }
+}
+
+/// Reads a symlink (`current`, `release`) and says which release it names, if any.
+pub fn read_release_link(root: &Path, link: &Path) -> Current {
+    let meta = match std::fs::symlink_metadata(link) {
+        Ok(m) => m,
+        Err(_) => return Current::Absent,
+    };
+    if !meta.file_type().is_symlink() {
+        return Current::Outside(format!("{} is not a symlink", link.display()));
+    }
+    let Ok(target) = std::fs::read_link(link) else {
+        return Current::Absent;
+    };
+    let resolved = normalise(&root.join(&target));
+    let releases = normalise(&root.join("releases"));
+    let parent_ok = |p: &Path| {
+        p == releases
+            || match (std::fs::canonicalize(p), std::fs::canonicalize(&releases)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            }
+    };
+    match (resolved.parent(), resolved.file_name()) {
+        (Some(parent), Some(name)) if parent_ok(parent) => {
+            let name = name.to_string_lossy().into_owned();
+            if releases.join(&name).is_dir() {
+                Current::Release(name)
+            } else {
+                Current::Dangling(name)
+            }
+        }
+        _ => Current::Outside(target.display().to_string()),
+    }
+}
+
+/// Lexical normalisation (`.` and `..`), without following symlinks.
+fn normalise(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revisions_log_lines() {
+        let log = parse_revisions_log(
+            "Branch main (at abc123f) deployed as release 20261120091402 by alice\n\
+             alice rolled back to release 20261119000000\n\
+             garbage here\n\
+             Branch main (at def4567) deployed as rel",
+        );
+        assert_eq!(log.entries.len(), 3);
+        assert_eq!(
+            log.entries[0],
+            LogEntry::Deployed {
+                branch: "main".into(),
+                sha: "abc123f".into(),
+                release: "20261120091402".into(),
+                user: "alice".into()
+            }
+        );
+        assert_eq!(
+            log.entries[1],
+            LogEntry::RolledBack {
+                user: "alice".into(),
+                release: "20261119000000".into()
+            }
+        );
+        assert_eq!(log.entries[2], LogEntry::Garbage("garbage here".into()));
+        assert!(log.partial_tail);
+    }
+
+    #[test]
+    fn releases_log_lines_and_times() {
+        let entries = parse_releases_log(
+            "{\"created_at\":\"2026-11-20T10:14:02+01:00\",\"release_name\":\"3\",\"user\":\"bob\",\"target\":\"main\"}\nnot json\n{\"release_name\":4",
+        );
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].release_name, "3");
+        assert_eq!(entries[0].user.as_deref(), Some("bob"));
+        assert_eq!(
+            entries[0].created_at.map(|t| t.rfc3339()),
+            Some("2026-11-20T09:14:02.0000000Z".to_string())
+        );
+    }
+
+    #[test]
+    fn revision_content() {
+        assert_eq!(
+            parse_revision(b"ABCDEF1234567\n"),
+            Revision::Sha("abcdef1234567".into())
+        );
+        assert_eq!(parse_revision(b"  "), Revision::Missing);
+        assert!(matches!(
+            parse_revision(b"not a sha"),
+            Revision::Unreadable(_)
+        ));
+        assert!(matches!(
+            parse_revision(&[0xff, 0xfe]),
+            Revision::Unreadable(_)
+        ));
+    }
+}

@@ -1,0 +1,553 @@
+//! The SQLite outbox and history (SPEC §5): site state, deployments, events,
+//! deliveries, attempts and hook flags, with migrations by `PRAGMA user_version`.
+//!
+//! `commit_inference` writes a site's new state, its transitions, their events and one
+//! delivery per matching hook in ONE transaction; nothing else writes the outbox.
+//! The database runs in WAL mode with `synchronous=FULL`, so a committed transition
+//! survives a crash or power loss. The daemon holds an exclusive lock file beside it, so
+//! two daemons never share one state directory.
+
+pub mod query;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::infer::model::{SiteState, Status, Timestamp, Transition};
+
+pub const DB_FILE: &str = "deployhook.sqlite";
+pub const LOCK_FILE: &str = "deployhook.lock";
+/// Response bodies are kept up to this size.
+pub const MAX_STORED_BODY: usize = 64 * 1024;
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {}", path.display())]
+    CreateStateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another deployhook daemon is using {} (lock file {} is held)", dir.display(), dir.join(LOCK_FILE).display())]
+    Locked { dir: PathBuf },
+    #[error("cannot lock {}", path.display())]
+    LockStateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the database {}", path.display())]
+    OpenDatabase {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("the database {} is corrupt ({detail}); it was left untouched: restore it from a backup or move it aside", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("the database {} has schema version {found}, newer than this deployhook knows ({SCHEMA_VERSION})", path.display())]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("database operation {op} failed")]
+    Query {
+        op: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+fn q(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Query { op, source }
+}
+
+/// A handle to the outbox; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    _lock: Option<Arc<File>>,
+}
+
+/// A new event and the deliveries it makes.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub kind: String,
+    pub site: Option<String>,
+    pub status: Option<Status>,
+    pub deployment_serial: Option<u64>,
+    pub payload: Vec<u8>,
+    pub deliveries: Vec<NewDelivery>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    pub hook: String,
+    pub body: Vec<u8>,
+}
+
+/// The head of a hook's queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueDelivery {
+    pub seq: i64,
+    pub id: String,
+    pub hook: String,
+    pub event: String,
+    pub body: Vec<u8>,
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+}
+
+/// One HTTP request of a delivery, for the history.
+#[derive(Clone, Debug, Default)]
+pub struct AttemptRecord {
+    pub started_at: Timestamp,
+    pub duration: Duration,
+    pub request_headers: Vec<(String, String)>,
+    pub response_status: Option<u16>,
+    pub response_headers: Vec<(String, String)>,
+    pub response_body: Vec<u8>,
+    pub error: Option<String>,
+}
+
+/// What becomes of a delivery after an attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryUpdate {
+    Delivered,
+    RetryAt(Timestamp),
+    Dead,
+    /// `410 Gone`: the delivery is dead and the hook disabled.
+    DisableHook,
+}
+
+fn new_delivery_id() -> String {
+    let mut id = String::from("msg_");
+    id.extend(std::iter::repeat_with(fastrand::alphanumeric).take(24));
+    id
+}
+
+impl Store {
+    /// Opens (creating if needed) the outbox for the daemon, holding the state
+    /// directory's lock.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateStateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::LockStateDir {
+                path: lock_path.clone(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StoreError::LockStateDir {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|source| StoreError::OpenDatabase {
+            path: path.clone(),
+            source,
+        })?;
+        check_integrity(&conn, &path)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(q("set busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| corrupt_or(e, &path, "set WAL mode"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(q("set synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(q("enable foreign keys"))?;
+        migrate(&conn, &path)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+            _lock: Some(Arc::new(lock)),
+        })
+    }
+
+    /// Opens the outbox read-only (for `status`, `deliveries` while a daemon runs).
+    pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(StoreError::OpenDatabase {
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some("no database yet: has the daemon run with this state_dir?".into()),
+                ),
+                path,
+            });
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::OpenDatabase {
+            path: path.clone(),
+            source,
+        })?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(q("set busy timeout"))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| corrupt_or(e, &path, "read schema version"))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path,
+                found: version,
+            });
+        }
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+            _lock: None,
+        })
+    }
+
+    /// Opens a store for a command that writes (e.g. `redeliver`), without the daemon lock.
+    pub fn open_shared(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(
+            |source| StoreError::OpenDatabase {
+                path: path.clone(),
+                source,
+            },
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(q("set busy timeout"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(q("set synchronous"))?;
+        migrate(&conn, &path)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+            _lock: None,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable: SQLite rolls
+        // back an unfinished transaction when the next one begins.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The persisted state of a site, if it has been seen before.
+    pub fn read_site_state(&self, site: &str) -> Result<Option<SiteState>, StoreError> {
+        let conn = self.conn();
+        let json: Option<String> = conn
+            .query_row(
+                "SELECT state FROM site_state WHERE site = ?1",
+                [site],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(q("read site state"))?;
+        // A state written by an incompatible version is dropped: the site is baselined again.
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    /// Commits a site's new state, its transitions and their events and deliveries in
+    /// one transaction. Returns the ids of the deliveries created.
+    pub fn commit_inference(
+        &self,
+        site: &str,
+        state: &SiteState,
+        transitions: &[Transition],
+        events: &[NewEvent],
+        now: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(q("begin transaction"))?;
+        let state_json = serde_json::to_string(state).unwrap_or_default();
+        tx.execute(
+            "INSERT INTO site_state (site, state, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(site) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            params![site, state_json, now.0],
+        )
+        .map_err(q("write site state"))?;
+        for t in transitions {
+            let d = &t.deployment;
+            let data = serde_json::to_string(d).unwrap_or_default();
+            tx.execute(
+                "INSERT INTO deployments (site, serial, id, release, status, data, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                 ON CONFLICT(site, serial) DO UPDATE SET id = excluded.id, release = excluded.release,
+                   status = excluded.status, data = excluded.data, updated_at = excluded.updated_at",
+                params![site, d.serial as i64, d.id, d.release, t.to.as_str(), data, now.0],
+            )
+            .map_err(q("write deployment"))?;
+        }
+        let ids = insert_events(&tx, events, now)?;
+        tx.commit().map_err(q("commit transaction"))?;
+        Ok(ids)
+    }
+
+    /// Commits events that are not transitions (pings, published events, redeliveries).
+    pub fn commit_events(
+        &self,
+        events: &[NewEvent],
+        now: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(q("begin transaction"))?;
+        let ids = insert_events(&tx, events, now)?;
+        tx.commit().map_err(q("commit transaction"))?;
+        Ok(ids)
+    }
+
+    /// The oldest undelivered delivery of `hook`: deliveries of a hook go in order.
+    pub fn next_delivery(&self, hook: &str) -> Result<Option<DueDelivery>, StoreError> {
+        let conn = self.conn();
+        conn.query_row(
+            "SELECT d.seq, d.id, d.hook, e.kind, d.body, d.attempts, d.next_attempt_at
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE d.hook = ?1 AND d.state = 'pending' ORDER BY d.seq LIMIT 1",
+            [hook],
+            |r| {
+                Ok(DueDelivery {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    hook: r.get(2)?,
+                    event: r.get(3)?,
+                    body: r.get(4)?,
+                    attempts: r.get(5)?,
+                    next_attempt_at: Timestamp(r.get(6)?),
+                })
+            },
+        )
+        .optional()
+        .map_err(q("read next delivery"))
+    }
+
+    /// Records an attempt and what becomes of its delivery, in one transaction.
+    pub fn commit_attempt(
+        &self,
+        delivery: &DueDelivery,
+        attempt: &AttemptRecord,
+        update: &DeliveryUpdate,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(q("begin transaction"))?;
+        let n = delivery.attempts + 1;
+        let mut body = attempt.response_body.clone();
+        body.truncate(MAX_STORED_BODY);
+        tx.execute(
+            "INSERT INTO attempts (delivery_seq, n, started_at, duration_us, request_headers,
+               response_status, response_headers, response_body, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                delivery.seq,
+                n,
+                attempt.started_at.0,
+                i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX),
+                serde_json::to_string(&attempt.request_headers).unwrap_or_default(),
+                attempt.response_status,
+                serde_json::to_string(&attempt.response_headers).unwrap_or_default(),
+                body,
+                attempt.error,
+            ],
+        )
+        .map_err(q("write attempt"))?;
+        let (state, next) = match update {
+            DeliveryUpdate::Delivered => ("delivered", now),
+            DeliveryUpdate::RetryAt(t) => ("pending", *t),
+            DeliveryUpdate::Dead | DeliveryUpdate::DisableHook => ("dead", now),
+        };
+        tx.execute(
+            "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5,
+               last_status = ?6, last_error = ?7 WHERE seq = ?1",
+            params![
+                delivery.seq,
+                state,
+                n,
+                next.0,
+                now.0,
+                attempt.response_status,
+                attempt.error
+            ],
+        )
+        .map_err(q("update delivery"))?;
+        if *update == DeliveryUpdate::DisableHook {
+            tx.execute(
+                "INSERT INTO hooks (name, disabled_at, disabled_reason) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET disabled_at = excluded.disabled_at,
+                   disabled_reason = excluded.disabled_reason",
+                params![delivery.hook, now.0, "the receiver answered 410 Gone"],
+            )
+            .map_err(q("disable hook"))?;
+        }
+        tx.commit().map_err(q("commit transaction"))
+    }
+
+    /// Why `hook` is disabled, if it is.
+    pub fn hook_disabled(&self, hook: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.conn();
+        conn.query_row(
+            "SELECT disabled_reason FROM hooks WHERE name = ?1 AND disabled_at IS NOT NULL",
+            [hook],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(q("read hook flags"))
+    }
+
+    /// Deletes history older than `max_age` (delivered and dead deliveries, their
+    /// attempts, events no delivery needs). Returns how many deliveries went.
+    pub fn prune(&self, max_age: Duration, now: Timestamp) -> Result<usize, StoreError> {
+        let cutoff = Timestamp(now.0 - i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX));
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(q("begin transaction"))?;
+        tx.execute(
+            "DELETE FROM attempts WHERE delivery_seq IN (SELECT seq FROM deliveries
+               WHERE state IN ('delivered', 'dead') AND updated_at < ?1)",
+            [cutoff.0],
+        )
+        .map_err(q("prune attempts"))?;
+        let n = tx
+            .execute(
+                "DELETE FROM deliveries WHERE state IN ('delivered', 'dead') AND updated_at < ?1",
+                [cutoff.0],
+            )
+            .map_err(q("prune deliveries"))?;
+        tx.execute(
+            "DELETE FROM events WHERE created_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
+            [cutoff.0],
+        )
+        .map_err(q("prune events"))?;
+        tx.commit().map_err(q("commit transaction"))?;
+        Ok(n)
+    }
+
+    /// Runs `f` with the connection (for `query`).
+    pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&self.conn())
+    }
+}
+
+fn insert_events(
+    tx: &rusqlite::Transaction<'_>,
+    events: &[NewEvent],
+    now: Timestamp,
+) -> Result<Vec<String>, StoreError> {
+    let mut ids = Vec::new();
+    for e in events {
+        tx.execute(
+            "INSERT INTO events (site, kind, status, deployment_serial, payload, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                e.site,
+                e.kind,
+                e.status.map(|s| s.as_str()),
+                e.deployment_serial.map(|s| s as i64),
+                e.payload,
+                now.0
+            ],
+        )
+        .map_err(q("write event"))?;
+        let event_id = tx.last_insert_rowid();
+        for d in &e.deliveries {
+            let id = new_delivery_id();
+            tx.execute(
+                "INSERT INTO deliveries (id, hook, event_id, body, state, attempts, next_attempt_at,
+                   created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)",
+                params![id, d.hook, event_id, d.body, now.0],
+            )
+            .map_err(q("write delivery"))?;
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+fn corrupt_or(e: rusqlite::Error, path: &Path, op: &'static str) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+            StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            }
+        }
+        _ => StoreError::Query { op, source: e },
+    }
+}
+
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let result: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| corrupt_or(e, path, "check integrity"))?;
+    if result != "ok" {
+        return Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: result,
+        });
+    }
+    Ok(())
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| corrupt_or(e, path, "read schema version"))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    if version < 1 {
+        conn.execute_batch(
+            "BEGIN;
+            CREATE TABLE site_state (
+              site TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at INTEGER NOT NULL);
+            CREATE TABLE deployments (
+              site TEXT NOT NULL, serial INTEGER NOT NULL, id TEXT NOT NULL, release TEXT,
+              status TEXT NOT NULL, data TEXT NOT NULL,
+              created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+              PRIMARY KEY (site, serial));
+            CREATE TABLE events (
+              id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT, kind TEXT NOT NULL, status TEXT,
+              deployment_serial INTEGER, payload BLOB NOT NULL, created_at INTEGER NOT NULL);
+            CREATE TABLE deliveries (
+              seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+              hook TEXT NOT NULL, event_id INTEGER NOT NULL REFERENCES events(id),
+              body BLOB NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
+              next_attempt_at INTEGER NOT NULL, created_at INTEGER NOT NULL,
+              updated_at INTEGER NOT NULL, last_status INTEGER, last_error TEXT);
+            CREATE INDEX deliveries_queue ON deliveries (hook, state, seq);
+            CREATE TABLE attempts (
+              id INTEGER PRIMARY KEY AUTOINCREMENT,
+              delivery_seq INTEGER NOT NULL REFERENCES deliveries(seq),
+              n INTEGER NOT NULL, started_at INTEGER NOT NULL, duration_us INTEGER NOT NULL,
+              request_headers TEXT NOT NULL, response_status INTEGER, response_headers TEXT,
+              response_body BLOB, error TEXT);
+            CREATE INDEX attempts_delivery ON attempts (delivery_seq);
+            CREATE TABLE hooks (
+              name TEXT PRIMARY KEY, disabled_at INTEGER, disabled_reason TEXT);
+            PRAGMA user_version = 1;
+            COMMIT;",
+        )
+        .map_err(q("migrate to schema 1"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! The notify adapter. A filesystem event carries no meaning: the callback only marks
+//! the sites whose watched directories it touched as dirty (an overflow or `Rescan`
+//! marks every site). `Dirty::take` coalesces marks; the daemon then reads snapshots.
+//!
+//! Watches are non-recursive, on the few directories whose *entries* change (SPEC §2):
+//! the deploy root, `releases/`, `.dep/`, the mirror and its `refs/heads/`. Release
+//! trees are never watched, so a build writing thousands of files costs nothing here.
+//! The watch set is reconciled from the config (desired vs current), never patched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::Notify;
+
+use crate::config::SiteConfig;
+
+/// Sites to look at again.
+#[derive(Default)]
+pub struct Dirty {
+    marks: Mutex<Marks>,
+    notify: Notify,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Marks {
+    pub all: bool,
+    pub sites: BTreeSet<usize>,
+    /// Rescans requested by the watcher (overflow), counted for telemetry.
+    pub rescans: u64,
+}
+
+impl Marks {
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.sites.is_empty()
+    }
+
+    /// The sites to read, of `n`.
+    pub fn sites_of(&self, n: usize) -> Vec<usize> {
+        if self.all {
+            (0..n).collect()
+        } else {
+            self.sites.iter().copied().filter(|i| *i < n).collect()
+        }
+    }
+}
+
+impl Dirty {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Marks> {
+        self.marks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn mark(&self, site: usize) {
+        self.lock().sites.insert(site);
+        self.notify.notify_one();
+    }
+
+    pub fn mark_all(&self) {
+        self.lock().all = true;
+        self.notify.notify_one();
+    }
+
+    fn rescan(&self) {
+        let mut m = self.lock();
+        m.all = true;
+        m.rescans += 1;
+        drop(m);
+        self.notify.notify_one();
+    }
+
+    /// Takes every mark made so far.
+    pub fn take(&self) -> Marks {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Resolves when something was marked (a mark made before the call counts).
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+}
+
+type Routes = Arc<Mutex<BTreeMap<PathBuf, BTreeSet<usize>>>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot start the inotify watcher")]
+    Start {
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// The directories to watch for each site, from the config and what exists now.
+pub fn desired_watches(sites: &[SiteConfig]) -> BTreeMap<PathBuf, BTreeSet<usize>> {
+    let mut out: BTreeMap<PathBuf, BTreeSet<usize>> = BTreeMap::new();
+    for (i, s) in sites.iter().enumerate() {
+        for dir in site_dirs(s) {
+            out.entry(dir).or_default().insert(i);
+        }
+    }
+    out
+}
+
+fn site_dirs(s: &SiteConfig) -> Vec<PathBuf> {
+    if !s.path.is_dir() {
+        // Wait for it to appear: watch the nearest existing ancestor.
+        return s
+            .path
+            .ancestors()
+            .skip(1)
+            .find(|a| a.is_dir())
+            .map(|a| vec![a.to_path_buf()])
+            .unwrap_or_default();
+    }
+    let p = &s.path;
+    let mut dirs = vec![
+        p.clone(),
+        p.join("releases"),
+        p.join(".dep"),
+        p.join("repo"),
+        p.join("repo").join("refs").join("heads"),
+    ];
+    if let Some(r) = &s.repo {
+        dirs.push(r.clone());
+        dirs.push(r.join("refs").join("heads"));
+    }
+    dirs.retain(|d| is_real_dir(d));
+    dirs
+}
+
+/// A directory that is not a symlink (the watcher does not follow symlinks).
+fn is_real_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+/// The inotify watcher and the routes from watched directories to sites.
+pub struct Watcher {
+    inner: notify::RecommendedWatcher,
+    routes: Routes,
+    watched: BTreeSet<PathBuf>,
+    /// Directories that could not be watched (the resync timer still covers them).
+    failed: BTreeSet<PathBuf>,
+}
+
+impl Watcher {
+    pub fn new(dirty: Arc<Dirty>) -> Result<Self, WatchError> {
+        let routes: Routes = Arc::default();
+        let cb_routes = routes.clone();
+        let handler = move |res: notify::Result<notify::Event>| match res {
+            Ok(event) if event.need_rescan() => dirty.rescan(),
+            Ok(event) => {
+                let routes = cb_routes.lock().unwrap_or_else(|e| e.into_inner());
+                for path in &event.paths {
+                    for key in [Some(path.as_path()), path.parent()].into_iter().flatten() {
+                        if let Some(sites) = routes.get(key) {
+                            for s in sites {
+                                dirty.mark(*s);
+                            }
+                        }
+                    }
+                }
+            }
+            // An error from the backend (e.g. a queue overflow): look at everything.
+            Err(_) => dirty.rescan(),
+        };
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let inner = notify::RecommendedWatcher::new(handler, config)
+            .map_err(|source| WatchError::Start { source })?;
+        Ok(Watcher {
+            inner,
+            routes,
+            watched: BTreeSet::new(),
+            failed: BTreeSet::new(),
+        })
+    }
+
+    /// Number of directories watched now.
+    pub fn count(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Makes the watch set equal to `desired`. Returns warnings for directories that
+    /// could not be watched (each reported once).
+    pub fn reconcile(&mut self, desired: BTreeMap<PathBuf, BTreeSet<usize>>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let stale: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|p| !desired.contains_key(*p))
+            .cloned()
+            .collect();
+        for p in stale {
+            let _ = self.inner.unwatch(&p);
+            self.watched.remove(&p);
+        }
+        for p in desired.keys() {
+            if self.watched.contains(p) {
+                continue;
+            }
+            match self.inner.watch(p, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(p.clone());
+                    self.failed.remove(p);
+                }
+                Err(e) => {
+                    if self.failed.insert(p.clone()) {
+                        warnings.push(watch_failure(p, &e));
+                    }
+                }
+            }
+        }
+        *self.routes.lock().unwrap_or_else(|e| e.into_inner()) = desired;
+        warnings
+    }
+}
+
+fn watch_failure(p: &Path, e: &notify::Error) -> String {
+    let enospc = matches!(&e.kind, notify::ErrorKind::MaxFilesWatch)
+        || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28));
+    if enospc {
+        format!(
+            "cannot watch {}: the inotify watch limit is reached; raise it with `sysctl fs.inotify.max_user_watches=524288` (and in /etc/sysctl.d/). Until then this directory is only re-read at each resync",
+            p.display()
+        )
+    } else {
+        format!(
+            "cannot watch {}: {e}; it is only re-read at each resync",
+            p.display()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_coalesce() {
+        let d = Dirty::default();
+        d.mark(1);
+        d.mark(1);
+        d.mark(3);
+        let m = d.take();
+        assert_eq!(m.sites.into_iter().collect::<Vec<_>>(), vec![1, 3]);
+        assert!(d.take().is_empty());
+        d.rescan();
+        let m = d.take();
+        assert!(m.all);
+        assert_eq!(m.rescans, 1);
+        assert_eq!(m.sites_of(3), vec![0, 1, 2]);
+    }
+}
