@@ -1,1 +1,9 @@
+//! The one integration-test binary: the real `deployhook` binary against real temp
+//! dirs, real git repositories and a real loopback receiver.
 
+#[macro_use]
+mod support;
+
+mod bad_input;
+mod check;
+mod releases;

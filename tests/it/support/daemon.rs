@@ -1,0 +1,135 @@
+//! The real `deployhook` binary as a child process, in a hermetic environment, with its
+//! stderr collected; on a failing test it prints the config, the temp dir and the logs.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::env::{TestEnv, wait_until};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_deployhook");
+
+/// A command for the binary with a hermetic environment.
+pub fn command(env: &TestEnv) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", env.join("home"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("TMPDIR", env.path());
+    c
+}
+
+/// Runs the binary to completion.
+pub fn run(env: &TestEnv, args: &[&str]) -> Output {
+    command(env)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
+}
+
+pub struct Daemon<'a> {
+    env: &'a TestEnv,
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    pub config: PathBuf,
+}
+
+impl<'a> Daemon<'a> {
+    /// Writes `config` and starts `deployhook run`, waiting for "daemon ready".
+    pub fn start(env: &'a TestEnv, config: &str) -> Daemon<'a> {
+        let path = env.join("deployhook.toml");
+        std::fs::write(&path, config).unwrap_or_else(|e| panic!("{e}"));
+        Self::start_with(env, &path)
+    }
+
+    pub fn start_with(env: &'a TestEnv, config: &Path) -> Daemon<'a> {
+        let mut child = command(env)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "deployhook=debug,info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            if let Some(stderr) = stderr {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            }
+        });
+        let d = Daemon {
+            env,
+            child,
+            logs,
+            config: config.to_path_buf(),
+        };
+        d.wait_log("daemon ready");
+        d
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn has_log(&self, needle: &str) -> bool {
+        self.logs().iter().any(|l| l.contains(needle))
+    }
+
+    pub fn wait_log(&self, needle: &str) {
+        wait_until(
+            || self.has_log(needle),
+            Duration::from_secs(10),
+            || format!("a log line containing {needle:?}"),
+        );
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal by number (SIGTERM = 15, SIGHUP = 1).
+    pub fn signal(&self, sig: i32) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        self.signal(15);
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- config {}\n{}",
+                self.config.display(),
+                std::fs::read_to_string(&self.config).unwrap_or_default()
+            );
+            eprintln!("---- temp dir\n{}", self.env.listing());
+            eprintln!("---- daemon stderr\n{}", self.logs().join("\n"));
+        }
+    }
+}

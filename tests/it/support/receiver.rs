@@ -1,0 +1,156 @@
+//! A loopback webhook receiver (axum on 127.0.0.1:0) that records every request and can
+//! be told to answer with given statuses, hang, or advertise `Retry-After`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub answered: u16,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn event(&self) -> &str {
+        self.header("x-deployhook-event").unwrap_or("")
+    }
+}
+
+#[derive(Default)]
+pub struct Behaviour {
+    /// Statuses to answer, in order; 200 once used up.
+    pub statuses: VecDeque<u16>,
+    /// Never answer (until the client gives up).
+    pub hang: bool,
+    pub retry_after: Option<String>,
+}
+
+#[derive(Clone, Default)]
+struct Shared {
+    requests: Arc<Mutex<Vec<Request>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+}
+
+pub struct Receiver {
+    pub url: String,
+    shared: Shared,
+    _runtime: tokio::runtime::Runtime,
+}
+
+async fn handle(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let (status, hang, retry_after) = {
+        let mut b = s.behaviour.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            b.statuses.pop_front().unwrap_or(200),
+            b.hang,
+            b.retry_after.clone(),
+        )
+    };
+    s.requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Request {
+            headers: headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.to_vec(),
+            answered: if hang { 0 } else { status },
+        });
+    if hang {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    let mut resp = StatusCode::from_u16(status)
+        .unwrap_or(StatusCode::OK)
+        .into_response();
+    if let Some(ra) = retry_after.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        resp.headers_mut().insert("retry-after", ra);
+    }
+    resp
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shared = Shared::default();
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap_or_else(|e| panic!("cannot bind the receiver: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            url: format!("http://{addr}/hook"),
+            shared,
+            _runtime: runtime,
+        }
+    }
+
+    pub fn behave(&self, f: impl FnOnce(&mut Behaviour)) {
+        f(&mut self
+            .shared
+            .behaviour
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Bodies of requests of `event`, in arrival order.
+    pub fn payloads(&self, event: &str) -> Vec<serde_json::Value> {
+        self.requests()
+            .iter()
+            .filter(|r| r.event() == event)
+            .map(|r| r.json())
+            .collect()
+    }
+
+    /// The `status` field of every StatusChanged payload, in arrival order.
+    pub fn statuses(&self) -> Vec<String> {
+        self.payloads("StatusChanged")
+            .iter()
+            .map(|p| p["status"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+}
