@@ -56,4 +56,61 @@ pub enum Command {
     /// Run a self-contained demo: scratch site, real daemon, real local receiver, a real
     /// Capistrano-style deploy; prints the payloads received. Needs `git` and `tar`.
     Demo,
+    /// Show each site's live and in-progress deployments, and each hook's queue depth,
+    /// oldest pending delivery, last outcome and whether it is disabled.
+    ///
+    /// Reads the outbox directly (read-only), whether or not the daemon runs.
+    Status,
+    /// List, inspect and redeliver deliveries.
+    #[command(subcommand)]
+    Deliveries(Deliveries),
+    /// List, test and re-enable hooks.
+    #[command(subcommand)]
+    Hooks(Hooks),
+    /// A local receiver for setting up hooks: prints each request (event, delivery id,
+    /// signature valid/invalid, pretty JSON) and answers 200 (or --status).
+    Listen {
+        /// Port to listen on (0: any free port).
+        #[arg(long, short, default_value_t = 9000)]
+        port: u16,
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+        /// File holding the hook's secret, to check signatures.
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        /// HTTP status to answer.
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Deliveries {
+    /// Deliveries, newest first.
+    List {
+        /// Only this hook's.
+        #[arg(long)]
+        hook: Option<String>,
+        /// Only dead ones and ones being retried.
+        #[arg(long)]
+        failed: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One delivery: the request and every attempt's response.
+    Show { id: String },
+    /// Queue a new delivery with the same payload (sent by the daemon).
+    Redeliver { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Hooks {
+    /// The hooks in the config (secrets never shown).
+    List,
+    /// Send a `ping` event to a hook now and print the answer; exits 1 unless 2xx.
+    Test { name: String },
+    /// Re-enable a hook that a `410 Gone` disabled.
+    Enable { name: String },
 }

@@ -16,13 +16,14 @@ pub mod snapshot;
 pub mod store;
 pub mod watch;
 
+pub mod admin;
 pub mod check;
 pub mod cli;
 pub mod demo;
 pub mod listen;
 pub mod telemetry;
 
-use cli::{Cli, Command, exit};
+use cli::{Cli, Command, Deliveries, Hooks, exit};
 use telemetry::chain;
 
 /// Runs a parsed command line; returns the process exit code.
@@ -49,6 +50,62 @@ pub fn run(cli: Cli) -> u8 {
                 .map_err(|e| chain(&e))
         }),
         Command::Demo => block_on(async { demo::run().await.map_err(|e| chain(&e)) }),
+        Command::Listen {
+            port,
+            bind,
+            secret_file,
+            status,
+        } => {
+            let secret = match secret_file.map(std::fs::read_to_string).transpose() {
+                Ok(s) => s.map(|s| config::Secret::new(s.trim().to_string())),
+                Err(e) => {
+                    eprintln!("error: cannot read the secret file: {e}");
+                    return exit::FAILURE;
+                }
+            };
+            block_on(async move {
+                listen::run(bind, port, secret, status)
+                    .await
+                    .map_err(|e| format!("cannot listen on {bind}:{port}: {e}"))
+            })
+        }
+        Command::Status => admin_result(admin::status(&cli.config, &mut std::io::stdout())),
+        Command::Deliveries(d) => {
+            let out = &mut std::io::stdout();
+            admin_result(match d {
+                Deliveries::List {
+                    hook,
+                    failed,
+                    limit,
+                } => admin::list(&cli.config, hook.as_deref(), failed, limit, out),
+                Deliveries::Show { id } => admin::show(&cli.config, &id, out),
+                Deliveries::Redeliver { id } => admin::redeliver(&cli.config, &id, out),
+            })
+        }
+        Command::Hooks(h) => {
+            let out = &mut std::io::stdout();
+            match h {
+                Hooks::List => admin_result(admin::hooks_list(&cli.config, out)),
+                Hooks::Enable { name } => {
+                    admin_result(admin::hooks_enable(&cli.config, &name, out))
+                }
+                Hooks::Test { name } => match admin::hooks_test(&cli.config, &name, out) {
+                    Ok(true) => exit::OK,
+                    Ok(false) => exit::FAILURE,
+                    Err(e) => admin_result(Err(e)),
+                },
+            }
+        }
+    }
+}
+
+fn admin_result(r: Result<(), admin::Failed>) -> u8 {
+    match r {
+        Ok(()) => exit::OK,
+        Err(admin::Failed(e)) => {
+            eprintln!("error: {e}");
+            exit::FAILURE
+        }
     }
 }
 

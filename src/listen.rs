@@ -136,3 +136,30 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+/// `deployhook listen`: prints every request until Ctrl-C.
+pub async fn run(
+    bind: std::net::IpAddr,
+    port: u16,
+    secret: Option<Secret>,
+    answer: u16,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind((bind, port)).await?;
+    let addr = listener.local_addr()?;
+    println!(
+        "listening on http://{addr}/ (answering {answer}{})",
+        if secret.is_some() {
+            ", checking signatures"
+        } else {
+            ""
+        }
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = tokio::spawn(serve(listener, answer, tx, async {
+        let _ = tokio::signal::ctrl_c().await;
+    }));
+    while let Some(r) = rx.recv().await {
+        println!("{}\n", r.describe(secret.as_ref()));
+    }
+    server.await.unwrap_or(Ok(()))
+}

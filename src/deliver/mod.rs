@@ -20,6 +20,9 @@ use crate::infer::model::{Timestamp, Transition};
 use crate::store::{AttemptRecord, DeliveryUpdate, DueDelivery, NewDelivery, NewEvent, Store};
 use retry::{Decision, Response};
 
+/// How often an idle worker looks at the outbox without being woken.
+const IDLE_RECHECK: Duration = Duration::from_secs(2);
+
 pub const USER_AGENT: &str = concat!("deployhook/", env!("CARGO_PKG_VERSION"));
 
 /// The events (with one delivery per matching hook) that `transitions` make.
@@ -245,17 +248,19 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
             Ok(h) => h,
             Err(e) => {
                 tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), "cannot read the outbox; retrying in 1s");
-                wait(&mut cx, Some(Duration::from_secs(1))).await;
+                wait(&mut cx, Duration::from_secs(1)).await;
                 continue;
             }
         };
         let Some(d) = head else {
-            wait(&mut cx, None).await;
+            // Also look again now and then: `redeliver` and `hooks enable` write the
+            // outbox from another process.
+            wait(&mut cx, IDLE_RECHECK).await;
             continue;
         };
         let now = Timestamp::now();
         if d.next_attempt_at > now {
-            wait(&mut cx, Some(d.next_attempt_at.since(now))).await;
+            wait(&mut cx, d.next_attempt_at.since(now)).await;
             continue;
         }
         let in_flight = cx.in_flight.clone();
@@ -286,7 +291,7 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
         .await;
         if let Ok(Err(e)) = saved {
             tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), "cannot record the attempt; it will be repeated");
-            wait(&mut cx, Some(Duration::from_secs(1))).await;
+            wait(&mut cx, Duration::from_secs(1)).await;
         }
     }
 }
@@ -317,17 +322,11 @@ fn log_attempt(
     }
 }
 
-/// Sleeps until woken, for `max`, or until shutdown.
-async fn wait(cx: &mut WorkerContext, max: Option<Duration>) {
-    let sleep = async {
-        match max {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
+/// Sleeps until woken, for at most `max`, or until shutdown.
+async fn wait(cx: &mut WorkerContext, max: Duration) {
     tokio::select! {
         _ = cx.wake.notified() => {}
-        _ = sleep => {}
+        _ = tokio::time::sleep(max) => {}
         _ = cx.shutdown.changed() => {}
     }
 }

@@ -121,7 +121,7 @@ pub enum DeliveryUpdate {
     DisableHook,
 }
 
-fn new_delivery_id() -> String {
+pub(crate) fn new_delivery_id() -> String {
     let mut id = String::from("msg_");
     id.extend(std::iter::repeat_with(fastrand::alphanumeric).take(24));
     id
@@ -219,17 +219,23 @@ impl Store {
         })
     }
 
-    /// Opens a store for a command that writes (e.g. `redeliver`), without the daemon lock.
+    /// Opens (creating if needed) the outbox for a command that writes (`redeliver`,
+    /// `hooks test`), beside a running daemon: no lock file, SQLite's own locking.
     pub fn open_shared(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateStateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let path = dir.join(DB_FILE);
-        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(
-            |source| StoreError::OpenDatabase {
-                path: path.clone(),
-                source,
-            },
-        )?;
+        let conn = Connection::open(&path).map_err(|source| StoreError::OpenDatabase {
+            path: path.clone(),
+            source,
+        })?;
+        check_integrity(&conn, &path)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(q("set busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| corrupt_or(e, &path, "set WAL mode"))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(q("set synchronous"))?;
         migrate(&conn, &path)?;
@@ -312,6 +318,44 @@ impl Store {
         let ids = insert_events(&tx, events, now)?;
         tx.commit().map_err(q("commit transaction"))?;
         Ok(ids)
+    }
+
+    /// Commits a one-off event (`hooks test`) whose single delivery is sent by the
+    /// caller, not by a worker (its state is `sending` until `commit_attempt`).
+    pub fn commit_direct(
+        &self,
+        kind: &str,
+        hook: &str,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<DueDelivery, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(q("begin transaction"))?;
+        tx.execute(
+            "INSERT INTO events (site, kind, status, deployment_serial, payload, created_at)
+             VALUES (NULL, ?1, NULL, NULL, ?2, ?3)",
+            params![kind, body, now.0],
+        )
+        .map_err(q("write event"))?;
+        let event_id = tx.last_insert_rowid();
+        let id = new_delivery_id();
+        tx.execute(
+            "INSERT INTO deliveries (id, hook, event_id, body, state, attempts, next_attempt_at,
+               created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'sending', 0, ?5, ?5, ?5)",
+            params![id, hook, event_id, body, now.0],
+        )
+        .map_err(q("write delivery"))?;
+        let seq = tx.last_insert_rowid();
+        tx.commit().map_err(q("commit transaction"))?;
+        Ok(DueDelivery {
+            seq,
+            id,
+            hook: hook.to_string(),
+            event: kind.to_string(),
+            body: body.to_vec(),
+            attempts: 0,
+            next_attempt_at: now,
+        })
     }
 
     /// The oldest undelivered delivery of `hook`: deliveries of a hook go in order.

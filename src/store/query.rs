@@ -1,6 +1,6 @@
 //! Read-only queries over the outbox for `status` and `deliveries` (and tests).
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError, q};
 use crate::infer::model::Timestamp;
@@ -55,6 +55,236 @@ impl Store {
                 .map_err(q("list deliveries"))?;
             rows.collect::<Result<Vec<_>, _>>()
                 .map_err(q("list deliveries"))
+        })
+    }
+}
+
+/// A deployment as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeploymentRow {
+    pub serial: u64,
+    pub id: String,
+    pub release: Option<String>,
+    pub status: String,
+    pub updated_at: Timestamp,
+}
+
+/// A hook's queue and last outcome, for `deployhook status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HookSummary {
+    pub pending: u64,
+    pub oldest_pending: Option<Timestamp>,
+    pub dead: u64,
+    pub delivered: u64,
+    pub last_attempt_at: Option<Timestamp>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub disabled: Option<String>,
+}
+
+/// One attempt, for `deliveries show`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptRow {
+    pub n: u32,
+    pub started_at: Timestamp,
+    pub duration_us: i64,
+    pub request_headers: Vec<(String, String)>,
+    pub response_status: Option<u16>,
+    pub response_headers: Vec<(String, String)>,
+    pub response_body: Vec<u8>,
+    pub error: Option<String>,
+}
+
+/// A delivery with its body and attempts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryDetail {
+    pub row: DeliveryRow,
+    pub body: Vec<u8>,
+    pub next_attempt_at: Timestamp,
+    pub attempts: Vec<AttemptRow>,
+}
+
+fn headers_of(json: Option<String>) -> Vec<(String, String)> {
+    json.and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default()
+}
+
+impl Store {
+    pub fn hook_summary(&self, hook: &str) -> Result<HookSummary, StoreError> {
+        self.with_conn(|c| {
+            let (pending, oldest, dead, delivered): (i64, Option<i64>, i64, i64) = c
+                .query_row(
+                    "SELECT
+                       COALESCE(SUM(state = 'pending'), 0),
+                       MIN(CASE WHEN state = 'pending' THEN created_at END),
+                       COALESCE(SUM(state = 'dead'), 0),
+                       COALESCE(SUM(state = 'delivered'), 0)
+                     FROM deliveries WHERE hook = ?1",
+                    [hook],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .map_err(q("summarise hook"))?;
+            let last: Option<(i64, Option<u16>, Option<String>)> = c
+                .query_row(
+                    "SELECT a.started_at, a.response_status, a.error FROM attempts a
+                     JOIN deliveries d ON d.seq = a.delivery_seq
+                     WHERE d.hook = ?1 ORDER BY a.id DESC LIMIT 1",
+                    [hook],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(q("read last attempt"))?;
+            let disabled: Option<String> = c
+                .query_row(
+                    "SELECT disabled_reason FROM hooks WHERE name = ?1 AND disabled_at IS NOT NULL",
+                    [hook],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(q("read hook flags"))?;
+            Ok(HookSummary {
+                pending: pending.unsigned_abs(),
+                oldest_pending: oldest.map(Timestamp),
+                dead: dead.unsigned_abs(),
+                delivered: delivered.unsigned_abs(),
+                last_attempt_at: last.as_ref().map(|l| Timestamp(l.0)),
+                last_status: last.as_ref().and_then(|l| l.1),
+                last_error: last.and_then(|l| l.2),
+                disabled,
+            })
+        })
+    }
+
+    /// One delivery by its id (`msg_…`), with its attempts.
+    pub fn delivery_detail(&self, id: &str) -> Result<Option<DeliveryDetail>, StoreError> {
+        self.with_conn(|c| {
+            let found = c
+                .query_row(
+                    "SELECT d.seq, d.id, d.hook, e.kind, d.state, d.attempts, d.created_at,
+                       d.last_status, d.last_error, d.body, d.next_attempt_at
+                     FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1",
+                    [id],
+                    |r| {
+                        Ok((
+                            DeliveryRow {
+                                seq: r.get(0)?,
+                                id: r.get(1)?,
+                                hook: r.get(2)?,
+                                event: r.get(3)?,
+                                state: r.get(4)?,
+                                attempts: r.get(5)?,
+                                created_at: Timestamp(r.get(6)?),
+                                last_status: r.get(7)?,
+                                last_error: r.get(8)?,
+                            },
+                            r.get::<_, Vec<u8>>(9)?,
+                            Timestamp(r.get(10)?),
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(q("read delivery"))?;
+            let Some((row, body, next_attempt_at)) = found else {
+                return Ok(None);
+            };
+            let mut stmt = c
+                .prepare(
+                    "SELECT n, started_at, duration_us, request_headers, response_status,
+                       response_headers, response_body, error
+                     FROM attempts WHERE delivery_seq = ?1 ORDER BY id",
+                )
+                .map_err(q("read attempts"))?;
+            let attempts = stmt
+                .query_map([row.seq], |r| {
+                    Ok(AttemptRow {
+                        n: r.get(0)?,
+                        started_at: Timestamp(r.get(1)?),
+                        duration_us: r.get(2)?,
+                        request_headers: headers_of(r.get(3)?),
+                        response_status: r.get(4)?,
+                        response_headers: headers_of(r.get(5)?),
+                        response_body: r.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default(),
+                        error: r.get(7)?,
+                    })
+                })
+                .map_err(q("read attempts"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(q("read attempts"))?;
+            Ok(Some(DeliveryDetail {
+                row,
+                body,
+                next_attempt_at,
+                attempts,
+            }))
+        })
+    }
+
+    /// Queues a new delivery of the same event and body; returns its id.
+    pub fn redeliver(&self, id: &str, now: Timestamp) -> Result<Option<String>, StoreError> {
+        let new_id = super::new_delivery_id();
+        let n = self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO deliveries (id, hook, event_id, body, state, attempts, next_attempt_at,
+                   created_at, updated_at)
+                 SELECT ?2, hook, event_id, body, 'pending', 0, ?3, ?3, ?3 FROM deliveries WHERE id = ?1",
+                params![id, new_id, now.0],
+            )
+            .map_err(q("redeliver"))
+        })?;
+        Ok((n == 1).then_some(new_id))
+    }
+
+    /// Clears a hook's disabled flag.
+    pub fn enable_hook(&self, hook: &str) -> Result<bool, StoreError> {
+        let n = self.with_conn(|c| {
+            c.execute("DELETE FROM hooks WHERE name = ?1", [hook])
+                .map_err(q("enable hook"))
+        })?;
+        Ok(n > 0)
+    }
+
+    /// Site names and their persisted state.
+    pub fn site_states(
+        &self,
+    ) -> Result<Vec<(String, Option<crate::infer::model::SiteState>, Timestamp)>, StoreError> {
+        self.with_conn(|c| {
+            let mut stmt = c
+                .prepare("SELECT site, state, updated_at FROM site_state ORDER BY site")
+                .map_err(q("read site states"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let json: String = r.get(1)?;
+                    Ok((
+                        r.get(0)?,
+                        serde_json::from_str(&json).ok(),
+                        Timestamp(r.get(2)?),
+                    ))
+                })
+                .map_err(q("read site states"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(q("read site states"))
+        })
+    }
+
+    /// The latest deployment of a site.
+    pub fn latest_deployment(&self, site: &str) -> Result<Option<DeploymentRow>, StoreError> {
+        self.with_conn(|c| {
+            c.query_row(
+                "SELECT serial, id, release, status, updated_at FROM deployments
+                 WHERE site = ?1 ORDER BY serial DESC LIMIT 1",
+                [site],
+                |r| {
+                    Ok(DeploymentRow {
+                        serial: r.get::<_, i64>(0)?.unsigned_abs(),
+                        id: r.get(1)?,
+                        release: r.get(2)?,
+                        status: r.get(3)?,
+                        updated_at: Timestamp(r.get(4)?),
+                    })
+                },
+            )
+            .optional()
+            .map_err(q("read latest deployment"))
         })
     }
 }

@@ -6,5 +6,6 @@ mod support;
 
 mod bad_input;
 mod check;
+mod delivery;
 mod releases;
 mod tidy;

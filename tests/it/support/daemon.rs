@@ -42,13 +42,15 @@ impl<'a> Daemon<'a> {
     pub fn start(env: &'a TestEnv, config: &str) -> Daemon<'a> {
         let path = env.join("deployhook.toml");
         std::fs::write(&path, config).unwrap_or_else(|e| panic!("{e}"));
-        Self::start_with(env, &path)
+        Self::start_with(env, &path, &[])
     }
 
-    pub fn start_with(env: &'a TestEnv, config: &Path) -> Daemon<'a> {
+    /// Starts `deployhook run` on an existing config file, with extra environment.
+    pub fn start_with(env: &'a TestEnv, config: &Path, vars: &[(&str, &str)]) -> Daemon<'a> {
         let mut child = command(env)
             .args(["run", "--config"])
             .arg(config)
+            .envs(vars.iter().copied())
             .env("RUST_LOG", "deployhook=debug,info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -57,8 +57,10 @@ struct Shared {
 
 pub struct Receiver {
     pub url: String,
+    addr: std::net::SocketAddr,
     shared: Shared,
-    _runtime: tokio::runtime::Runtime,
+    /// The server's own runtime: dropping it closes the listener and every connection.
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
 }
 
 async fn handle(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
@@ -98,27 +100,71 @@ async fn handle(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Res
     resp
 }
 
+fn serve(
+    addr: std::net::SocketAddr,
+    shared: Shared,
+) -> (tokio::runtime::Runtime, std::net::SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let app = Router::new().fallback(handle).with_state(shared);
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .unwrap_or_else(|e| panic!("cannot bind the receiver on {addr}: {e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    runtime.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (runtime, addr)
+}
+
 impl Receiver {
     pub fn start() -> Receiver {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
         let shared = Shared::default();
-        let app = Router::new().fallback(handle).with_state(shared.clone());
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap_or_else(|e| panic!("cannot bind the receiver: {e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        runtime.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (runtime, addr) = serve(([127, 0, 0, 1], 0).into(), shared.clone());
         Receiver {
             url: format!("http://{addr}/hook"),
+            addr,
             shared,
-            _runtime: runtime,
+            runtime: Mutex::new(Some(runtime)),
         }
+    }
+
+    /// The URL with credentials, for Basic auth tests.
+    pub fn url_with_credentials(&self, user: &str, password: &str) -> String {
+        format!("http://{user}:{password}@{}/hook", self.addr)
+    }
+
+    /// Goes down: the port refuses connections and open connections are closed.
+    pub fn stop(&self) {
+        if let Some(rt) = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Comes back on the same address.
+    pub fn restart(&self) {
+        let mut slot = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rt) = slot.take() {
+            rt.shutdown_background();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if std::net::TcpListener::bind(self.addr).is_ok()
+                || std::time::Instant::now() > deadline
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        *slot = Some(serve(self.addr, self.shared.clone()).0);
     }
 
     pub fn behave(&self, f: impl FnOnce(&mut Behaviour)) {

@@ -1,0 +1,317 @@
+//! Operator commands that read (and, for `redeliver`, `hooks test` and `hooks enable`,
+//! write) the outbox directly: `status`, `deliveries list|show|redeliver`,
+//! `hooks list|test|enable`. They work whether or not the daemon runs; a delivery they
+//! queue is sent by the running daemon within seconds, or at its next start.
+
+use std::io::Write;
+
+use crate::config::{self, Config};
+use crate::deliver;
+use crate::infer::model::Timestamp;
+use crate::store::{DeliveryUpdate, LOCK_FILE, Store};
+use crate::telemetry::{chain, printable};
+
+/// An error to print and exit 1 with.
+#[derive(Debug)]
+pub struct Failed(pub String);
+
+impl<E: std::error::Error> From<E> for Failed {
+    fn from(e: E) -> Self {
+        Failed(chain(&e))
+    }
+}
+
+type Result<T> = std::result::Result<T, Failed>;
+
+fn load(path: &std::path::Path) -> Result<Config> {
+    Ok(config::load(path)?)
+}
+
+/// Whether a daemon holds the state directory's lock.
+pub fn daemon_running(config: &Config) -> bool {
+    let Ok(f) = std::fs::File::open(config.daemon.state_dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+fn age(t: Timestamp, now: Timestamp) -> String {
+    let d = now.since(t);
+    humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string() + " ago"
+}
+
+/// `deployhook status`.
+pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<()> {
+    let config = load(path)?;
+    let store = Store::open_read_only(&config.daemon.state_dir)?;
+    let now = Timestamp::now();
+    let running = if daemon_running(&config) {
+        "running"
+    } else {
+        "not running"
+    };
+    let _ = writeln!(out, "daemon: {running}  (state {})", store.path().display());
+    let states = store.site_states()?;
+    for site in &config.sites {
+        let state = states
+            .iter()
+            .find(|(n, _, _)| n == &site.name)
+            .and_then(|(_, s, _)| s.clone());
+        let _ = write!(out, "site {}: ", site.name);
+        match state.as_ref().and_then(|s| s.live.as_ref()) {
+            Some(live) => {
+                let _ = write!(out, "live release {} ({})", live.release, live.id);
+            }
+            None => {
+                let _ = write!(out, "nothing live yet");
+            }
+        }
+        if let Some(d) = store.latest_deployment(&site.name)? {
+            let _ = write!(
+                out,
+                "; last deployment #{} {} (release {}) {} {}",
+                d.serial,
+                d.id,
+                d.release.as_deref().unwrap_or("-"),
+                d.status,
+                age(d.updated_at, now)
+            );
+        }
+        let _ = writeln!(out);
+        for d in state.iter().flat_map(|s| s.active.iter()) {
+            let _ = writeln!(
+                out,
+                "  in progress: #{} {} (release {}) {} since {}",
+                d.serial,
+                d.id,
+                d.release.as_deref().unwrap_or("-"),
+                d.status,
+                age(d.last_change, now)
+            );
+        }
+    }
+    for hook in &config.hooks {
+        let s = store.hook_summary(&hook.name)?;
+        let last = match (s.last_attempt_at, s.last_status, &s.last_error) {
+            (None, _, _) => "never attempted".to_string(),
+            (Some(t), Some(code), _) => format!("HTTP {code} {}", age(t, now)),
+            (Some(t), None, Some(e)) => format!("{} {}", printable(e), age(t, now)),
+            (Some(t), None, None) => format!("no answer {}", age(t, now)),
+        };
+        let _ = writeln!(
+            out,
+            "hook {}: {}queue {} (oldest {}), delivered {}, dead {}, last attempt: {last}",
+            hook.name,
+            s.disabled
+                .as_ref()
+                .map_or(String::new(), |r| format!("DISABLED ({r}); ")),
+            s.pending,
+            s.oldest_pending.map_or("-".into(), |t| age(t, now)),
+            s.delivered,
+            s.dead,
+        );
+    }
+    Ok(())
+}
+
+/// `deployhook deliveries list`.
+pub fn list(
+    path: &std::path::Path,
+    hook: Option<&str>,
+    failed: bool,
+    limit: usize,
+    out: &mut impl Write,
+) -> Result<()> {
+    let config = load(path)?;
+    let store = Store::open_read_only(&config.daemon.state_dir)?;
+    let rows = store.list_deliveries(hook, failed, limit)?;
+    let _ = writeln!(
+        out,
+        "{:<28} {:<16} {:<15} {:<9} {:>8}  {:<24}  last",
+        "delivery", "hook", "event", "state", "attempts", "created"
+    );
+    for r in rows {
+        let last = match (r.last_status, &r.last_error) {
+            (Some(code), _) => format!("HTTP {code}"),
+            (None, Some(e)) => printable(e),
+            (None, None) => "-".into(),
+        };
+        let created = r.created_at.rfc3339();
+        let _ = writeln!(
+            out,
+            "{:<28} {:<16} {:<15} {:<9} {:>8}  {:<24}  {last}",
+            r.id,
+            r.hook,
+            r.event,
+            r.state,
+            r.attempts,
+            &created[..created.len().min(19)]
+        );
+    }
+    Ok(())
+}
+
+/// `deployhook deliveries show ID`: the request and every attempt's response.
+pub fn show(path: &std::path::Path, id: &str, out: &mut impl Write) -> Result<()> {
+    let config = load(path)?;
+    let store = Store::open_read_only(&config.daemon.state_dir)?;
+    let d = store
+        .delivery_detail(id)?
+        .ok_or_else(|| Failed(format!("no delivery {id}")))?;
+    let r = &d.row;
+    let _ = writeln!(
+        out,
+        "delivery {}  hook {}  event {}  state {}  attempts {}  created {}",
+        r.id,
+        r.hook,
+        r.event,
+        r.state,
+        r.attempts,
+        r.created_at.rfc3339()
+    );
+    if r.state == "pending" && r.attempts > 0 {
+        let _ = writeln!(out, "next attempt at {}", d.next_attempt_at.rfc3339());
+    }
+    let body = match serde_json::from_slice::<serde_json::Value>(&d.body) {
+        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+        Err(_) => String::from_utf8_lossy(&d.body).into_owned(),
+    };
+    let _ = writeln!(out, "\nrequest body:\n{}", printable(&body));
+    for a in &d.attempts {
+        let _ = writeln!(
+            out,
+            "\nattempt {} at {} ({} ms)",
+            a.n,
+            a.started_at.rfc3339(),
+            a.duration_us / 1000
+        );
+        for (k, v) in &a.request_headers {
+            let _ = writeln!(out, "  > {k}: {}", printable(v));
+        }
+        match a.response_status {
+            Some(code) => {
+                let _ = writeln!(out, "  < HTTP {code}");
+                for (k, v) in &a.response_headers {
+                    let _ = writeln!(out, "  < {k}: {}", printable(v));
+                }
+                if !a.response_body.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "  < {}",
+                        printable(&String::from_utf8_lossy(&a.response_body))
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(out, "  no response");
+            }
+        }
+        if let Some(e) = &a.error {
+            let _ = writeln!(out, "  error: {}", printable(e));
+        }
+    }
+    Ok(())
+}
+
+/// `deployhook deliveries redeliver ID`: a new delivery with the same payload.
+pub fn redeliver(path: &std::path::Path, id: &str, out: &mut impl Write) -> Result<()> {
+    let config = load(path)?;
+    let store = Store::open_shared(&config.daemon.state_dir)?;
+    let new = store
+        .redeliver(id, Timestamp::now())?
+        .ok_or_else(|| Failed(format!("no delivery {id}")))?;
+    let when = if daemon_running(&config) {
+        "the running daemon sends it within seconds"
+    } else {
+        "it is sent when the daemon starts"
+    };
+    let _ = writeln!(out, "queued {new} (a redelivery of {id}); {when}");
+    Ok(())
+}
+
+/// `deployhook hooks list`.
+pub fn hooks_list(path: &std::path::Path, out: &mut impl Write) -> Result<()> {
+    let config = load(path)?;
+    for h in &config.hooks {
+        let _ = writeln!(
+            out,
+            "{}  {}  events {:?}  signature {:?}",
+            h.name,
+            h.display_url(),
+            h.events,
+            h.signature
+        );
+    }
+    Ok(())
+}
+
+/// `deployhook hooks test NAME`: sends a `ping` event now, prints the outcome, and
+/// records it in the history. Returns whether the receiver answered 2xx.
+pub fn hooks_test(path: &std::path::Path, name: &str, out: &mut impl Write) -> Result<bool> {
+    let config = load(path)?;
+    let hook = config
+        .hooks
+        .iter()
+        .find(|h| h.name == name)
+        .ok_or_else(|| Failed(format!("no hook named {name:?} in {}", path.display())))?
+        .clone();
+    let store = Store::open_shared(&config.daemon.state_dir)?;
+    let now = Timestamp::now();
+    let body = serde_json::to_vec(&serde_json::json!({
+        "event": "ping",
+        "hook": hook.name,
+        "hostName": config.daemon.host_name,
+        "time": now.rfc3339(),
+    }))
+    .unwrap_or_default();
+    let d = store.commit_direct("ping", &hook.name, &body, now)?;
+    let client = deliver::client_for(&hook)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (record, _) = rt.block_on(deliver::send_attempt(&client, &hook, &d, now));
+    let ok = record
+        .response_status
+        .is_some_and(|c| (200..300).contains(&c));
+    let update = if ok {
+        DeliveryUpdate::Delivered
+    } else {
+        DeliveryUpdate::Dead
+    };
+    store.commit_attempt(&d, &record, &update, Timestamp::now())?;
+    match (record.response_status, &record.error) {
+        (Some(code), _) => {
+            let _ = writeln!(
+                out,
+                "ping {} -> {}: HTTP {code} in {} ms (delivery {})",
+                hook.name,
+                hook.display_url(),
+                record.duration.as_millis(),
+                d.id
+            );
+        }
+        (None, e) => {
+            let _ = writeln!(
+                out,
+                "ping {} -> {}: {} (delivery {})",
+                hook.name,
+                hook.display_url(),
+                e.as_deref().unwrap_or("no response"),
+                d.id
+            );
+        }
+    }
+    Ok(ok)
+}
+
+/// `deployhook hooks enable NAME`: clears the disabled flag a `410 Gone` set.
+pub fn hooks_enable(path: &std::path::Path, name: &str, out: &mut impl Write) -> Result<()> {
+    let config = load(path)?;
+    let store = Store::open_shared(&config.daemon.state_dir)?;
+    if store.enable_hook(name)? {
+        let _ = writeln!(out, "hook {name} enabled; its queue is sent again");
+    } else {
+        let _ = writeln!(out, "hook {name} was not disabled");
+    }
+    Ok(())
+}
