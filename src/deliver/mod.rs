@@ -330,3 +330,113 @@ async fn wait(cx: &mut WorkerContext, max: Duration) {
         _ = cx.shutdown.changed() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Format, HookConfig};
+    use crate::infer::model::{Deployment, Status};
+
+    fn hook(
+        name: &str,
+        events: &[&str],
+        sites: Option<&[&str]>,
+        statuses: Option<&[Status]>,
+    ) -> HookConfig {
+        HookConfig {
+            name: name.into(),
+            url: url::Url::parse("http://127.0.0.1:1/").unwrap_or_else(|e| panic!("{e}")),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            sites: sites.map(|s| s.iter().map(|x| x.to_string()).collect()),
+            statuses: statuses.map(|s| s.to_vec()),
+            format: Format::Kudu,
+            secret: None,
+            signature: SignatureKind::None,
+            insecure_ssl: false,
+            timeout: Duration::from_secs(1),
+            retry: vec![],
+            headers: vec![],
+        }
+    }
+
+    fn transition(to: Status) -> Transition {
+        Transition {
+            deployment: Deployment {
+                serial: 1,
+                release: Some("1".into()),
+                id: "abc".into(),
+                status: to,
+                announced: true,
+                status_text: String::new(),
+                commit: None,
+                deployer: None,
+                branch: None,
+                received: Timestamp(0),
+                started: None,
+                ended: None,
+                previous_id: None,
+                rollback: false,
+                last_change: Timestamp(0),
+                fingerprint: String::new(),
+                lock_seen: false,
+            },
+            from: None,
+            to,
+            sequence: 1,
+            last_success_end: None,
+        }
+    }
+
+    fn routed(events: &[NewEvent]) -> Vec<(String, String)> {
+        events
+            .iter()
+            .flat_map(|e| {
+                e.deliveries
+                    .iter()
+                    .map(move |d| (e.kind.clone(), d.hook.clone()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plan_routes_by_event_site_and_status() {
+        let hooks = [
+            hook("post", &["PostDeployment"], None, None),
+            hook("changes", &["statuschanged"], None, None),
+            hook(
+                "failures",
+                &["PostDeployment", "StatusChanged"],
+                None,
+                Some(&[Status::Failed]),
+            ),
+            hook("other-site", &["PostDeployment"], Some(&["blog"]), None),
+        ];
+        let cx = payload::Context {
+            site: "shop",
+            host_name: "h",
+            layout: "releases",
+        };
+        let building = plan(&[transition(Status::Building)], &hooks, cx);
+        assert_eq!(
+            routed(&building),
+            [("StatusChanged".into(), "changes".into())]
+        );
+        let failed = plan(&[transition(Status::Failed)], &hooks, cx);
+        assert_eq!(
+            routed(&failed),
+            [
+                ("StatusChanged".to_string(), "changes".to_string()),
+                ("StatusChanged".into(), "failures".into()),
+                ("PostDeployment".into(), "post".into()),
+                ("PostDeployment".into(), "failures".into()),
+            ]
+        );
+        // Events are recorded even when no hook wants them.
+        assert_eq!(building.len(), 1);
+        assert!(
+            plan(&[transition(Status::Success)], &hooks[3..], cx)
+                .iter()
+                .all(|e| e.deliveries.is_empty())
+        );
+    }
+}

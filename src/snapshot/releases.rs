@@ -547,6 +547,42 @@ mod tests {
     }
 
     #[test]
+    fn temporary_link_names_are_not_releases() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let root = dir.path();
+        let rel = root.join("releases/20261120090000");
+        std::fs::create_dir_all(&rel).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(rel.join("REVISION"), "abcdef1\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(root.join("releases/.hidden")).unwrap_or_else(|e| panic!("{e}"));
+        // Capistrano's temporary link inside releases/, deploy_helper's beside current.
+        std::os::unix::fs::symlink(&rel, root.join("releases/current"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(&rel, root.join("current.DEPLOY_UNFINISHED"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink("releases/20261120090000", root.join("current"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let site = crate::config::SiteConfig {
+            name: "s".into(),
+            path: root.to_path_buf(),
+            layout: crate::config::LayoutChoice::Releases,
+            repo: None,
+            branch: None,
+            deployer: None,
+            settle: std::time::Duration::from_secs(2),
+            idle_timeout: std::time::Duration::from_secs(600),
+        };
+        let mut warnings = Vec::new();
+        let snap = read_releases(&site, &mut BTreeMap::new(), &mut warnings);
+        assert_eq!(snap.releases.keys().collect::<Vec<_>>(), ["20261120090000"]);
+        assert_eq!(snap.current, Current::Release("20261120090000".into()));
+        assert_eq!(snap.flavour, Flavour::Plain);
+        assert_eq!(
+            snap.releases["20261120090000"].revision,
+            Revision::Sha("abcdef1".into())
+        );
+    }
+
+    #[test]
     fn revision_content() {
         assert_eq!(
             parse_revision(b"ABCDEF1234567\n"),

@@ -190,3 +190,28 @@ fn a_repository_owned_by_another_user_is_still_read() {
     );
     assert_eq!(p["message"], "Owned elsewhere");
 }
+
+#[test]
+fn a_commit_missing_from_the_repository_is_reported_without_author_data() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let rx = Receiver::start();
+    let d = Daemon::start(&env, &config(&env, &site, &rx.url, ""));
+    let unknown = "0123456789abcdef0123456789abcdef01234567";
+    site.cap_create_release("20261120100000");
+    site.write_revision("20261120100000", unknown);
+    site.cap_switch("20261120100000");
+    site.cap_log("20261120100000", unknown, "bob");
+    eventually!(rx.payloads("PostDeployment").len() == 1, "a PostDeployment");
+    let p = &rx.payloads("PostDeployment")[0];
+    assert_eq!(p["id"], unknown);
+    assert_eq!(p["author"], serde_json::Value::Null);
+    assert_eq!(p["deployer"], "bob");
+    let warnings = d
+        .logs()
+        .iter()
+        .filter(|l| l.contains(&format!("commit {unknown}")))
+        .count();
+    assert_eq!(warnings, 1, "warned once: {:?}", d.logs());
+}

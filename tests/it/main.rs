@@ -7,5 +7,6 @@ mod support;
 mod bad_input;
 mod check;
 mod delivery;
+mod demo;
 mod releases;
 mod tidy;
