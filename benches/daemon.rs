@@ -3,6 +3,7 @@
 //! ```text
 //! cargo bench --bench daemon -- idle                 inotify watches and RSS of the idle daemon
 //! cargo bench --bench daemon -- latency [N]          revisions.log line -> POST received, N deploys
+//! cargo bench --bench daemon -- isolation [N]        the same, beside a hook that never answers
 //! cargo bench --bench daemon -- throughput [HOOKS] [EVENTS]   deliveries/s through the outbox
 //! ```
 //!
@@ -107,13 +108,13 @@ fn log_line(site: &Path, name: &str, sha: &str) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-fn start_daemon(root: &Path, hook_url: &str) -> Child {
+fn start_daemon(root: &Path, hook_url: &str, extra: &str) -> Child {
     let config = root.join("deployhook.toml");
     std::fs::write(
         &config,
         format!(
             "[daemon]\nstate_dir = \"{}\"\n\n[[site]]\nname = \"shop\"\npath = \"{}\"\n\n\
-             [[hook]]\nname = \"bench\"\nurl = \"{hook_url}\"\n",
+             [[hook]]\nname = \"bench\"\nurl = \"{hook_url}\"\n{extra}",
             root.join("state").display(),
             root.join("site").display()
         ),
@@ -147,7 +148,7 @@ fn idle() {
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     let (url, _log) = receiver(&rt);
     capistrano_site(dir.path());
-    let mut child = start_daemon(dir.path(), &url);
+    let mut child = start_daemon(dir.path(), &url, "");
     std::thread::sleep(Duration::from_secs(2));
     let pid = child.id();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -179,12 +180,32 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn latency(n: usize) {
+async fn hang() -> &'static str {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    "late"
+}
+
+/// `with_hanging_hook`: a second hook whose receiver never answers (60 s timeout).
+fn latency(n: usize, with_hanging_hook: bool) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     let (url, log) = receiver(&rt);
+    let extra = if with_hanging_hook {
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        rt.spawn(async move {
+            let _ = axum::serve(listener, Router::new().fallback(hang)).await;
+        });
+        format!(
+            "\n[[hook]]\nname = \"hanging\"\nurl = \"http://{addr}/\"\ntimeout = \"60s\"\nevents = [\"StatusChanged\", \"PostDeployment\"]\n"
+        )
+    } else {
+        String::new()
+    };
     let sha = capistrano_site(dir.path());
-    let mut child = start_daemon(dir.path(), &url);
+    let mut child = start_daemon(dir.path(), &url, &extra);
     let site = dir.path().join("site");
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
@@ -225,7 +246,12 @@ fn latency(n: usize) {
         .count();
     samples.sort();
     println!(
-        "latency revisions.log line -> POST received, {n} deploys ({posts} PostDeployment): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "latency revisions.log line -> POST received{}, {n} deploys ({posts} PostDeployment): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        if with_hanging_hook {
+            " (beside a hook that never answers)"
+        } else {
+            ""
+        },
         percentile(&samples, 0.5).as_secs_f64() * 1e3,
         percentile(&samples, 0.99).as_secs_f64() * 1e3,
         samples.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
@@ -329,11 +355,13 @@ fn main() {
     let num = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
     match args.first().map(String::as_str) {
         Some("idle") => idle(),
-        Some("latency") => latency(num(1, 200)),
+        Some("latency") => latency(num(1, 200), false),
+        Some("isolation") => latency(num(1, 200), true),
         Some("throughput") => throughput(num(1, 1), num(2, 2000)),
         _ => {
             idle();
-            latency(200);
+            latency(200, false);
+            latency(200, true);
             throughput(1, 2000);
             throughput(100, 50);
         }
