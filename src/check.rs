@@ -4,8 +4,10 @@
 
 use std::path::Path;
 
-use crate::config::{self, LayoutChoice};
+use crate::config::{self, LayoutChoice, WatchMode};
 use crate::infer::{self, model::SiteState, model::Timestamp};
+use crate::snapshot::kudu::KuduEntry;
+use crate::snapshot::marker::MarkerFile;
 use crate::snapshot::{self, Current, LayoutSnapshot, Reader};
 use crate::telemetry::{chain, printable};
 
@@ -34,6 +36,10 @@ pub fn run(path: &Path) -> bool {
         println!("\nsite {}  {}", site.name, site.path.display());
         let mut reader = Reader::new(site.clone());
         let (snap, warnings) = reader.read(now);
+        let why = match site.layout {
+            LayoutChoice::Auto => snapshot::detect_layout(&site.path).1,
+            _ => "set in the config".to_string(),
+        };
         match &snap.layout {
             LayoutSnapshot::Missing { path } => {
                 println!(
@@ -48,14 +54,7 @@ pub fn run(path: &Path) -> bool {
                 ok = false;
                 continue;
             }
-            LayoutSnapshot::Undetected { reason, .. } => {
-                println!("  layout: not detected ({reason})");
-            }
             LayoutSnapshot::Releases(r) => {
-                let why = match site.layout {
-                    LayoutChoice::Auto => snapshot::detect_layout(&site.path).1,
-                    LayoutChoice::Releases => "set in the config".to_string(),
-                };
                 println!("  layout: releases ({why}), flavour {}", r.flavour.as_str());
                 let current = match &r.current {
                     Current::Absent => "no current symlink".to_string(),
@@ -69,6 +68,64 @@ pub fn run(path: &Path) -> bool {
                     println!("  revisions.log: {} lines", log.entries.len());
                 }
             }
+            LayoutSnapshot::Kudu(k) => {
+                let not_ready = k
+                    .deployments
+                    .values()
+                    .filter(|e| matches!(e, KuduEntry::NotReady { .. }))
+                    .count();
+                println!("  layout: kudu ({why})");
+                println!(
+                    "  deployments: {} ({not_ready} not readable right now); active: {}",
+                    k.deployments.len(),
+                    k.active.as_deref().unwrap_or("none")
+                );
+            }
+            LayoutSnapshot::Git(g) => {
+                println!("  layout: git ({why})");
+                match &g.error {
+                    Some(e) => {
+                        println!("  error: cannot read the repository: {}", printable(e));
+                        ok = false;
+                    }
+                    None => println!(
+                        "  branch {} at {}; HEAD {}; tracked files match: {}",
+                        g.branch.as_deref().unwrap_or("?"),
+                        g.branch_commit.as_deref().unwrap_or("?"),
+                        g.head_commit.as_deref().unwrap_or("?"),
+                        if g.tree_matches { "yes" } else { "no" }
+                    ),
+                }
+            }
+            LayoutSnapshot::Marker(m) => {
+                println!("  layout: marker ({why})");
+                let file = site.status_file.display();
+                match &m.file {
+                    MarkerFile::Absent => {
+                        println!("  status file {file}: absent (nothing deployed yet)")
+                    }
+                    MarkerFile::NotReady { reason, .. } => {
+                        println!("  status file {file}: unreadable ({})", printable(reason))
+                    }
+                    MarkerFile::Ready { marker, status, .. } => println!(
+                        "  status file {file}: {status}, id {}",
+                        marker.id.as_deref().or(m.head.as_deref()).unwrap_or("-")
+                    ),
+                }
+            }
+        }
+        if let Some(h) = &site.health_url {
+            println!(
+                "  health_url {h} (health_timeout {})",
+                humantime::format_duration(site.health_timeout)
+            );
+        }
+        match site.watch {
+            WatchMode::Inotify => println!("  watch: inotify (non-recursive)"),
+            WatchMode::Poll => println!(
+                "  watch: poll every {}",
+                humantime::format_duration(site.poll_interval)
+            ),
         }
         for w in &warnings {
             println!("  warning: {}", printable(&w.message));

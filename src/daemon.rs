@@ -325,7 +325,7 @@ async fn reconcile_site(
             let cx = payload::Context {
                 site: &name,
                 host_name: &host,
-                layout: "releases",
+                layout: snap.layout.name(),
             };
             let events = deliver::plan(&inference.transitions, &hooks, cx);
             store

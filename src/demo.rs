@@ -10,9 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{
-    Config, DaemonConfig, Format, HookConfig, LayoutChoice, Secret, SignatureKind, SiteConfig,
-};
+use crate::config::{Config, DaemonConfig, Format, HookConfig, Secret, SignatureKind, SiteConfig};
 use crate::daemon::{self, Control};
 use crate::listen::{self, Received};
 
@@ -226,16 +224,7 @@ async fn run_in(root: &Path) -> Result<(), DemoError> {
             history_max_age: Duration::from_secs(86400),
             shutdown_timeout: Duration::from_secs(5),
         },
-        sites: vec![SiteConfig {
-            name: "shop".into(),
-            path: site.clone(),
-            layout: LayoutChoice::Auto,
-            repo: None,
-            branch: None,
-            deployer: None,
-            settle: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(600),
-        }],
+        sites: vec![SiteConfig::new("shop", &site)],
         hooks: vec![HookConfig {
             name: "demo-receiver".into(),
             url: url::Url::parse(&format!("http://{addr}/hooks"))

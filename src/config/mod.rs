@@ -42,6 +42,27 @@ pub struct DaemonConfig {
 pub enum LayoutChoice {
     Auto,
     Releases,
+    Kudu,
+    Git,
+    Marker,
+}
+
+impl LayoutChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayoutChoice::Auto => "auto",
+            LayoutChoice::Releases => "releases",
+            LayoutChoice::Kudu => "kudu",
+            LayoutChoice::Git => "git",
+            LayoutChoice::Marker => "marker",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchMode {
+    Inotify,
+    Poll,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,15 +75,41 @@ pub struct SiteConfig {
     pub deployer: Option<String>,
     pub settle: Duration,
     pub idle_timeout: Duration,
+    /// `marker` layout: the status file.
+    pub status_file: PathBuf,
+    pub health_url: Option<url::Url>,
+    pub health_timeout: Duration,
+    pub watch: WatchMode,
+    pub poll_interval: Duration,
 }
 
 impl SiteConfig {
+    /// A site with every default, for code that builds configs (demo, tests).
+    pub fn new(name: &str, path: &Path) -> SiteConfig {
+        SiteConfig {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            layout: LayoutChoice::Auto,
+            repo: None,
+            branch: None,
+            deployer: None,
+            settle: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(600),
+            status_file: path.join(crate::snapshot::marker::DEFAULT_FILE),
+            health_url: None,
+            health_timeout: Duration::from_secs(120),
+            watch: WatchMode::Inotify,
+            poll_interval: Duration::from_secs(2),
+        }
+    }
+
     pub fn params(&self) -> Params {
         Params {
             settle: self.settle,
             idle_timeout: self.idle_timeout,
             deployer: self.deployer.clone(),
             branch: self.branch.clone(),
+            health_timeout: self.health_url.as_ref().map(|_| self.health_timeout),
         }
     }
 }
@@ -411,14 +458,9 @@ fn validate_site(
     let layout = match s.layout.as_ref().map(|l| (l.get_ref().as_str(), l.span())) {
         None | Some(("auto", _)) => LayoutChoice::Auto,
         Some(("releases", _)) => LayoutChoice::Releases,
-        Some((other @ ("kudu" | "git" | "marker"), span)) => {
-            c.at(
-                span,
-                &key("layout"),
-                format!("layout {other:?} is not implemented in this version (use \"releases\" or \"auto\")"),
-            );
-            LayoutChoice::Auto
-        }
+        Some(("kudu", _)) => LayoutChoice::Kudu,
+        Some(("git", _)) => LayoutChoice::Git,
+        Some(("marker", _)) => LayoutChoice::Marker,
         Some((other, span)) => {
             c.at(
                 span,
@@ -428,31 +470,47 @@ fn validate_site(
             LayoutChoice::Auto
         }
     };
-    for (field, v) in [
-        ("health_url", &s.health_url),
-        ("health_timeout", &s.health_timeout),
-        ("poll_interval", &s.poll_interval),
-    ] {
-        if let Some(v) = v {
+    let watch = match s.watch.as_ref().map(|w| (w.get_ref().as_str(), w.span())) {
+        None | Some(("inotify", _)) => WatchMode::Inotify,
+        Some(("poll", _)) => WatchMode::Poll,
+        Some((other, span)) => {
             c.at(
-                v.span(),
-                &key(field),
-                "not implemented in this version; remove it",
+                span,
+                &key("watch"),
+                format!("unknown watch {other:?}: use inotify or poll"),
             );
+            WatchMode::Inotify
         }
-    }
-    if let Some(w) = &s.watch
-        && w.get_ref() != "inotify"
+    };
+    let poll_interval = c.duration(
+        &s.poll_interval,
+        &key("poll_interval"),
+        Duration::from_secs(2),
+    );
+    if poll_interval.is_zero()
+        && let Some(pi) = &s.poll_interval
     {
-        c.at(
-            w.span(),
-            &key("watch"),
-            format!(
-                "watch {:?} is not implemented in this version (use \"inotify\")",
-                w.get_ref()
-            ),
-        );
+        c.at(pi.span(), &key("poll_interval"), "must be more than zero");
     }
+    let health_url = s
+        .health_url
+        .as_ref()
+        .and_then(|h| match url::Url::parse(h.get_ref()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+            _ => {
+                c.at(
+                    h.span(),
+                    &key("health_url"),
+                    "must be an absolute http:// or https:// URL",
+                );
+                None
+            }
+        });
+    let health_timeout = c.duration(
+        &s.health_timeout,
+        &key("health_timeout"),
+        Duration::from_secs(120),
+    );
     let settle = c.duration(&s.settle, &key("settle"), Duration::from_secs(2));
     let idle_timeout = c.duration(
         &s.idle_timeout,
@@ -468,15 +526,27 @@ fn validate_site(
             "must be longer than settle",
         );
     }
+    let path = c.absolute(&s.path, &key("path"));
     SiteConfig {
         name: s.name.get_ref().clone(),
-        path: c.absolute(&s.path, &key("path")),
+        status_file: s.status_file.as_ref().map_or_else(
+            || path.join(crate::snapshot::marker::DEFAULT_FILE),
+            |f| {
+                let p = PathBuf::from(f.get_ref());
+                if p.is_absolute() { p } else { path.join(p) }
+            },
+        ),
+        path,
         layout,
         repo: s.repo.as_ref().map(|r| c.absolute(r, &key("repo"))),
         branch: s.branch.as_ref().map(|b| b.get_ref().clone()),
         deployer: s.deployer.as_ref().map(|b| b.get_ref().clone()),
         settle,
         idle_timeout,
+        health_url,
+        health_timeout,
+        watch,
+        poll_interval,
     }
 }
 

@@ -45,10 +45,11 @@ pub struct RawSite {
     pub name: Spanned<String>,
     /// Absolute path of the deployment directory (Capistrano's `deploy_to`).
     pub path: Spanned<String>,
-    /// `releases` or `auto` (default).
+    /// `releases`, `kudu`, `git`, `marker` or `auto` (default).
     pub layout: Option<Spanned<String>>,
     /// Repository to read commit data from. Default: detected (`repo/`, `.dep/repo`,
-    /// the release itself).
+    /// the release itself, the work tree). For `layout = "git"`, a bare repository that a
+    /// post-receive script checks out into `path`.
     pub repo: Option<Spanned<String>>,
     /// Branch whose head marks a Capistrano deploy as pending. Default: the mirror's HEAD.
     pub branch: Option<Spanned<String>>,
@@ -58,13 +59,17 @@ pub struct RawSite {
     pub settle: Option<Spanned<String>>,
     /// A deployment with no change for this long is failed. Default `10m`.
     pub idle_timeout: Option<Spanned<String>>,
-    /// Reserved (SPEC §2): health check URL; not implemented in this version.
+    /// `marker` layout: the status file, absolute or relative to `path`. Default
+    /// `.deployhook-status.json`.
+    pub status_file: Option<Spanned<String>>,
+    /// A deployment succeeds only after this URL answers 2xx (any layout).
     pub health_url: Option<Spanned<String>>,
-    /// Reserved (SPEC §2): health check timeout; not implemented in this version.
+    /// How long `health_url` may fail after the switch before the deployment fails.
+    /// Default `2m`.
     pub health_timeout: Option<Spanned<String>>,
-    /// `inotify` (default). `poll` is not implemented in this version.
+    /// `inotify` (default) or `poll` (NFS, some overlay mounts).
     pub watch: Option<Spanned<String>>,
-    /// Reserved for `watch = "poll"`.
+    /// How often `watch = "poll"` looks. Default `2s`.
     pub poll_interval: Option<Spanned<String>>,
 }
 

@@ -363,6 +363,7 @@ mod tests {
         Transition {
             deployment: Deployment {
                 serial: 1,
+                key: "1".into(),
                 release: Some("1".into()),
                 id: "abc".into(),
                 status: to,
@@ -379,6 +380,8 @@ mod tests {
                 last_change: Timestamp(0),
                 fingerprint: String::new(),
                 lock_seen: false,
+                progress: String::new(),
+                done_at: None,
             },
             from: None,
             to,

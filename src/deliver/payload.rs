@@ -67,7 +67,7 @@ pub fn kudu(t: &Transition, event: &str, cx: Context<'_>) -> KuduPayload {
         author_email: commit.map(|c| c.email.clone()),
         author: commit.map(|c| c.author.clone()),
         message: commit.map(|c| c.message.clone()),
-        progress: String::new(),
+        progress: d.progress.clone(),
         deployer: d.deployer.clone(),
         received_time: d.received.rfc3339(),
         start_time: d.started.map(|t| t.rfc3339()),
@@ -111,6 +111,7 @@ mod tests {
         let t = Transition {
             deployment: Deployment {
                 serial: 7,
+                key: "20261120091402".into(),
                 release: Some("20261120091402".into()),
                 id: "2f45d28c063eb367ee76b3c9a4b844b673ca2ad6".into(),
                 status: Status::Success,
@@ -132,6 +133,8 @@ mod tests {
                 last_change: Timestamp(0),
                 fingerprint: String::new(),
                 lock_seen: false,
+                progress: String::new(),
+                done_at: None,
             },
             from: Some(Status::Deploying),
             to: Status::Success,

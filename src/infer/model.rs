@@ -135,6 +135,10 @@ pub struct CommitInfo {
 pub struct Deployment {
     /// Per-site number, assigned when the deployment is first seen.
     pub serial: u64,
+    /// What identifies it within its layout (release name, Kudu id and received time,
+    /// commit, marker id).
+    #[serde(default)]
+    pub key: String,
     /// The release directory name (`releases` layout); `None` while only pending.
     pub release: Option<String>,
     /// The payload `id`: commit SHA, else the release name.
@@ -157,6 +161,13 @@ pub struct Deployment {
     pub fingerprint: String,
     /// Deployer only: the deploy lock was seen held while this deployment was tracked.
     pub lock_seen: bool,
+    /// The tool's progress text (Kudu, marker).
+    #[serde(default)]
+    pub progress: String,
+    /// When the layout's own signal said "done"; with `health_url`, success waits for a
+    /// 2xx observed after this.
+    #[serde(default)]
+    pub done_at: Option<Timestamp>,
 }
 
 /// The release that is live now.
@@ -171,6 +182,9 @@ pub struct Live {
 pub struct SiteState {
     /// False until the first snapshot has set the baseline.
     pub initialised: bool,
+    /// The layout the state was inferred for; a change of layout starts a new baseline.
+    #[serde(default)]
+    pub layout: String,
     pub next_serial: u64,
     /// Per-site event counter (`sequence` in payloads).
     pub sequence: u64,
@@ -179,14 +193,18 @@ pub struct SiteState {
     pub current: Option<String>,
     /// Deployments that are not terminal yet.
     pub active: Vec<Deployment>,
-    /// Release names present in the last snapshot.
+    /// Release names (releases) or deployment keys (kudu) present in the last snapshot.
     pub known_releases: BTreeSet<String>,
     /// Capistrano: complete `revisions.log` lines already consumed.
     pub log_seen: usize,
-    /// Capistrano: the commit the mirror's branch pointed at in the last snapshot.
+    /// Capistrano: the commit the mirror's branch pointed at in the last snapshot; git:
+    /// the watched branch's commit.
     pub repo_head: Option<String>,
     /// Deployer: whether `.dep/deploy.lock` existed in the last snapshot.
     pub lock_held: bool,
+    /// marker: the version of the marker file last read.
+    #[serde(default)]
+    pub last_marker: Option<String>,
     /// End time of the last success of each payload id (bounded).
     pub last_success: BTreeMap<String, Timestamp>,
 }
@@ -234,6 +252,8 @@ pub struct Params {
     pub deployer: Option<String>,
     /// `branch` from the site's config.
     pub branch: Option<String>,
+    /// `health_timeout`, when the site has a `health_url`.
+    pub health_timeout: Option<Duration>,
 }
 
 impl Default for Params {
@@ -243,6 +263,7 @@ impl Default for Params {
             idle_timeout: Duration::from_secs(600),
             deployer: None,
             branch: None,
+            health_timeout: None,
         }
     }
 }

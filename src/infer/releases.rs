@@ -8,11 +8,11 @@
 
 use std::cmp::Ordering;
 
+use super::common;
 use super::model::{
-    Anomaly, Deployment, Inference, LAST_SUCCESS_KEEP, Live, Params, SiteState, Status, Timestamp,
-    Transition,
+    Anomaly, Deployment, Inference, Live, Params, SiteState, Status, Timestamp, Transition,
 };
-use crate::snapshot::{Current, Flavour, LogEntry, Release, ReleasesSnapshot, Revision};
+use crate::snapshot::{Current, Flavour, Health, LogEntry, Release, ReleasesSnapshot, Revision};
 
 /// Orders release names: numerically when both are all digits (timestamps, Deployer's
 /// counters), else as text.
@@ -26,10 +26,17 @@ pub fn release_order(a: &str, b: &str) -> Ordering {
     }
 }
 
-pub fn infer(prev: &SiteState, snap: &ReleasesSnapshot, now: Timestamp, p: &Params) -> Inference {
+pub fn infer(
+    prev: &SiteState,
+    snap: &ReleasesSnapshot,
+    health: Option<&Health>,
+    now: Timestamp,
+    p: &Params,
+) -> Inference {
     let mut run = Run {
         st: prev.clone(),
         snap,
+        health,
         now,
         p,
         transitions: Vec::new(),
@@ -79,6 +86,7 @@ struct NewLogLines {
 struct Run<'a> {
     st: SiteState,
     snap: &'a ReleasesSnapshot,
+    health: Option<&'a Health>,
     now: Timestamp,
     p: &'a Params,
     transitions: Vec<Transition>,
@@ -197,6 +205,7 @@ impl Run<'_> {
         for rel in new {
             if let Some(d) = self.st.active.iter_mut().find(|d| d.release.is_none()) {
                 d.release = Some(rel.name.clone());
+                d.key = rel.name.clone();
                 if matches!(rel.revision, Revision::Sha(_)) || d.id.starts_with("pending-") {
                     d.id = rel.id();
                 }
@@ -269,27 +278,12 @@ impl Run<'_> {
     }
 
     fn create(&mut self, release: Option<String>, id: String, rollback: bool) {
-        self.st.next_serial += 1;
         let lock_now = self.lock_now();
-        self.st.active.push(Deployment {
-            serial: self.st.next_serial,
-            release,
-            id,
-            status: Status::Pending,
-            announced: false,
-            status_text: String::new(),
-            commit: None,
-            deployer: None,
-            branch: None,
-            received: self.now,
-            started: None,
-            ended: None,
-            previous_id: self.st.live.as_ref().map(|l| l.id.clone()),
-            rollback,
-            last_change: self.now,
-            fingerprint: String::new(),
-            lock_seen: lock_now,
-        });
+        let key = release.clone().unwrap_or_else(|| id.clone());
+        let mut d = common::new_deployment(&mut self.st, key, release, id, self.now);
+        d.rollback = rollback;
+        d.lock_seen = lock_now;
+        self.st.active.push(d);
     }
 
     /// Moves every tracked deployment to the level the snapshot shows.
@@ -299,22 +293,14 @@ impl Run<'_> {
         active.sort_by_key(|d| d.serial);
         for d in &mut active {
             self.refresh(d, current, switched);
-            let (level, text) = self.level(d, current);
+            let level = self.level(d, current);
+            let (level, text) = common::gate_health(level, d, self.health, self.now, self.p);
             let (level, text) = if level.is_terminal() {
                 (level, text)
             } else {
-                let idle_since = self.idle_since(d);
-                if self.now >= idle_since.plus(self.p.idle_timeout) {
-                    (
-                        Status::Failed,
-                        format!(
-                            "no change for {} (idle_timeout) while {}: the deploy did not finish",
-                            humantime::format_duration(self.p.idle_timeout),
-                            d.status
-                        ),
-                    )
-                } else {
-                    (level, text)
+                match common::idle_failure(d, self.idle_since(d), self.now, self.p) {
+                    Some(why) => (Status::Failed, why),
+                    None => (level, text),
                 }
             };
             self.advance(d, level, text);
@@ -486,47 +472,7 @@ impl Run<'_> {
     }
 
     fn advance(&mut self, d: &mut Deployment, to: Status, text: String) {
-        let from = if d.announced { Some(d.status) } else { None };
-        if from.is_some_and(|f| to.rank() <= f.rank()) {
-            return;
-        }
-        d.announced = true;
-        d.status = to;
-        d.status_text = text;
-        d.last_change = self.now;
-        if to >= Status::Building && d.started.is_none() {
-            d.started = Some(self.now);
-        }
-        if to.is_terminal() {
-            d.ended = Some(self.now);
-        }
-        if to == Status::Success {
-            self.st.last_success.insert(d.id.clone(), self.now);
-            if self.st.last_success.len() > LAST_SUCCESS_KEEP
-                && let Some(oldest) = self
-                    .st
-                    .last_success
-                    .iter()
-                    .min_by_key(|(_, t)| **t)
-                    .map(|(k, _)| k.clone())
-            {
-                self.st.last_success.remove(&oldest);
-            }
-            if let Some(release) = &d.release {
-                self.st.live = Some(Live {
-                    release: release.clone(),
-                    id: d.id.clone(),
-                });
-            }
-        }
-        self.st.sequence += 1;
-        self.transitions.push(Transition {
-            deployment: d.clone(),
-            from,
-            to,
-            sequence: self.st.sequence,
-            last_success_end: self.st.last_success.get(&d.id).copied(),
-        });
+        common::advance(&mut self.st, &mut self.transitions, self.now, d, to, text);
     }
 
     /// The next time something may change without a filesystem event: a settle or an
@@ -541,7 +487,11 @@ impl Run<'_> {
                     && d.release.is_some()
                     && self.settles(d))
                 .then(|| since.plus(self.p.settle));
-                [settle, Some(since.plus(self.p.idle_timeout))]
+                [
+                    settle,
+                    Some(since.plus(self.p.idle_timeout)),
+                    common::health_deadline(d, self.p),
+                ]
             })
             .flatten()
             .filter(|t| *t > self.now)

@@ -23,6 +23,7 @@ fn params() -> Params {
         idle_timeout: Duration::from_secs(600),
         deployer: None,
         branch: None,
+        health_timeout: None,
     }
 }
 
@@ -172,6 +173,7 @@ impl S {
         Snapshot {
             taken_at: t(0),
             layout: LayoutSnapshot::Releases(Box::new(self.0.clone())),
+            health: None,
         }
     }
 }
@@ -254,6 +256,7 @@ fn first_sight_of_a_missing_directory_reports_the_first_deploy() {
         layout: LayoutSnapshot::Missing {
             path: "/srv/shop".into(),
         },
+        health: None,
     };
     let out = infer(&SiteState::default(), &missing, t(0), &params());
     assert!(out.transitions.is_empty());

@@ -110,3 +110,98 @@ pub fn read_branch_head(repo: &Path, branch: Option<&str>) -> Option<(String, St
     let sha = reference.peel_to_commit().ok()?.id().to_string();
     Some((name, sha))
 }
+
+/// What the `git` layout reads of a site.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GitSite {
+    /// The watched branch's name.
+    pub branch: Option<String>,
+    /// The commit the watched branch points at (packed or loose: always re-resolved).
+    pub branch_commit: Option<String>,
+    /// The commit HEAD points at (the work tree's; for a bare repository plus deploy
+    /// dir, the branch's).
+    pub head_commit: Option<String>,
+    /// Tracked files of the work tree (or deploy dir) match `branch_commit`'s tree.
+    pub tree_matches: bool,
+    /// Commit data of `branch_commit`.
+    pub commit: Option<CommitInfo>,
+    /// Why the repository could not be read, if it could not.
+    pub error: Option<String>,
+}
+
+/// Reads a push/pull-to-deploy site: `work_tree` is a non-bare repository's work tree,
+/// or (with `bare`) the directory a post-receive script checks `bare` out into.
+pub fn read_git_site(work_tree: &Path, bare: Option<&Path>, branch: Option<&str>) -> GitSite {
+    match read_git_site_inner(work_tree, bare, branch) {
+        Ok(s) => s,
+        Err(e) => GitSite {
+            error: Some(e.message().to_string()),
+            ..GitSite::default()
+        },
+    }
+}
+
+fn read_git_site_inner(
+    work_tree: &Path,
+    bare: Option<&Path>,
+    branch: Option<&str>,
+) -> Result<GitSite, git2::Error> {
+    let repo = match bare {
+        Some(b) => {
+            let r = open(b)?;
+            r.set_workdir(work_tree, false)?;
+            r
+        }
+        None => open(work_tree)?,
+    };
+    let name = match branch {
+        Some(b) => b.to_string(),
+        None => {
+            let head = repo.find_reference("HEAD")?;
+            head.symbolic_target()
+                .ok()
+                .flatten()
+                .and_then(|t| t.strip_prefix("refs/heads/"))
+                .unwrap_or("HEAD")
+                .to_string()
+        }
+    };
+    let reference = if name == "HEAD" {
+        repo.head()?
+    } else {
+        repo.find_reference(&format!("refs/heads/{name}"))?
+    };
+    let commit = reference.peel_to_commit()?;
+    let head_commit = if bare.is_some() {
+        Some(commit.id().to_string())
+    } else {
+        repo.head()
+            .ok()
+            .and_then(|h| h.peel_to_commit().ok())
+            .map(|c| c.id().to_string())
+    };
+    let tree = commit.tree()?;
+    let mut opts = git2::DiffOptions::new();
+    opts.include_untracked(false)
+        .ignore_submodules(true)
+        .include_ignored(false);
+    let diff = if bare.is_some() {
+        repo.diff_tree_to_workdir(Some(&tree), Some(&mut opts))?
+    } else {
+        repo.diff_tree_to_workdir_with_index(Some(&tree), Some(&mut opts))?
+    };
+    let sig = commit.author();
+    Ok(GitSite {
+        branch: Some(name),
+        branch_commit: Some(commit.id().to_string()),
+        head_commit,
+        tree_matches: diff.deltas().len() == 0,
+        commit: Some(CommitInfo {
+            author: sig.name().unwrap_or_default().to_string(),
+            email: sig.email().unwrap_or_default().to_string(),
+            message: commit.message().unwrap_or_default().trim_end().to_string(),
+            time: Timestamp::from_unix_seconds(commit.time().seconds()),
+        }),
+        error: None,
+    })
+}

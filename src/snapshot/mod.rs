@@ -1,11 +1,14 @@
 //! Reads a site from disk and git into a `Snapshot`: what `infer` decides from.
 //!
 //! This stage only reads; it never writes to a site or a repository. Each layout has its
-//! own file (`releases.rs`); `git.rs` is the only place that knows git2. A `Reader` keeps
+//! own file (`releases.rs`, `kudu.rs`, `marker.rs`; the `git` layout is read in `git.rs`,
+//! the only place that knows git2). A `Reader` keeps
 //! what is worth keeping between reads of one site: commit data by SHA (commits never
 //! change) and which warnings it has already logged.
 
 pub mod git;
+pub mod kudu;
+pub mod marker;
 pub mod releases;
 
 use std::collections::{BTreeMap, HashSet};
@@ -24,6 +27,17 @@ pub use releases::{
 pub struct Snapshot {
     pub taken_at: Timestamp,
     pub layout: LayoutSnapshot,
+    /// The latest `health_url` probe, when the site has one (filled in by the daemon).
+    pub health: Option<Health>,
+}
+
+/// What the health probe has seen of a site's `health_url`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// The last time it answered 2xx.
+    pub last_ok: Option<Timestamp>,
+    pub last_checked: Option<Timestamp>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,12 +51,10 @@ pub enum LayoutSnapshot {
         path: PathBuf,
         reason: String,
     },
-    /// `layout = "auto"` found nothing it recognises (yet).
-    Undetected {
-        path: PathBuf,
-        reason: String,
-    },
     Releases(Box<ReleasesSnapshot>),
+    Kudu(Box<kudu::KuduSnapshot>),
+    Git(Box<git::GitSite>),
+    Marker(Box<marker::MarkerSnapshot>),
 }
 
 impl LayoutSnapshot {
@@ -50,32 +62,41 @@ impl LayoutSnapshot {
         match self {
             LayoutSnapshot::Missing { .. } => "missing",
             LayoutSnapshot::Unreadable { .. } => "unreadable",
-            LayoutSnapshot::Undetected { .. } => "undetected",
             LayoutSnapshot::Releases(_) => "releases",
+            LayoutSnapshot::Kudu(_) => "kudu",
+            LayoutSnapshot::Git(_) => "git",
+            LayoutSnapshot::Marker(_) => "marker",
         }
     }
 }
 
-/// Detects the layout of `path` for `layout = "auto"`; returns the layout and why.
-pub fn detect_layout(path: &Path) -> (Option<LayoutChoice>, String) {
-    let current = path.join("current");
-    let is_link = std::fs::symlink_metadata(&current)
+/// Detects the layout of `path` for `layout = "auto"` (SPEC §2.5); returns the layout
+/// and why. Every path detects as something: `marker` is the fallback.
+pub fn detect_layout(path: &Path) -> (LayoutChoice, String) {
+    let deployments = path.join("deployments");
+    let kudu = std::fs::read_dir(&deployments).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.path().join("status.xml").is_file())
+    });
+    let current_link = std::fs::symlink_metadata(path.join("current"))
         .map(|m| m.file_type().is_symlink())
         .unwrap_or(false);
-    if path.join("releases").is_dir() {
+    if kudu {
         (
-            Some(LayoutChoice::Releases),
-            "found a releases/ directory".to_string(),
+            LayoutChoice::Kudu,
+            "found deployments/ with status.xml files".into(),
         )
-    } else if is_link {
-        (
-            Some(LayoutChoice::Releases),
-            "found a current symlink".to_string(),
-        )
+    } else if path.join("releases").is_dir() {
+        (LayoutChoice::Releases, "found a releases/ directory".into())
+    } else if current_link {
+        (LayoutChoice::Releases, "found a current symlink".into())
+    } else if path.join(".git").exists() {
+        (LayoutChoice::Git, "found a .git work tree".into())
     } else {
         (
-            None,
-            "no releases/ directory and no current symlink yet (only the releases layout is implemented in this version)".to_string(),
+            LayoutChoice::Marker,
+            "no deployments/, releases/, current or .git: a marker file".into(),
         )
     }
 }
@@ -107,6 +128,40 @@ impl Reader {
         &self.site
     }
 
+    fn read_marker(&mut self, warnings: &mut Vec<Warning>) -> marker::MarkerSnapshot {
+        let file = marker::read_marker(&self.site.status_file);
+        let repo = self
+            .site
+            .repo
+            .clone()
+            .unwrap_or_else(|| self.site.path.clone());
+        let head = git::read_head(&repo);
+        let id = match &file {
+            marker::MarkerFile::Ready { marker, .. } => marker.id.clone().or(head.clone()),
+            _ => None,
+        };
+        let commit = id.and_then(|id| {
+            self.commits
+                .entry(id.clone())
+                .or_insert_with(
+                    || match git::read_commit(std::slice::from_ref(&repo), &id) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            warnings.push(Warning {
+                                key: format!("commit:{id}"),
+                                message: format!(
+                                    "commit {id}: {e}; reporting it without author data"
+                                ),
+                            });
+                            None
+                        }
+                    },
+                )
+                .clone()
+        });
+        marker::MarkerSnapshot { file, head, commit }
+    }
+
     /// Reads a snapshot of the site. Never fails: problems become data or warnings.
     pub fn read(&mut self, now: Timestamp) -> (Snapshot, Vec<Warning>) {
         let mut warnings = Vec::new();
@@ -124,16 +179,31 @@ impl Reader {
             Ok(_) => {
                 let choice = match self.site.layout {
                     LayoutChoice::Auto => detect_layout(&path).0,
-                    other => Some(other),
+                    other => other,
                 };
                 match choice {
-                    Some(LayoutChoice::Releases) => LayoutSnapshot::Releases(Box::new(
-                        releases::read_releases(&self.site, &mut self.commits, &mut warnings),
-                    )),
-                    _ => LayoutSnapshot::Undetected {
-                        reason: detect_layout(&path).1,
-                        path,
-                    },
+                    LayoutChoice::Kudu => LayoutSnapshot::Kudu(Box::new(kudu::read_kudu(&path))),
+                    LayoutChoice::Git => {
+                        let bare = self.site.repo.as_deref().filter(|r| *r != path);
+                        let site = git::read_git_site(&path, bare, self.site.branch.as_deref());
+                        if let Some(e) = &site.error {
+                            warnings.push(Warning {
+                                key: format!("git:{e}"),
+                                message: format!("cannot read the git repository: {e}"),
+                            });
+                        }
+                        LayoutSnapshot::Git(Box::new(site))
+                    }
+                    LayoutChoice::Marker => {
+                        LayoutSnapshot::Marker(Box::new(self.read_marker(&mut warnings)))
+                    }
+                    LayoutChoice::Releases | LayoutChoice::Auto => {
+                        LayoutSnapshot::Releases(Box::new(releases::read_releases(
+                            &self.site,
+                            &mut self.commits,
+                            &mut warnings,
+                        )))
+                    }
                 }
             }
         };
@@ -145,6 +215,7 @@ impl Reader {
             Snapshot {
                 taken_at: now,
                 layout,
+                health: None,
             },
             fresh,
         )

@@ -561,16 +561,8 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         std::os::unix::fs::symlink("releases/20261120090000", root.join("current"))
             .unwrap_or_else(|e| panic!("{e}"));
-        let site = crate::config::SiteConfig {
-            name: "s".into(),
-            path: root.to_path_buf(),
-            layout: crate::config::LayoutChoice::Releases,
-            repo: None,
-            branch: None,
-            deployer: None,
-            settle: std::time::Duration::from_secs(2),
-            idle_timeout: std::time::Duration::from_secs(600),
-        };
+        let mut site = crate::config::SiteConfig::new("s", root);
+        site.layout = crate::config::LayoutChoice::Releases;
         let mut warnings = Vec::new();
         let snap = read_releases(&site, &mut BTreeMap::new(), &mut warnings);
         assert_eq!(snap.releases.keys().collect::<Vec<_>>(), ["20261120090000"]);

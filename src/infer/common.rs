@@ -1,0 +1,157 @@
+//! What every layout's inference shares: creating a deployment, moving it forward (and
+//! emitting the transition), and failure by silence.
+
+use super::model::{
+    Deployment, LAST_SUCCESS_KEEP, Live, Params, SiteState, Status, Timestamp, Transition,
+};
+use crate::snapshot::Health;
+
+/// A new, not yet announced deployment with the next serial.
+pub fn new_deployment(
+    st: &mut SiteState,
+    key: String,
+    release: Option<String>,
+    id: String,
+    now: Timestamp,
+) -> Deployment {
+    st.next_serial += 1;
+    Deployment {
+        serial: st.next_serial,
+        key,
+        release,
+        id,
+        status: Status::Pending,
+        announced: false,
+        status_text: String::new(),
+        commit: None,
+        deployer: None,
+        branch: None,
+        received: now,
+        started: None,
+        ended: None,
+        previous_id: st.live.as_ref().map(|l| l.id.clone()),
+        rollback: false,
+        last_change: now,
+        fingerprint: String::new(),
+        lock_seen: false,
+        progress: String::new(),
+        done_at: None,
+    }
+}
+
+/// With a `health_url`, a deployment whose layout says "success" stays `deploying`
+/// until a 2xx is observed after that moment, and fails after `health_timeout`.
+pub fn gate_health(
+    level: (Status, String),
+    d: &mut Deployment,
+    health: Option<&Health>,
+    now: Timestamp,
+    p: &Params,
+) -> (Status, String) {
+    let Some(timeout) = p.health_timeout else {
+        return level;
+    };
+    if level.0 != Status::Success {
+        return level;
+    }
+    let done_at = *d.done_at.get_or_insert(now);
+    if health
+        .and_then(|h| h.last_ok)
+        .is_some_and(|ok| ok >= done_at)
+    {
+        return level;
+    }
+    if now >= done_at.plus(timeout) {
+        let why = health
+            .and_then(|h| h.last_error.clone())
+            .unwrap_or_else(|| "no answer yet".into());
+        return (
+            Status::Failed,
+            format!(
+                "health_url did not answer 2xx within {} (health_timeout): {why}",
+                humantime::format_duration(timeout)
+            ),
+        );
+    }
+    (Status::Deploying, String::new())
+}
+
+/// The health deadline of a deployment waiting for its health check.
+pub fn health_deadline(d: &Deployment, p: &Params) -> Option<Timestamp> {
+    Some(d.done_at?.plus(p.health_timeout?))
+}
+
+/// Moves `d` forward to `to` (never backwards; the first call announces it) and
+/// records the transition. Times already set (from the tool) are kept.
+pub fn advance(
+    st: &mut SiteState,
+    transitions: &mut Vec<Transition>,
+    now: Timestamp,
+    d: &mut Deployment,
+    to: Status,
+    text: String,
+) {
+    let from = if d.announced { Some(d.status) } else { None };
+    if from.is_some_and(|f| to.rank() <= f.rank()) {
+        return;
+    }
+    d.announced = true;
+    d.status = to;
+    d.status_text = text;
+    d.last_change = now;
+    if to >= Status::Building && d.started.is_none() {
+        d.started = Some(now);
+    }
+    if to.is_terminal() && d.ended.is_none() {
+        d.ended = Some(now);
+    }
+    if to == Status::Success {
+        let end = d.ended.unwrap_or(now);
+        st.last_success.insert(d.id.clone(), end);
+        if st.last_success.len() > LAST_SUCCESS_KEEP
+            && let Some(oldest) = st
+                .last_success
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone())
+        {
+            st.last_success.remove(&oldest);
+        }
+        st.live = Some(Live {
+            release: d.release.clone().unwrap_or_else(|| d.key.clone()),
+            id: d.id.clone(),
+        });
+    }
+    st.sequence += 1;
+    transitions.push(Transition {
+        deployment: d.clone(),
+        from,
+        to,
+        sequence: st.sequence,
+        last_success_end: st.last_success.get(&d.id).copied(),
+    });
+}
+
+/// The failure text when `d` has shown no change since `since` for `idle_timeout`.
+pub fn idle_failure(
+    d: &Deployment,
+    since: Timestamp,
+    now: Timestamp,
+    p: &Params,
+) -> Option<String> {
+    (now >= since.plus(p.idle_timeout)).then(|| {
+        format!(
+            "no change for {} (idle_timeout) while {}: the deploy did not finish",
+            humantime::format_duration(p.idle_timeout),
+            d.status
+        )
+    })
+}
+
+/// The earliest future deadline of `deadlines`.
+pub fn earliest(
+    deadlines: impl IntoIterator<Item = Timestamp>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    deadlines.into_iter().filter(|t| *t > now).min()
+}

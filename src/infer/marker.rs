@@ -1,0 +1,167 @@
+//! `infer` for the `marker` layout (SPEC §2.4): the status file says the status; a new
+//! id, or a status that goes backwards, or a rewrite after a terminal status, is a new
+//! deployment. Commit data missing from the file comes from the repository.
+
+use super::common;
+use super::model::{Anomaly, CommitInfo, Inference, Live, Params, SiteState, Status, Timestamp};
+use crate::snapshot::Health;
+use crate::snapshot::marker::{MarkerFile, MarkerSnapshot};
+
+pub fn infer(
+    prev: &SiteState,
+    m: &MarkerSnapshot,
+    health: Option<&Health>,
+    now: Timestamp,
+    p: &Params,
+) -> Inference {
+    let mut st = prev.clone();
+    let mut transitions = Vec::new();
+    let mut anomalies = Vec::new();
+    let (marker, status, modified, fingerprint) = match &m.file {
+        MarkerFile::Ready {
+            marker,
+            status,
+            modified,
+            fingerprint,
+        } => (marker, *status, *modified, fingerprint.clone()),
+        MarkerFile::NotReady { reason, modified } => {
+            if now.since(*modified) >= p.idle_timeout {
+                anomalies.push(Anomaly {
+                    key: format!("marker-unreadable:{}", modified.0),
+                    message: format!(
+                        "the status file has been unreadable for {} ({reason})",
+                        humantime::format_duration(p.idle_timeout)
+                    ),
+                });
+            }
+            return idle_only(st, health, now, p, anomalies);
+        }
+        MarkerFile::Absent => {
+            st.initialised = true;
+            return idle_only(st, health, now, p, anomalies);
+        }
+    };
+    let id = marker
+        .id
+        .clone()
+        .or_else(|| m.head.clone())
+        .unwrap_or_else(|| format!("marker-{}", modified.unix_seconds()));
+    let rewritten = st.last_marker.as_deref() != Some(fingerprint.as_str());
+    if !st.initialised {
+        st.initialised = true;
+        if status.is_terminal() || now.since(modified) >= p.idle_timeout {
+            st.live = Some(Live {
+                release: id.clone(),
+                id: id.clone(),
+            });
+        } else {
+            let d = common::new_deployment(&mut st, id.clone(), None, id.clone(), now);
+            st.active.push(d);
+        }
+    } else if rewritten {
+        let continues = st
+            .active
+            .iter()
+            .any(|d| d.key == id && (!d.announced || status.rank() >= d.status.rank()));
+        if !continues {
+            let d = common::new_deployment(&mut st, id.clone(), None, id.clone(), now);
+            st.active.push(d);
+        }
+    }
+    st.last_marker = Some(fingerprint.clone());
+
+    let newest = st.active.iter().map(|d| d.serial).max();
+    let mut active = std::mem::take(&mut st.active);
+    active.sort_by_key(|d| d.serial);
+    for d in &mut active {
+        if Some(d.serial) != newest {
+            common::advance(
+                &mut st,
+                &mut transitions,
+                now,
+                d,
+                Status::Failed,
+                format!("superseded: the status file now describes {id}"),
+            );
+            continue;
+        }
+        let commit = m.commit.clone().unwrap_or_default();
+        if marker.author.is_some() || marker.message.is_some() || m.commit.is_some() {
+            d.commit = Some(CommitInfo {
+                author: marker.author.clone().unwrap_or(commit.author),
+                email: marker.author_email.clone().unwrap_or(commit.email),
+                message: marker.message.clone().unwrap_or(commit.message),
+                time: commit.time,
+            });
+        }
+        d.deployer = p.deployer.clone().or_else(|| marker.deployer.clone());
+        d.progress = marker.progress.clone().unwrap_or_default();
+        if d.branch.is_none() {
+            d.branch = p.branch.clone();
+        }
+        if d.fingerprint != fingerprint {
+            d.fingerprint = fingerprint.clone();
+            d.last_change = now;
+        }
+        let text = marker.status_text.clone().unwrap_or_default();
+        let level = common::gate_health((status, text), d, health, now, p);
+        let level = match (
+            level.0.is_terminal(),
+            common::idle_failure(d, d.last_change, now, p),
+        ) {
+            (false, Some(why)) => (Status::Failed, why),
+            _ => level,
+        };
+        common::advance(&mut st, &mut transitions, now, d, level.0, level.1);
+    }
+    active.retain(|d| !d.status.is_terminal());
+    st.active = active;
+    let wake_at = wake(&st, now, p);
+    Inference {
+        state: st,
+        transitions,
+        anomalies,
+        wake_at,
+    }
+}
+
+fn wake(st: &SiteState, now: Timestamp, p: &Params) -> Option<Timestamp> {
+    common::earliest(
+        st.active
+            .iter()
+            .flat_map(|d| {
+                [
+                    Some(d.last_change.plus(p.idle_timeout)),
+                    common::health_deadline(d, p),
+                ]
+            })
+            .flatten(),
+        now,
+    )
+}
+
+/// No readable marker: only the idle rule can change anything.
+fn idle_only(
+    mut st: SiteState,
+    _health: Option<&Health>,
+    now: Timestamp,
+    p: &Params,
+    anomalies: Vec<Anomaly>,
+) -> Inference {
+    let mut transitions = Vec::new();
+    let mut active = std::mem::take(&mut st.active);
+    for d in &mut active {
+        if let Some(why) = common::idle_failure(d, d.last_change, now, p) {
+            common::advance(&mut st, &mut transitions, now, d, Status::Failed, why);
+        }
+    }
+    active.retain(|d| !d.status.is_terminal());
+    st.active = active;
+    let wake_at = wake(&st, now, p);
+    Inference {
+        state: st,
+        transitions,
+        anomalies,
+        wake_at,
+    }
+}

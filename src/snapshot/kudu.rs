@@ -1,0 +1,208 @@
+//! The `kudu` layout: `<path>/deployments/<id>/status.xml` and `deployments/active`.
+//! `status.xml` is parsed with quick-xml + serde, with Kudu's element names,
+//! `True`/`False` booleans and empty elements (`<endTime />`). Kudu rewrites the file in
+//! place, so a read can see it half-written: that is "not ready", not corrupt.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::releases::parse_time;
+use crate::infer::model::{Status, Timestamp};
+
+/// One deployment as `status.xml` describes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KuduStatus {
+    pub id: String,
+    pub status: Option<Status>,
+    pub status_text: String,
+    pub author: Option<String>,
+    pub author_email: Option<String>,
+    pub message: Option<String>,
+    pub deployer: Option<String>,
+    pub progress: String,
+    pub received_time: Option<Timestamp>,
+    pub start_time: Option<Timestamp>,
+    pub end_time: Option<Timestamp>,
+    pub last_success_end_time: Option<Timestamp>,
+    pub complete: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KuduEntry {
+    Ready {
+        status: KuduStatus,
+        modified: Timestamp,
+    },
+    /// Could not be read or parsed (yet): retried at the next read.
+    NotReady { reason: String, modified: Timestamp },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KuduSnapshot {
+    /// Deployments by directory name (`temp-*` and directories without `status.xml`
+    /// are not deployments).
+    pub deployments: BTreeMap<String, KuduEntry>,
+    /// The content of `deployments/active`: the live deployment's id.
+    pub active: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "deployment")]
+struct Xml {
+    id: Option<String>,
+    author: Option<String>,
+    deployer: Option<String>,
+    #[serde(rename = "authorEmail")]
+    author_email: Option<String>,
+    message: Option<String>,
+    progress: Option<String>,
+    status: Option<String>,
+    #[serde(rename = "statusText")]
+    status_text: Option<String>,
+    #[serde(rename = "lastSuccessEndTime")]
+    last_success_end_time: Option<String>,
+    #[serde(rename = "receivedTime")]
+    received_time: Option<String>,
+    #[serde(rename = "startTime")]
+    start_time: Option<String>,
+    #[serde(rename = "endTime")]
+    end_time: Option<String>,
+    complete: Option<String>,
+}
+
+fn nonempty(s: Option<String>) -> Option<String> {
+    s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// Parses the text of a `status.xml`.
+pub fn parse_status_xml(text: &str) -> Result<KuduStatus, String> {
+    if text.trim().is_empty() {
+        return Err("empty".into());
+    }
+    let x: Xml = quick_xml::de::from_str(text).map_err(|e| e.to_string())?;
+    let status_name = nonempty(x.status).ok_or("no <status> element")?;
+    let status = match status_name.as_str() {
+        "Pending" => Status::Pending,
+        "Building" => Status::Building,
+        "Deploying" => Status::Deploying,
+        "Failed" => Status::Failed,
+        "Success" => Status::Success,
+        other => return Err(format!("unknown status {other:?}")),
+    };
+    let time = |s: Option<String>| nonempty(s).as_deref().and_then(parse_time);
+    Ok(KuduStatus {
+        id: nonempty(x.id).unwrap_or_default(),
+        status: Some(status),
+        status_text: nonempty(x.status_text).unwrap_or_default(),
+        author: nonempty(x.author),
+        author_email: nonempty(x.author_email),
+        message: nonempty(x.message),
+        deployer: nonempty(x.deployer),
+        progress: nonempty(x.progress).unwrap_or_default(),
+        received_time: time(x.received_time),
+        start_time: time(x.start_time),
+        end_time: time(x.end_time),
+        last_success_end_time: time(x.last_success_end_time),
+        complete: nonempty(x.complete).is_some_and(|c| c.eq_ignore_ascii_case("true")),
+    })
+}
+
+/// Reads `<root>/deployments/`.
+pub fn read_kudu(root: &Path) -> KuduSnapshot {
+    let dir = root.join("deployments");
+    let mut snap = KuduSnapshot {
+        active: std::fs::read_to_string(dir.join("active"))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
+        ..KuduSnapshot::default()
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return snap;
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with("temp-") || name.starts_with('.') || name == "tools" {
+            continue;
+        }
+        let is_dir = std::fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir());
+        let file = entry.path().join("status.xml");
+        if !is_dir {
+            continue;
+        }
+        let modified = match std::fs::metadata(&file) {
+            Ok(m) => m.modified().map(Timestamp::from_system).unwrap_or_default(),
+            Err(_) => continue, // not a deployment (yet)
+        };
+        let parsed = std::fs::read(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8".to_string()))
+            .and_then(|t| parse_status_xml(&t));
+        let entry = match parsed {
+            Ok(mut status) => {
+                if status.id.is_empty() {
+                    status.id = name.clone();
+                }
+                KuduEntry::Ready { status, modified }
+            }
+            Err(reason) => KuduEntry::NotReady { reason, modified },
+        };
+        snap.deployments.insert(name, entry);
+    }
+    snap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(id: &str) -> String {
+        let path = format!(
+            "{}/tests/fixtures/kudu/deployments/{id}/status.xml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn parses_kudus_success_fixture() {
+        let s = parse_status_xml(&fixture("2f45d28c063eb367ee76b3c9a4b844b673ca2ad6"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.status, Some(Status::Success));
+        assert!(s.complete);
+        assert_eq!(s.author.as_deref(), Some("Jane Doe"));
+        assert_eq!(s.author_email.as_deref(), Some("jane@example.com"));
+        assert_eq!(s.deployer.as_deref(), Some("$mysite"));
+        assert_eq!(s.message.as_deref(), Some("Fix header"));
+        assert_eq!(s.progress, "");
+        assert_eq!(
+            s.end_time.map(|t| t.rfc3339()).as_deref(),
+            Some("2024-09-04T17:33:21.4455660Z")
+        );
+        assert_eq!(s.last_success_end_time, s.end_time);
+    }
+
+    #[test]
+    fn parses_kudus_building_fixture_with_empty_elements() {
+        let s = parse_status_xml(&fixture("9b1c0e7d2a4f6e8b0c2d4e6f8a0b2c4d6e8f0a1b"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.status, Some(Status::Building));
+        assert!(!s.complete);
+        assert_eq!(s.end_time, None);
+        assert_eq!(s.last_success_end_time, None);
+        assert_eq!(s.progress, "Running deployment command...");
+        assert!(s.status_text.starts_with("Building and Deploying"));
+    }
+
+    #[test]
+    fn half_written_files_are_errors_not_panics() {
+        let full = fixture("2f45d28c063eb367ee76b3c9a4b844b673ca2ad6");
+        for cut in [0, 10, 60, full.len() / 2, full.len() - 20] {
+            assert!(parse_status_xml(&full[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}
