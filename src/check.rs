@@ -149,12 +149,16 @@ pub fn run(path: &Path) -> bool {
                         .unwrap_or_default(),
                     _ => String::new(),
                 };
-                println!(
-                    "  live: release {} id {}{}",
-                    live.release,
-                    live.id,
-                    printable(&commit)
-                );
+                if live.release == live.id {
+                    println!("  live: {}{}", live.id, printable(&commit));
+                } else {
+                    println!(
+                        "  live: release {} id {}{}",
+                        live.release,
+                        live.id,
+                        printable(&commit)
+                    );
+                }
             }
             None => println!("  live: nothing yet"),
         }

@@ -67,6 +67,41 @@ pub enum Command {
     /// List, test and re-enable hooks.
     #[command(subcommand)]
     Hooks(Hooks),
+    /// Write a `marker` site's status file (atomically), e.g. from a deploy script.
+    Mark {
+        /// pending, building, deploying, success or failed.
+        #[arg(value_parser = parse_status)]
+        status: crate::infer::model::Status,
+        /// The site (a `[[site]]` name in the config).
+        #[arg(long)]
+        site: String,
+        /// The commit (default: the deployment in progress, else the repository's HEAD).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        message: Option<String>,
+        #[arg(long)]
+        deployer: Option<String>,
+        #[arg(long)]
+        status_text: Option<String>,
+        #[arg(long)]
+        progress: Option<String>,
+    },
+    /// Run a command as a deployment of a `marker` site: `building` at start, then
+    /// `success` or `failed` by its exit status, with its last output line as statusText.
+    ///
+    /// Output, signals (INT, TERM, HUP, QUIT, USR1, USR2) and the exit status pass
+    /// through; a command killed by signal N exits 128+N.
+    Wrap {
+        #[arg(long)]
+        site: String,
+        /// The commit (default: the repository's HEAD).
+        #[arg(long)]
+        id: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
     /// A local receiver for setting up hooks: prints each request (event, delivery id,
     /// signature valid/invalid, pretty JSON) and answers 200 (or --status).
     Listen {
@@ -113,4 +148,10 @@ pub enum Hooks {
     Test { name: String },
     /// Re-enable a hook that a `410 Gone` disabled.
     Enable { name: String },
+}
+
+fn parse_status(s: &str) -> Result<crate::infer::model::Status, String> {
+    crate::infer::model::Status::parse(s).ok_or_else(|| {
+        format!("{s:?} is not a status: use pending, building, deploying, success or failed")
+    })
 }

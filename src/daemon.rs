@@ -8,16 +8,18 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch as channel};
 use tokio::task::JoinSet;
 
+use crate::config::WatchMode;
 use crate::config::{self, Config, LoadError};
 use crate::deliver::{self, WorkerContext, payload};
 use crate::infer::{self, model::SiteState, model::Timestamp};
-use crate::snapshot::{self, Reader};
+use crate::snapshot::{self, Health, Reader};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{chain, sd_notify};
 use crate::watch::{self, Dirty, Watcher};
@@ -65,6 +67,12 @@ struct SiteRuntime {
     state: SiteState,
     wake_at: Option<Timestamp>,
     logged: HashSet<String>,
+    /// Read every `poll_interval` (configured, or inotify could not watch it).
+    polling: bool,
+    next_poll: tokio::time::Instant,
+    /// The health probe's latest result, and whether a deployment waits for it.
+    health: Option<Arc<Mutex<Health>>>,
+    health_wanted: Arc<AtomicBool>,
 }
 
 struct Workers {
@@ -116,10 +124,16 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     let store = Store::open(&config.daemon.state_dir)?;
     tracing::info!(path = %store.path().display(), "outbox opened");
     let dirty = Arc::new(Dirty::default());
-    let mut watcher = Watcher::new(dirty.clone())?;
+    let mut watcher = match Watcher::new(dirty.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "inotify is unavailable: every site is polled every poll_interval");
+            None
+        }
+    };
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut sites = load_sites(&config, &store)?;
-    let mut workers = start_workers(&config, &store, &in_flight);
+    let mut sites = load_sites(&config, &store, watcher.is_none())?;
+    let mut workers = start_workers(&config, &store, &in_flight, &sites, &dirty);
 
     dirty.mark_all();
     let mut ready = control.ready.take();
@@ -136,6 +150,11 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 .map(|t| tokio::time::Instant::now() + t.since(now))
                 .unwrap_or(next_resync)
                 .min(next_resync);
+            let wake = sites
+                .iter()
+                .filter(|s| s.polling)
+                .map(|s| s.next_poll)
+                .fold(wake, |a, b| a.min(b));
             let reload = async {
                 match control.reload.as_mut() {
                     Some(r) => r.recv().await,
@@ -150,8 +169,8 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                     match reload_config(control.config_path.as_deref(), &mut config) {
                         Reload::Applied => {
                             stop_workers(workers, Duration::from_secs(0)).await;
-                            sites = load_sites(&config, &store)?;
-                            workers = start_workers(&config, &store, &in_flight);
+                            sites = load_sites(&config, &store, watcher.is_none())?;
+                            workers = start_workers(&config, &store, &in_flight, &sites, &dirty);
                             dirty.mark_all();
                             tracing::info!(sites = config.sites.len(), hooks = config.hooks.len(), "config reloaded");
                         }
@@ -179,12 +198,20 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 "the watcher asked for a rescan (event queue overflow?): re-reading every site"
             );
         }
+        let instant = tokio::time::Instant::now();
         let due: Vec<usize> = sites
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.wake_at.is_some_and(|t| t <= now))
+            .filter(|(_, s)| {
+                s.wake_at.is_some_and(|t| t <= now) || (s.polling && s.next_poll <= instant)
+            })
             .map(|(i, _)| i)
             .collect();
+        for (i, s) in sites.iter_mut().enumerate() {
+            if s.polling && s.next_poll <= instant {
+                s.next_poll = instant + config.sites[i].poll_interval;
+            }
+        }
         let mut to_read = marks.sites_of(sites.len());
         to_read.extend(due);
         to_read.sort_unstable();
@@ -192,8 +219,16 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
         for i in to_read {
             reconcile_site(&config, &store, &mut sites[i], &workers.wakes).await;
         }
-        for w in watcher.reconcile(watch::desired_watches(&config.sites)) {
-            tracing::warn!("{w}");
+        if let Some(w) = watcher.as_mut() {
+            let desired = watch::desired_watches(&config.sites);
+            for (warning, failed_sites) in w.reconcile(desired) {
+                tracing::warn!("{warning}");
+                for i in failed_sites {
+                    if let Some(s) = sites.get_mut(i) {
+                        s.polling = true;
+                    }
+                }
+            }
         }
         if tokio::time::Instant::now() >= next_prune {
             next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
@@ -210,7 +245,8 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
             tracing::info!(
                 sites = config.sites.len(),
                 hooks = config.hooks.len(),
-                watches = watcher.count(),
+                watches = watcher.as_ref().map_or(0, Watcher::count),
+                polled = sites.iter().filter(|s| s.polling).count(),
                 "daemon ready"
             );
             sd_notify("READY=1");
@@ -248,7 +284,7 @@ fn reload_config(path: Option<&std::path::Path>, config: &mut Config) -> Reload 
     }
 }
 
-fn load_sites(config: &Config, store: &Store) -> Result<Vec<SiteRuntime>, Fatal> {
+fn load_sites(config: &Config, store: &Store, poll_all: bool) -> Result<Vec<SiteRuntime>, Fatal> {
     config
         .sites
         .iter()
@@ -258,15 +294,74 @@ fn load_sites(config: &Config, store: &Store) -> Result<Vec<SiteRuntime>, Fatal>
                 reader: Some(Reader::new(s.clone())),
                 wake_at: None,
                 logged: HashSet::new(),
+                polling: poll_all || s.watch == WatchMode::Poll,
+                next_poll: tokio::time::Instant::now(),
+                health: s.health_url.as_ref().map(|_| Arc::default()),
+                health_wanted: Arc::default(),
             })
         })
         .collect()
 }
 
-fn start_workers(config: &Config, store: &Store, in_flight: &Arc<Semaphore>) -> Workers {
+/// Probes a site's `health_url` every second while a deployment waits for it.
+async fn run_health_probe(
+    url: url::Url,
+    site: usize,
+    health: Arc<Mutex<Health>>,
+    wanted: Arc<AtomicBool>,
+    dirty: Arc<Dirty>,
+    mut stop: channel::Receiver<bool>,
+) -> Result<(), deliver::DeliverError> {
+    let client = deliver::health_client()?;
+    loop {
+        let pause = if wanted.load(Ordering::Relaxed) {
+            let result = deliver::probe_health(&client, &url).await;
+            let now = Timestamp::now();
+            {
+                let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
+                h.last_checked = Some(now);
+                match result {
+                    Ok(_) => {
+                        h.last_ok = Some(now);
+                        h.last_error = None;
+                    }
+                    Err(e) => h.last_error = Some(e),
+                }
+            }
+            dirty.mark(site);
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(250)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+fn start_workers(
+    config: &Config,
+    store: &Store,
+    in_flight: &Arc<Semaphore>,
+    sites: &[SiteRuntime],
+    dirty: &Arc<Dirty>,
+) -> Workers {
     let (stop, stop_rx) = channel::channel(false);
     let mut set = JoinSet::new();
     let mut wakes = BTreeMap::new();
+    for (i, (site, rt)) in config.sites.iter().zip(sites).enumerate() {
+        if let (Some(url), Some(health)) = (&site.health_url, &rt.health) {
+            set.spawn(run_health_probe(
+                url.clone(),
+                i,
+                health.clone(),
+                rt.health_wanted.clone(),
+                dirty.clone(),
+                stop_rx.clone(),
+            ));
+        }
+    }
     for hook in &config.hooks {
         let wake = Arc::new(Notify::new());
         wakes.insert(hook.name.clone(), wake.clone());
@@ -312,12 +407,17 @@ async fn reconcile_site(
         return;
     };
     let prev = site.state.clone();
+    let health = site
+        .health
+        .as_ref()
+        .map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).clone());
     let hooks = config.hooks.clone();
     let host = config.daemon.host_name.clone();
     let store = store.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let now = Timestamp::now();
-        let (snap, warnings) = reader.read(now);
+        let (mut snap, warnings) = reader.read(now);
+        snap.health = health;
         let params = reader.site().params();
         let inference = infer::infer(&prev, &snap, now, &params);
         let name = reader.site().name.clone();
@@ -371,6 +471,8 @@ async fn reconcile_site(
             }
             site.state = inference.state;
             site.wake_at = inference.wake_at;
+            let waiting = site.state.active.iter().any(|d| d.done_at.is_some());
+            site.health_wanted.store(waiting, Ordering::Relaxed);
             if deliveries > 0 {
                 for w in wakes.values() {
                     w.notify_one();

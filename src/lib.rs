@@ -21,6 +21,7 @@ pub mod check;
 pub mod cli;
 pub mod demo;
 pub mod listen;
+pub mod mark;
 pub mod telemetry;
 
 use cli::{Cli, Command, Deliveries, Hooks, exit};
@@ -69,6 +70,37 @@ pub fn run(cli: Cli) -> u8 {
                     .map_err(|e| format!("cannot listen on {bind}:{port}: {e}"))
             })
         }
+        Command::Mark {
+            status,
+            site,
+            id,
+            message,
+            deployer,
+            status_text,
+            progress,
+        } => {
+            let fields = mark::Fields {
+                id,
+                deployer,
+                message,
+                status_text,
+                progress,
+            };
+            match mark::mark(&cli.config, &site, status, fields) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("error: {}", chain(&e));
+                    exit::FAILURE
+                }
+            }
+        }
+        Command::Wrap { site, id, command } => match mark::wrap(&cli.config, &site, id, &command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {}", chain(&e));
+                exit::FAILURE
+            }
+        },
         Command::Status => admin_result(admin::status(&cli.config, &mut std::io::stdout())),
         Command::Deliveries(d) => {
             let out = &mut std::io::stdout();

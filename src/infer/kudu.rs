@@ -44,14 +44,6 @@ pub fn infer(
             KuduEntry::NotReady { .. } => None,
         })
     };
-    if st.active.is_empty() && snap.active != st.live.as_ref().map(|l| l.id.clone()) {
-        if let Some(a) = &snap.active {
-            st.live = Some(Live {
-                release: a.clone(),
-                id: a.clone(),
-            });
-        }
-    }
     if !st.initialised {
         st.initialised = true;
         for (dir, status, modified) in ready() {
@@ -141,13 +133,14 @@ pub fn infer(
     active.retain(|d| !d.status.is_terminal());
     st.active = active;
     st.known_releases = ready().map(|(dir, s, _)| key_of(dir, s)).collect();
-    if st.active.is_empty() {
-        if let Some(a) = &snap.active {
-            st.live = Some(Live {
-                release: a.clone(),
-                id: a.clone(),
-            });
-        }
+    // `active` names the live deployment once nothing is in progress.
+    if st.active.is_empty()
+        && let Some(a) = &snap.active
+    {
+        st.live = Some(Live {
+            release: a.clone(),
+            id: a.clone(),
+        });
     }
     let wake_at = common::earliest(
         st.active

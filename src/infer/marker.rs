@@ -41,11 +41,21 @@ pub fn infer(
             return idle_only(st, health, now, p, anomalies);
         }
     };
-    let id = marker
+    // The deployment's key: the file's id, else the repository's HEAD, else none (then
+    // rewrites continue the deployment in progress, and its payload id is made up once).
+    let key = marker
         .id
         .clone()
         .or_else(|| m.head.clone())
-        .unwrap_or_else(|| format!("marker-{}", modified.unix_seconds()));
+        .unwrap_or_default();
+    let id = if key.is_empty() {
+        st.active.iter().find(|d| d.key.is_empty()).map_or_else(
+            || format!("deploy-{}", now.unix_seconds()),
+            |d| d.id.clone(),
+        )
+    } else {
+        key.clone()
+    };
     let rewritten = st.last_marker.as_deref() != Some(fingerprint.as_str());
     if !st.initialised {
         st.initialised = true;
@@ -55,16 +65,16 @@ pub fn infer(
                 id: id.clone(),
             });
         } else {
-            let d = common::new_deployment(&mut st, id.clone(), None, id.clone(), now);
+            let d = common::new_deployment(&mut st, key.clone(), None, id.clone(), now);
             st.active.push(d);
         }
     } else if rewritten {
         let continues = st
             .active
             .iter()
-            .any(|d| d.key == id && (!d.announced || status.rank() >= d.status.rank()));
+            .any(|d| d.key == key && (!d.announced || status.rank() >= d.status.rank()));
         if !continues {
-            let d = common::new_deployment(&mut st, id.clone(), None, id.clone(), now);
+            let d = common::new_deployment(&mut st, key.clone(), None, id.clone(), now);
             st.active.push(d);
         }
     }

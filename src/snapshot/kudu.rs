@@ -32,7 +32,7 @@ pub struct KuduStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KuduEntry {
     Ready {
-        status: KuduStatus,
+        status: Box<KuduStatus>,
         modified: Timestamp,
     },
     /// Could not be read or parsed (yet): retried at the next read.
@@ -147,7 +147,10 @@ pub fn read_kudu(root: &Path) -> KuduSnapshot {
                 if status.id.is_empty() {
                     status.id = name.clone();
                 }
-                KuduEntry::Ready { status, modified }
+                KuduEntry::Ready {
+                    status: Box::new(status),
+                    modified,
+                }
             }
             Err(reason) => KuduEntry::NotReady { reason, modified },
         };

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 
-use crate::config::SiteConfig;
+use crate::config::{LayoutChoice, SiteConfig, WatchMode};
+use crate::snapshot::detect_layout;
 
 /// Sites to look at again.
 #[derive(Default)]
@@ -91,16 +92,25 @@ pub enum WatchError {
     },
 }
 
-/// The directories to watch for each site, from the config and what exists now.
+/// The directories to watch for each site, from the config and what exists now. Sites
+/// with `watch = "poll"` have none: the daemon reads them every `poll_interval`.
 pub fn desired_watches(sites: &[SiteConfig]) -> BTreeMap<PathBuf, BTreeSet<usize>> {
     let mut out: BTreeMap<PathBuf, BTreeSet<usize>> = BTreeMap::new();
-    for (i, s) in sites.iter().enumerate() {
+    for (i, s) in sites
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.watch == WatchMode::Inotify)
+    {
         for dir in site_dirs(s) {
             out.entry(dir).or_default().insert(i);
         }
     }
     out
 }
+
+/// How many Kudu deployment directories (the newest) are watched for in-place rewrites of
+/// their `status.xml`; older ones are finished and only re-read at resync.
+const KUDU_WATCHED_DEPLOYMENTS: usize = 5;
 
 fn site_dirs(s: &SiteConfig) -> Vec<PathBuf> {
     if !s.path.is_dir() {
@@ -114,19 +124,91 @@ fn site_dirs(s: &SiteConfig) -> Vec<PathBuf> {
             .unwrap_or_default();
     }
     let p = &s.path;
-    let mut dirs = vec![
-        p.clone(),
-        p.join("releases"),
-        p.join(".dep"),
-        p.join("repo"),
-        p.join("repo").join("refs").join("heads"),
-    ];
+    let layout = match s.layout {
+        LayoutChoice::Auto => detect_layout(p).0,
+        other => other,
+    };
+    let mut dirs = vec![p.clone()];
+    match layout {
+        LayoutChoice::Releases | LayoutChoice::Auto => dirs.extend([
+            p.join("releases"),
+            p.join(".dep"),
+            p.join("repo"),
+            p.join("repo").join("refs").join("heads"),
+        ]),
+        LayoutChoice::Kudu => {
+            let deployments = p.join("deployments");
+            let mut subdirs: Vec<(std::time::SystemTime, PathBuf)> =
+                std::fs::read_dir(&deployments)
+                    .map(|entries| {
+                        entries
+                            .flatten()
+                            .filter(|e| !e.file_name().to_string_lossy().starts_with("temp-"))
+                            .filter_map(|e| {
+                                let m = std::fs::symlink_metadata(e.path()).ok()?;
+                                if m.is_dir() {
+                                    Some((m.modified().ok()?, e.path()))
+                                } else {
+                                    None
+                                }
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            subdirs.sort();
+            dirs.push(deployments);
+            dirs.extend(
+                subdirs
+                    .into_iter()
+                    .rev()
+                    .take(KUDU_WATCHED_DEPLOYMENTS)
+                    .map(|(_, d)| d),
+            );
+        }
+        LayoutChoice::Git => {
+            dirs.extend([p.join(".git"), p.join(".git").join("refs").join("heads")]);
+        }
+        LayoutChoice::Marker => {
+            if let Some(parent) = s.status_file.parent() {
+                dirs.push(parent.to_path_buf());
+            }
+        }
+    }
     if let Some(r) = &s.repo {
         dirs.push(r.clone());
         dirs.push(r.join("refs").join("heads"));
     }
     dirs.retain(|d| is_real_dir(d));
+    dirs.sort();
+    dirs.dedup();
     dirs
+}
+
+/// Paths whose events mean nothing: git's own lock and temp files (inside `.git` or
+/// `refs/`, or a repository's top-level ones) and its object store. Other tools' lock
+/// files, such as Deployer's `.dep/deploy.lock`, are signals and are kept.
+fn ignored(path: &Path) -> bool {
+    const GIT_TOP_LEVEL: [&str; 8] = [
+        "HEAD.lock",
+        "ORIG_HEAD.lock",
+        "FETCH_HEAD.lock",
+        "index.lock",
+        "config.lock",
+        "shallow.lock",
+        "packed-refs.lock",
+        "packed-refs.new",
+    ];
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let in_git = path
+        .components()
+        .any(|c| c.as_os_str() == ".git" || c.as_os_str() == "refs");
+    let temp = name.ends_with(".lock") || name.ends_with(".new");
+    (in_git && temp)
+        || GIT_TOP_LEVEL.contains(&name.as_ref())
+        || path.components().any(|c| c.as_os_str() == "objects")
 }
 
 /// A directory that is not a symlink (the watcher does not follow symlinks).
@@ -151,7 +233,7 @@ impl Watcher {
             Ok(event) if event.need_rescan() => dirty.rescan(),
             Ok(event) => {
                 let routes = cb_routes.lock().unwrap_or_else(|e| e.into_inner());
-                for path in &event.paths {
+                for path in event.paths.iter().filter(|p| !ignored(p)) {
                     for key in [Some(path.as_path()), path.parent()].into_iter().flatten() {
                         if let Some(sites) = routes.get(key) {
                             for s in sites {
@@ -180,9 +262,12 @@ impl Watcher {
         self.watched.len()
     }
 
-    /// Makes the watch set equal to `desired`. Returns warnings for directories that
-    /// could not be watched (each reported once).
-    pub fn reconcile(&mut self, desired: BTreeMap<PathBuf, BTreeSet<usize>>) -> Vec<String> {
+    /// Makes the watch set equal to `desired`. Returns, for each directory that could
+    /// not be watched, a warning and the sites it serves (each reported once).
+    pub fn reconcile(
+        &mut self,
+        desired: BTreeMap<PathBuf, BTreeSet<usize>>,
+    ) -> Vec<(String, BTreeSet<usize>)> {
         let mut warnings = Vec::new();
         let stale: Vec<PathBuf> = self
             .watched
@@ -205,7 +290,8 @@ impl Watcher {
                 }
                 Err(e) => {
                     if self.failed.insert(p.clone()) {
-                        warnings.push(watch_failure(p, &e));
+                        let sites = desired.get(p).cloned().unwrap_or_default();
+                        warnings.push((watch_failure(p, &e), sites));
                     }
                 }
             }
@@ -220,12 +306,12 @@ fn watch_failure(p: &Path, e: &notify::Error) -> String {
         || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28));
     if enospc {
         format!(
-            "cannot watch {}: the inotify watch limit is reached; raise it with `sysctl fs.inotify.max_user_watches=524288` (and in /etc/sysctl.d/). Until then this directory is only re-read at each resync",
+            "cannot watch {}: the inotify watch limit is reached; raise it with `sysctl fs.inotify.max_user_watches=524288` (and in /etc/sysctl.d/). Until then the site is polled every poll_interval",
             p.display()
         )
     } else {
         format!(
-            "cannot watch {}: {e}; it is only re-read at each resync",
+            "cannot watch {}: {e}; the site is polled every poll_interval instead",
             p.display()
         )
     }
@@ -234,6 +320,23 @@ fn watch_failure(p: &Path, e: &notify::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_noise_is_ignored() {
+        assert!(ignored(Path::new("/srv/app/.git/index.lock")));
+        assert!(ignored(Path::new("/srv/app/.git/refs/heads/main.lock")));
+        assert!(ignored(Path::new("/srv/app/.git/packed-refs.new")));
+        assert!(ignored(Path::new("/srv/app/.git/objects/ab")));
+        assert!(!ignored(Path::new("/srv/app/.git/refs/heads/main")));
+        assert!(!ignored(Path::new("/srv/app/.git/packed-refs")));
+        assert!(ignored(Path::new("/srv/shop/repo/packed-refs.lock")));
+        assert!(ignored(Path::new("/srv/shop/repo/refs/heads/main.lock")));
+        assert!(
+            !ignored(Path::new("/srv/shop/.dep/deploy.lock")),
+            "Deployer's lock is a signal"
+        );
+        assert!(!ignored(Path::new("/srv/shop/revisions.log")));
+    }
 
     #[test]
     fn marks_coalesce() {

@@ -1,0 +1,261 @@
+//! The marker layout's writers: `deployhook mark STATUS --site S` writes the status file
+//! atomically, and `deployhook wrap --site S -- CMD...` runs a command between a
+//! `building` and a `success`/`failed` mark, passing its output, signals and exit status
+//! through.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use crate::config::{self, SiteConfig};
+use crate::infer::model::Status;
+use crate::snapshot::git;
+use crate::snapshot::marker::{Marker, MarkerFile, read_marker, write_marker};
+use crate::telemetry::chain;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MarkError {
+    #[error(transparent)]
+    Config(#[from] config::LoadError),
+    #[error("no [[site]] named {name:?} in {}", file.display())]
+    NoSite {
+        name: String,
+        file: std::path::PathBuf,
+    },
+    #[error("cannot write the status file {}", path.display())]
+    WriteMarker {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run {command:?}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What to write besides the status.
+#[derive(Clone, Debug, Default)]
+pub struct Fields {
+    pub id: Option<String>,
+    pub deployer: Option<String>,
+    pub message: Option<String>,
+    pub status_text: Option<String>,
+    pub progress: Option<String>,
+}
+
+fn site_of(config_path: &Path, name: &str) -> Result<SiteConfig, MarkError> {
+    let config = config::load(config_path)?;
+    config
+        .sites
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| MarkError::NoSite {
+            name: name.to_string(),
+            file: config_path.to_path_buf(),
+        })
+}
+
+/// Writes the marker for `status`. A mark that continues the deployment in progress
+/// keeps its id and fields; otherwise the id defaults to the repository's HEAD.
+pub fn mark_site(site: &SiteConfig, status: Status, fields: Fields) -> Result<Marker, MarkError> {
+    let existing = match read_marker(&site.status_file) {
+        MarkerFile::Ready { marker, status, .. } if !status.is_terminal() => Some(marker),
+        _ => None,
+    };
+    let continuing = existing
+        .as_ref()
+        .filter(|m| fields.id.is_none() || fields.id == m.id);
+    let head = || git::read_head(site.repo.as_deref().unwrap_or(&site.path));
+    let marker = Marker {
+        status: status.as_str().to_string(),
+        id: fields
+            .id
+            .or_else(|| continuing.and_then(|m| m.id.clone()))
+            .or_else(head)
+            .or_else(|| {
+                let now =
+                    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+                Some(format!(
+                    "deploy-{}",
+                    now.chars().filter(char::is_ascii_digit).collect::<String>()
+                ))
+            }),
+        deployer: fields
+            .deployer
+            .or_else(|| continuing.and_then(|m| m.deployer.clone()))
+            .or_else(|| std::env::var("USER").ok()),
+        message: fields
+            .message
+            .or_else(|| continuing.and_then(|m| m.message.clone())),
+        author: continuing.and_then(|m| m.author.clone()),
+        author_email: continuing.and_then(|m| m.author_email.clone()),
+        status_text: fields.status_text,
+        progress: fields.progress,
+    };
+    write_marker(&site.status_file, &marker).map_err(|source| MarkError::WriteMarker {
+        path: site.status_file.clone(),
+        source,
+    })?;
+    Ok(marker)
+}
+
+/// `deployhook mark`.
+pub fn mark(
+    config_path: &Path,
+    site: &str,
+    status: Status,
+    fields: Fields,
+) -> Result<(), MarkError> {
+    let site = site_of(config_path, site)?;
+    let m = mark_site(&site, status, fields)?;
+    println!(
+        "{}: {} {}",
+        site.status_file.display(),
+        m.status,
+        m.id.as_deref().unwrap_or("")
+    );
+    Ok(())
+}
+
+/// `deployhook wrap`: returns the exit code to exit with (the child's, or 128 + signal).
+pub fn wrap(
+    config_path: &Path,
+    site: &str,
+    id: Option<String>,
+    argv: &[String],
+) -> Result<u8, MarkError> {
+    let site = site_of(config_path, site)?;
+    let command = argv.join(" ");
+    mark_site(
+        &site,
+        Status::Building,
+        Fields {
+            id: id.clone(),
+            status_text: Some(format!("running {command}")),
+            ..Fields::default()
+        },
+    )?;
+    let Some((program, args)) = argv.split_first() else {
+        return Ok(crate::cli::exit::USAGE);
+    };
+    let mut child = match Command::new(program)
+        .args(args)
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(source) => {
+            let _ = mark_site(
+                &site,
+                Status::Failed,
+                Fields {
+                    id,
+                    status_text: Some(format!("cannot run {command}: {source}")),
+                    ..Fields::default()
+                },
+            );
+            return Err(MarkError::Spawn { command, source });
+        }
+    };
+    let pid = child.id();
+    let last = Arc::new(Mutex::new(String::new()));
+    let mut copiers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        copiers.push(copy_lines(out, false, last.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        copiers.push(copy_lines(err, true, last.clone()));
+    }
+    let forwarder = forward_signals(pid);
+    let status = child.wait();
+    for c in copiers {
+        let _ = c.join();
+    }
+    if let Some(handle) = forwarder {
+        handle.close();
+    }
+    let last = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (outcome, text, code) = match status {
+        Ok(s) if s.success() => (Status::Success, last, 0),
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (s.code(), s.signal()) {
+                (Some(code), _) => (
+                    Status::Failed,
+                    if last.is_empty() {
+                        format!("{command} exited with status {code}")
+                    } else {
+                        last
+                    },
+                    u8::try_from(code).unwrap_or(1),
+                ),
+                (None, Some(sig)) => (
+                    Status::Failed,
+                    format!("{command} was killed by signal {sig}"),
+                    u8::try_from(128 + sig).unwrap_or(1),
+                ),
+                (None, None) => (Status::Failed, last, 1),
+            }
+        }
+        Err(e) => (
+            Status::Failed,
+            format!("waiting for {command}: {}", chain(&e)),
+            1,
+        ),
+    };
+    mark_site(
+        &site,
+        outcome,
+        Fields {
+            id,
+            status_text: Some(text),
+            ..Fields::default()
+        },
+    )?;
+    Ok(code)
+}
+
+/// Copies a child's stream to ours line by line, remembering the last non-empty line.
+fn copy_lines(
+    stream: impl std::io::Read + Send + 'static,
+    to_stderr: bool,
+    last: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if !line.trim().is_empty() {
+                *last.lock().unwrap_or_else(|e| e.into_inner()) = line.trim().to_string();
+            }
+            let _ = if to_stderr {
+                writeln!(std::io::stderr(), "{line}")
+            } else {
+                writeln!(std::io::stdout(), "{line}")
+            };
+        }
+    })
+}
+
+/// Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the child.
+fn forward_signals(pid: u32) -> Option<signal_hook::iterator::Handle> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2])
+            .ok()?;
+    let handle = signals.handle();
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            // SAFETY: kill(2) with the pid of our own child and a valid signal number.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    });
+    Some(handle)
+}
