@@ -122,6 +122,8 @@ pub fn mark(
 }
 
 /// `deployhook wrap`: returns the exit code to exit with (the child's, or 128 + signal).
+/// The statusText is the command's last output line: on failure its last line on
+/// stderr (else stdout), on success its last line on stdout (else stderr).
 pub fn wrap(
     config_path: &Path,
     site: &str,
@@ -164,13 +166,14 @@ pub fn wrap(
         }
     };
     let pid = child.id();
-    let last = Arc::new(Mutex::new(String::new()));
+    let last_out = Arc::new(Mutex::new(String::new()));
+    let last_err = Arc::new(Mutex::new(String::new()));
     let mut copiers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        copiers.push(copy_lines(out, false, last.clone()));
+        copiers.push(copy_lines(out, false, last_out.clone()));
     }
     if let Some(err) = child.stderr.take() {
-        copiers.push(copy_lines(err, true, last.clone()));
+        copiers.push(copy_lines(err, true, last_err.clone()));
     }
     let forwarder = forward_signals(pid);
     let status = child.wait();
@@ -180,7 +183,13 @@ pub fn wrap(
     if let Some(handle) = forwarder {
         handle.close();
     }
-    let last = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // The order of lines across two pipes is unknowable, so: a failure's text is its
+    // last line on stderr (else stdout), a success's its last line on stdout (else stderr).
+    let out = last_out.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let err = last_err.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let succeeded = status.as_ref().is_ok_and(|s| s.success());
+    let (first, second) = if succeeded { (out, err) } else { (err, out) };
+    let last = if first.is_empty() { second } else { first };
     let (outcome, text, code) = match status {
         Ok(s) if s.success() => (Status::Success, last, 0),
         Ok(s) => {

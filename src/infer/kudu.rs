@@ -46,6 +46,10 @@ pub fn infer(
     };
     if !st.initialised {
         st.initialised = true;
+        st.live = snap.active.as_ref().map(|a| Live {
+            release: a.clone(),
+            id: a.clone(),
+        });
         for (dir, status, modified) in ready() {
             if !status.complete && now.since(modified) < p.idle_timeout {
                 let d = common::new_deployment(
@@ -74,6 +78,23 @@ pub fn infer(
         }
     }
 
+    // Half-written files are retried; one that stays unreadable is worth a warning.
+    let mut not_ready_deadlines = Vec::new();
+    for (dir, e) in &snap.deployments {
+        if let KuduEntry::NotReady { reason, modified } = e {
+            if now.since(*modified) >= p.idle_timeout {
+                anomalies.push(Anomaly {
+                    key: format!("kudu-unreadable:{dir}:{}", modified.0),
+                    message: format!(
+                        "deployments/{dir}/status.xml has been unreadable for {} ({reason})",
+                        humantime::format_duration(p.idle_timeout)
+                    ),
+                });
+            } else {
+                not_ready_deadlines.push(modified.plus(p.idle_timeout));
+            }
+        }
+    }
     let mut active = std::mem::take(&mut st.active);
     active.sort_by_key(|d| d.serial);
     for d in &mut active {
@@ -84,16 +105,7 @@ pub fn infer(
                 format!("deployments/{dir} was removed before the deployment completed"),
                 None,
             ),
-            Some(KuduEntry::NotReady { reason, modified }) => {
-                if now.since(*modified) >= p.idle_timeout {
-                    anomalies.push(Anomaly {
-                        key: format!("kudu-unreadable:{dir}"),
-                        message: format!(
-                            "deployments/{dir}/status.xml has been unreadable for {} ({reason})",
-                            humantime::format_duration(p.idle_timeout)
-                        ),
-                    });
-                }
+            Some(KuduEntry::NotReady { modified, .. }) => {
                 (d.status, d.status_text.clone(), Some(*modified))
             }
             Some(KuduEntry::Ready { status, modified }) if key_of(&dir, status) == d.key => {
@@ -160,7 +172,8 @@ pub fn infer(
                     common::health_deadline(d, p),
                 ]
             })
-            .flatten(),
+            .flatten()
+            .chain(not_ready_deadlines),
         now,
     );
     Inference {

@@ -216,9 +216,34 @@ fn is_real_dir(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
 }
 
+/// The watcher's callback: marks the sites an event touches; a `Rescan` (queue
+/// overflow) or a backend error marks every site.
+fn route_event(
+    res: notify::Result<notify::Event>,
+    routes: &BTreeMap<PathBuf, BTreeSet<usize>>,
+    dirty: &Dirty,
+) {
+    match res {
+        Ok(event) if event.need_rescan() => dirty.rescan(),
+        Ok(event) => {
+            for path in event.paths.iter().filter(|p| !ignored(p)) {
+                for key in [Some(path.as_path()), path.parent()].into_iter().flatten() {
+                    for s in routes.get(key).into_iter().flatten() {
+                        dirty.mark(*s);
+                    }
+                }
+            }
+        }
+        Err(_) => dirty.rescan(),
+    }
+}
+
 /// The inotify watcher and the routes from watched directories to sites.
 pub struct Watcher {
     inner: notify::RecommendedWatcher,
+    dirty: Arc<Dirty>,
+    /// The first reconcile follows the start-up read of every site: no re-read needed.
+    first: bool,
     routes: Routes,
     watched: BTreeSet<PathBuf>,
     /// Directories that could not be watched (the resync timer still covers them).
@@ -229,28 +254,18 @@ impl Watcher {
     pub fn new(dirty: Arc<Dirty>) -> Result<Self, WatchError> {
         let routes: Routes = Arc::default();
         let cb_routes = routes.clone();
-        let handler = move |res: notify::Result<notify::Event>| match res {
-            Ok(event) if event.need_rescan() => dirty.rescan(),
-            Ok(event) => {
-                let routes = cb_routes.lock().unwrap_or_else(|e| e.into_inner());
-                for path in event.paths.iter().filter(|p| !ignored(p)) {
-                    for key in [Some(path.as_path()), path.parent()].into_iter().flatten() {
-                        if let Some(sites) = routes.get(key) {
-                            for s in sites {
-                                dirty.mark(*s);
-                            }
-                        }
-                    }
-                }
-            }
-            // An error from the backend (e.g. a queue overflow): look at everything.
-            Err(_) => dirty.rescan(),
+        let cb_dirty = dirty.clone();
+        let handler = move |res: notify::Result<notify::Event>| {
+            let routes = cb_routes.lock().unwrap_or_else(|e| e.into_inner());
+            route_event(res, &routes, &cb_dirty);
         };
         let config = notify::Config::default().with_follow_symlinks(false);
         let inner = notify::RecommendedWatcher::new(handler, config)
             .map_err(|source| WatchError::Start { source })?;
         Ok(Watcher {
             inner,
+            dirty,
+            first: true,
             routes,
             watched: BTreeSet::new(),
             failed: BTreeSet::new(),
@@ -263,12 +278,15 @@ impl Watcher {
     }
 
     /// Makes the watch set equal to `desired`. Returns, for each directory that could
-    /// not be watched, a warning and the sites it serves (each reported once).
+    /// not be watched, a warning and the sites it serves (each reported once); and marks
+    /// dirty the sites that got a new watch, since their directory may have changed
+    /// before the watch was in place.
     pub fn reconcile(
         &mut self,
         desired: BTreeMap<PathBuf, BTreeSet<usize>>,
     ) -> Vec<(String, BTreeSet<usize>)> {
         let mut warnings = Vec::new();
+        let mut added = BTreeSet::new();
         let stale: Vec<PathBuf> = self
             .watched
             .iter()
@@ -287,6 +305,7 @@ impl Watcher {
                 Ok(()) => {
                     self.watched.insert(p.clone());
                     self.failed.remove(p);
+                    added.extend(desired.get(p).into_iter().flatten().copied());
                 }
                 Err(e) => {
                     if self.failed.insert(p.clone()) {
@@ -297,6 +316,12 @@ impl Watcher {
             }
         }
         *self.routes.lock().unwrap_or_else(|e| e.into_inner()) = desired;
+        if !self.first && !added.is_empty() {
+            for s in added {
+                self.dirty.mark(s);
+            }
+        }
+        self.first = false;
         warnings
     }
 }
@@ -320,6 +345,31 @@ fn watch_failure(p: &Path, e: &notify::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_mark_their_sites_and_a_rescan_marks_all() {
+        use notify::event::{CreateKind, Event, EventKind, Flag};
+        let routes: BTreeMap<PathBuf, BTreeSet<usize>> = [
+            (PathBuf::from("/srv/a"), BTreeSet::from([0])),
+            (PathBuf::from("/srv/b/releases"), BTreeSet::from([1])),
+        ]
+        .into();
+        let d = Dirty::default();
+        let ev =
+            Event::new(EventKind::Create(CreateKind::Folder)).add_path("/srv/b/releases/9".into());
+        route_event(Ok(ev), &routes, &d);
+        assert_eq!(d.take().sites, BTreeSet::from([1]));
+        let ev = Event::new(EventKind::Create(CreateKind::File))
+            .add_path("/srv/b/releases/9/deep/file".into());
+        route_event(Ok(ev), &routes, &d);
+        assert!(d.take().is_empty(), "nothing inside release trees");
+        let ev = Event::new(EventKind::Other).set_flag(Flag::Rescan);
+        route_event(Ok(ev), &routes, &d);
+        let m = d.take();
+        assert!(m.all && m.rescans == 1);
+        route_event(Err(notify::Error::generic("queue overflow")), &routes, &d);
+        assert!(d.take().all);
+    }
 
     #[test]
     fn git_noise_is_ignored() {

@@ -8,5 +8,6 @@ mod bad_input;
 mod check;
 mod delivery;
 mod demo;
+mod layouts;
 mod releases;
 mod tidy;
