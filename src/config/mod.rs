@@ -345,6 +345,25 @@ impl Checker<'_> {
     }
 }
 
+/// `key` qualified by the table it sits in at `offset`: `site[1].colour`, `daemon.x`.
+fn table_path_at(text: &str, offset: usize, key: &str) -> String {
+    let before = &text[..offset.min(text.len())];
+    let header = before.lines().map(str::trim).rfind(|l| l.starts_with('['));
+    match header {
+        Some(h) if h.starts_with("[[") => {
+            let name = h.trim_matches(|c| c == '[' || c == ']').trim();
+            let index = before
+                .lines()
+                .filter(|l| l.trim() == h)
+                .count()
+                .saturating_sub(1);
+            format!("{name}[{index}].{key}")
+        }
+        Some(h) => format!("{}.{key}", h.trim_matches(|c| c == '[' || c == ']').trim()),
+        None => key.to_string(),
+    }
+}
+
 /// 1-based line and column of a byte offset.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -367,9 +386,8 @@ pub fn parse(text: &str, file: &Path, env: &Env<'_>) -> Result<Config, Vec<Confi
             let key = text
                 .get(span.clone())
                 .filter(|k| !k.is_empty() && !k.contains('\n'))
-                .unwrap_or("(file)")
-                .trim_matches('"')
-                .to_string();
+                .map(|k| table_path_at(text, span.start, k.trim_matches('"')))
+                .unwrap_or_else(|| "(file)".to_string());
             c.at(span, &key, e.message().trim().to_string());
             return Err(c.errors);
         }
@@ -900,9 +918,16 @@ headers = { "X-Env" = "prod" }
         let e = errors("[[site]]\nname = \"a\"\npath = \"/x\"\ncolour = \"red\"\n");
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(
-            e[0].starts_with("/etc/dh.toml:4:1: colour: unknown field `colour`"),
+            e[0].starts_with("/etc/dh.toml:4:1: site[0].colour: unknown field `colour`"),
             "{e:?}"
         );
+        let e = errors(
+            "[daemon]\nresync = \"1s\"\n[[site]]\nname = \"a\"\npath = \"/x\"\n\
+             [[site]]\nname = \"b\"\npath = \"/y\"\nsetle = \"1s\"\n",
+        );
+        assert!(e[0].contains(":9:1: site[1].setle: unknown field"), "{e:?}");
+        let e = errors("[daemon]\nresinc = \"1s\"\n");
+        assert!(e[0].contains(":2:1: daemon.resinc: unknown field"), "{e:?}");
     }
 
     #[test]

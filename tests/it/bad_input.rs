@@ -149,7 +149,10 @@ fn unknown_config_key_is_an_error_naming_file_line_and_key() {
         "[[site]]\nname = \"shop\"\npath = \"/srv/shop\"\ncolour = \"red\"\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let want = format!("{}:4:1: colour: unknown field `colour`", cfg.display());
+    let want = format!(
+        "{}:4:1: site[0].colour: unknown field `colour`",
+        cfg.display()
+    );
     let out = run(&env, &["check", "--config", cfg.to_str().unwrap_or("")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains(&want), "{}", stderr(&out));

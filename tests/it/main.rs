@@ -10,4 +10,5 @@ mod delivery;
 mod demo;
 mod layouts;
 mod releases;
+mod reload;
 mod tidy;
