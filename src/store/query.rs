@@ -19,6 +19,22 @@ pub struct DeliveryRow {
     pub last_error: Option<String>,
 }
 
+/// The first nine columns of a delivery listing (`seq, id, hook, kind, state, attempts,
+/// created_at, last_status, last_error`), as a `DeliveryRow`.
+fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
+    Ok(DeliveryRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        hook: r.get(2)?,
+        event: r.get(3)?,
+        state: r.get(4)?,
+        attempts: r.get(5)?,
+        created_at: Timestamp(r.get(6)?),
+        last_status: r.get(7)?,
+        last_error: r.get(8)?,
+    })
+}
+
 impl Store {
     /// Deliveries, newest first, optionally of one hook and/or only failed ones.
     pub fn list_deliveries(
@@ -40,17 +56,7 @@ impl Store {
                 .map_err(q("list deliveries"))?;
             let rows = stmt
                 .query_map(params![hook, failed_only as i64, limit as i64], |r| {
-                    Ok(DeliveryRow {
-                        seq: r.get(0)?,
-                        id: r.get(1)?,
-                        hook: r.get(2)?,
-                        event: r.get(3)?,
-                        state: r.get(4)?,
-                        attempts: r.get(5)?,
-                        created_at: Timestamp(r.get(6)?),
-                        last_status: r.get(7)?,
-                        last_error: r.get(8)?,
-                    })
+                    delivery_row(r)
                 })
                 .map_err(q("list deliveries"))?;
             rows.collect::<Result<Vec<_>, _>>()
@@ -166,17 +172,7 @@ impl Store {
                     [id],
                     |r| {
                         Ok((
-                            DeliveryRow {
-                                seq: r.get(0)?,
-                                id: r.get(1)?,
-                                hook: r.get(2)?,
-                                event: r.get(3)?,
-                                state: r.get(4)?,
-                                attempts: r.get(5)?,
-                                created_at: Timestamp(r.get(6)?),
-                                last_status: r.get(7)?,
-                                last_error: r.get(8)?,
-                            },
+                            delivery_row(r)?,
                             r.get::<_, Vec<u8>>(9)?,
                             Timestamp(r.get(10)?),
                         ))
