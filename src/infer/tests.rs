@@ -782,3 +782,410 @@ fn equivalence_deployer() {
 fn equivalence_plain() {
     assert_equivalent(plain_live().1, plain_steps());
 }
+
+// ---- kudu -----------------------------------------------------------------------------
+
+mod kudu_rows {
+    use super::*;
+    use crate::snapshot::kudu::{KuduEntry, KuduSnapshot, KuduStatus};
+
+    fn entry(id: &str, status: Status, complete: bool, received: i64, modified: i64) -> KuduEntry {
+        KuduEntry::Ready {
+            status: Box::new(KuduStatus {
+                id: id.into(),
+                status: Some(status),
+                author: Some("Sam Roe".into()),
+                message: Some("m".into()),
+                received_time: Some(t(received)),
+                end_time: complete.then(|| t(modified)),
+                complete,
+                ..KuduStatus::default()
+            }),
+            modified: t(modified),
+        }
+    }
+
+    fn snap(entries: &[(&str, KuduEntry)], active: Option<&str>) -> Snapshot {
+        Snapshot {
+            taken_at: t(0),
+            layout: LayoutSnapshot::Kudu(Box::new(KuduSnapshot {
+                deployments: entries
+                    .iter()
+                    .map(|(k, e)| (k.to_string(), e.clone()))
+                    .collect(),
+                active: active.map(str::to_string),
+            })),
+            health: None,
+        }
+    }
+
+    fn run(
+        prev: &SiteState,
+        s: &Snapshot,
+        now: i64,
+    ) -> (SiteState, Vec<(String, Option<Status>, Status)>) {
+        let out = infer(prev, s, t(now), &params());
+        let tr = out
+            .transitions
+            .iter()
+            .map(|t| (t.deployment.id.clone(), t.from, t.to))
+            .collect();
+        (out.state, tr)
+    }
+
+    fn live() -> SiteState {
+        let s = snap(&[("a", entry("a", Success, true, -900, -800))], Some("a"));
+        let (st, tr) = run(&SiteState::default(), &s, 0);
+        assert!(tr.is_empty(), "the baseline is not reported");
+        st
+    }
+
+    #[test]
+    fn kudu_statuses_come_from_the_file_in_order() {
+        let st = live();
+        let (st, tr) = run(
+            &st,
+            &snap(
+                &[
+                    ("a", entry("a", Success, true, -900, -800)),
+                    ("b", entry("b", Pending, false, 1, 1)),
+                ],
+                Some("a"),
+            ),
+            1,
+        );
+        assert_eq!(tr, [("b".to_string(), None, Pending)]);
+        let (st, tr) = run(
+            &st,
+            &snap(
+                &[
+                    ("a", entry("a", Success, true, -900, -800)),
+                    ("b", entry("b", Building, false, 1, 2)),
+                ],
+                Some("a"),
+            ),
+            2,
+        );
+        assert_eq!(tr, [("b".to_string(), Some(Pending), Building)]);
+        let out = infer(
+            &st,
+            &snap(
+                &[
+                    ("a", entry("a", Success, true, -900, -800)),
+                    ("b", entry("b", Success, true, 1, 3)),
+                ],
+                Some("b"),
+            ),
+            t(4),
+            &params(),
+        );
+        assert_eq!(out.transitions.len(), 1);
+        let tr = &out.transitions[0];
+        assert_eq!(tr.to, Success);
+        assert_eq!(tr.deployment.ended, Some(t(3)), "endTime from the file");
+        assert_eq!(tr.deployment.received, t(1), "receivedTime from the file");
+        assert_eq!(tr.deployment.previous_id.as_deref(), Some("a"));
+        assert_eq!(out.state.live.as_ref().map(|l| l.id.as_str()), Some("b"));
+    }
+
+    #[test]
+    fn kudu_success_without_complete_is_not_terminal_yet() {
+        let st = live();
+        let (_, tr) = run(
+            &st,
+            &snap(&[("b", entry("b", Success, false, 1, 1))], Some("a")),
+            1,
+        );
+        assert_eq!(tr, [("b".to_string(), None, Deploying)]);
+    }
+
+    #[test]
+    fn kudu_incomplete_and_idle_fails_saying_kudu_sends_nothing() {
+        let st = live();
+        let s = snap(&[("b", entry("b", Building, false, 1, 1))], Some("a"));
+        let (st, _) = run(&st, &s, 1);
+        let out = infer(&st, &s, t(601), &params());
+        assert_eq!(out.transitions[0].to, Failed);
+        assert!(
+            out.transitions[0]
+                .deployment
+                .status_text
+                .contains("Kudu itself sends no hook")
+        );
+    }
+
+    #[test]
+    fn kudu_redeploy_of_the_same_id_is_a_new_deployment() {
+        let st = live();
+        let (_, tr) = run(
+            &st,
+            &snap(&[("a", entry("a", Pending, false, 5, 5))], Some("a")),
+            5,
+        );
+        assert_eq!(tr, [("a".to_string(), None, Pending)]);
+    }
+
+    #[test]
+    fn kudu_half_written_file_is_retried_not_reported() {
+        let st = live();
+        let half = KuduEntry::NotReady {
+            reason: "EOF".into(),
+            modified: t(1),
+        };
+        let (st, tr) = run(&st, &snap(&[("b", half)], Some("a")), 1);
+        assert!(tr.is_empty());
+        let (_, tr) = run(
+            &st,
+            &snap(&[("b", entry("b", Building, false, 1, 2))], Some("a")),
+            2,
+        );
+        assert_eq!(tr, [("b".to_string(), None, Building)]);
+    }
+
+    #[test]
+    fn kudu_deployment_removed_before_completing_fails() {
+        let st = live();
+        let (st, _) = run(
+            &st,
+            &snap(&[("b", entry("b", Building, false, 1, 1))], Some("a")),
+            1,
+        );
+        let (_, tr) = run(&st, &snap(&[], Some("a")), 2);
+        assert_eq!(tr, [("b".to_string(), Some(Building), Failed)]);
+    }
+}
+
+// ---- git ------------------------------------------------------------------------------
+
+mod git_rows {
+    use super::*;
+    use crate::snapshot::git::GitSite;
+
+    fn g(commit: &str, head: &str, matches: bool) -> Snapshot {
+        Snapshot {
+            taken_at: t(0),
+            layout: LayoutSnapshot::Git(Box::new(GitSite {
+                branch: Some("main".into()),
+                branch_commit: Some(commit.into()),
+                head_commit: Some(head.into()),
+                tree_matches: matches,
+                commit: None,
+                error: None,
+            })),
+            health: None,
+        }
+    }
+
+    fn statuses(
+        prev: &SiteState,
+        s: &Snapshot,
+        now: i64,
+    ) -> (SiteState, Vec<(Option<Status>, Status)>) {
+        let out = infer(prev, s, t(now), &params());
+        (
+            out.state,
+            out.transitions.iter().map(|t| (t.from, t.to)).collect(),
+        )
+    }
+
+    fn live() -> SiteState {
+        let (st, tr) = statuses(&SiteState::default(), &g("a", "a", true), 0);
+        assert!(tr.is_empty());
+        st
+    }
+
+    #[test]
+    fn git_push_is_pending_and_deploying_then_success_after_settle() {
+        let (st, tr) = statuses(&live(), &g("b", "b", true), 1);
+        assert_eq!(tr, [(None, Pending), (Some(Pending), Deploying)]);
+        let (st, tr) = statuses(&st, &g("b", "b", true), 2);
+        assert!(tr.is_empty(), "not quiet for settle yet");
+        let (st, tr) = statuses(&st, &g("b", "b", true), 3);
+        assert_eq!(tr, [(Some(Deploying), Success)]);
+        assert_eq!(st.live.as_ref().map(|l| l.id.as_str()), Some("b"));
+    }
+
+    #[test]
+    fn git_tree_not_matching_past_idle_timeout_fails() {
+        let (st, _) = statuses(&live(), &g("b", "a", false), 1);
+        let (_, tr) = statuses(&st, &g("b", "a", false), 601);
+        assert_eq!(tr, [(Some(Deploying), Failed)]);
+    }
+
+    #[test]
+    fn git_same_commit_again_is_nothing() {
+        let st = live();
+        let (st, tr) = statuses(&st, &g("a", "a", true), 5);
+        assert!(tr.is_empty());
+        assert!(st.active.is_empty());
+    }
+
+    #[test]
+    fn git_branch_moving_on_before_settling_supersedes() {
+        let (st, _) = statuses(&live(), &g("b", "b", true), 1);
+        let out = infer(&st, &g("c", "c", true), t(1), &params());
+        let tr: Vec<_> = out
+            .transitions
+            .iter()
+            .map(|t| (t.deployment.id.as_str(), t.to))
+            .collect();
+        assert_eq!(tr, [("b", Failed), ("c", Pending), ("c", Deploying)]);
+    }
+}
+
+// ---- marker -----------------------------------------------------------------------------
+
+mod marker_rows {
+    use super::*;
+    use crate::snapshot::marker::{Marker, MarkerFile, MarkerSnapshot};
+
+    fn m(status: Status, id: Option<&str>, version: i64) -> Snapshot {
+        Snapshot {
+            taken_at: t(0),
+            layout: LayoutSnapshot::Marker(Box::new(MarkerSnapshot {
+                file: MarkerFile::Ready {
+                    marker: Marker {
+                        status: status.as_str().into(),
+                        id: id.map(str::to_string),
+                        deployer: Some("ci".into()),
+                        ..Marker::default()
+                    },
+                    status,
+                    modified: t(version),
+                    fingerprint: format!("v{version}"),
+                },
+                head: None,
+                commit: None,
+            })),
+            health: None,
+        }
+    }
+
+    fn run(
+        prev: &SiteState,
+        s: &Snapshot,
+        now: i64,
+    ) -> (SiteState, Vec<(String, Option<Status>, Status)>) {
+        let out = infer(prev, s, t(now), &params());
+        let tr = out
+            .transitions
+            .iter()
+            .map(|t| (t.deployment.id.clone(), t.from, t.to))
+            .collect();
+        (out.state, tr)
+    }
+
+    fn live() -> SiteState {
+        let (st, tr) = run(&SiteState::default(), &m(Success, Some("a"), -100), 0);
+        assert!(
+            tr.is_empty(),
+            "a terminal marker at first sight is the baseline"
+        );
+        st
+    }
+
+    #[test]
+    fn marker_statuses_as_written() {
+        let (st, tr) = run(&live(), &m(Building, Some("b"), 1), 1);
+        assert_eq!(tr, [("b".to_string(), None, Building)]);
+        let (_, tr) = run(&st, &m(Success, Some("b"), 2), 2);
+        assert_eq!(tr, [("b".to_string(), Some(Building), Success)]);
+    }
+
+    #[test]
+    fn marker_rewrite_after_terminal_is_a_new_deployment_of_the_same_id() {
+        let (st, _) = run(&live(), &m(Building, Some("b"), 1), 1);
+        let (st, _) = run(&st, &m(Success, Some("b"), 2), 2);
+        let (st, tr) = run(&st, &m(Building, Some("b"), 3), 3);
+        assert_eq!(tr, [("b".to_string(), None, Building)]);
+        assert_eq!(st.next_serial, 2);
+    }
+
+    #[test]
+    fn marker_status_going_backwards_restarts() {
+        let (st, _) = run(&live(), &m(Deploying, Some("b"), 1), 1);
+        let (_, tr) = run(&st, &m(Building, Some("b"), 2), 2);
+        assert_eq!(
+            tr,
+            [
+                ("b".to_string(), Some(Deploying), Failed),
+                ("b".to_string(), None, Building)
+            ]
+        );
+    }
+
+    #[test]
+    fn marker_unchanged_file_reports_nothing_and_idle_fails() {
+        let s = m(Building, Some("b"), 1);
+        let (st, _) = run(&live(), &s, 1);
+        let (st, tr) = run(&st, &s, 300);
+        assert!(tr.is_empty());
+        let (_, tr) = run(&st, &s, 601);
+        assert_eq!(tr, [("b".to_string(), Some(Building), Failed)]);
+    }
+}
+
+// ---- health gate --------------------------------------------------------------------------
+
+mod health_rows {
+    use super::*;
+    use crate::snapshot::Health;
+
+    fn with_health(s: &S, h: Option<Health>) -> Snapshot {
+        let mut snap = s.snap();
+        snap.health = h;
+        snap
+    }
+
+    fn hp() -> Params {
+        Params {
+            health_timeout: Some(Duration::from_secs(60)),
+            ..params()
+        }
+    }
+
+    #[test]
+    fn success_waits_for_a_2xx_seen_after_the_layout_said_done() {
+        let (s, st) = cap_live();
+        let s = s.release("200", 2).current("200").deployed("200", "bob");
+        let stale = Health {
+            last_ok: Some(t(-5)),
+            ..Health::default()
+        };
+        let out = infer(&st, &with_health(&s, Some(stale)), t(3), &hp());
+        assert_eq!(
+            out.transitions[0].to, Deploying,
+            "a 2xx from before does not count"
+        );
+        assert_eq!(out.wake_at, Some(t(63)));
+        let fresh = Health {
+            last_ok: Some(t(4)),
+            ..Health::default()
+        };
+        let out = infer(&out.state, &with_health(&s, Some(fresh)), t(4), &hp());
+        assert_eq!(out.transitions.len(), 1);
+        assert_eq!(
+            out.transitions[0].to, Success,
+            "the consumed log line still counts"
+        );
+    }
+
+    #[test]
+    fn no_2xx_within_health_timeout_fails_with_the_last_error() {
+        let (s, st) = cap_live();
+        let s = s.release("200", 2).current("200").deployed("200", "bob");
+        let bad = Health {
+            last_error: Some("HTTP 502".into()),
+            ..Health::default()
+        };
+        let out = infer(&st, &with_health(&s, Some(bad.clone())), t(3), &hp());
+        let out = infer(&out.state, &with_health(&s, Some(bad)), t(63), &hp());
+        assert_eq!(out.transitions[0].to, Failed);
+        assert!(
+            out.transitions[0]
+                .deployment
+                .status_text
+                .contains("HTTP 502")
+        );
+    }
+}
