@@ -221,3 +221,43 @@ impl Reader {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_detects_each_layout() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mk = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("{e}"));
+            p
+        };
+        let kudu = mk("kudu");
+        std::fs::create_dir_all(kudu.join("deployments/abc")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(kudu.join("deployments/abc/status.xml"), "<deployment/>")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let releases = mk("releases");
+        std::fs::create_dir_all(releases.join("releases")).unwrap_or_else(|e| panic!("{e}"));
+        let link = mk("link");
+        std::os::unix::fs::symlink("/nowhere", link.join("current"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let git = mk("git");
+        std::fs::create_dir_all(git.join(".git")).unwrap_or_else(|e| panic!("{e}"));
+        let empty_kudu = mk("empty-deployments");
+        std::fs::create_dir_all(empty_kudu.join("deployments/tools"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let plain = mk("plain");
+        for (p, want) in [
+            (&kudu, LayoutChoice::Kudu),
+            (&releases, LayoutChoice::Releases),
+            (&link, LayoutChoice::Releases),
+            (&git, LayoutChoice::Git),
+            (&empty_kudu, LayoutChoice::Marker),
+            (&plain, LayoutChoice::Marker),
+        ] {
+            assert_eq!(detect_layout(p).0, want, "{}", p.display());
+        }
+    }
+}

@@ -595,3 +595,63 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_keep_at_most_64_kib_of_a_response_body_and_migrations_run_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let ev = NewEvent {
+            kind: "PostDeployment".into(),
+            site: Some("s".into()),
+            status: None,
+            deployment_serial: None,
+            payload: b"{}".to_vec(),
+            deliveries: vec![NewDelivery {
+                hook: "h".into(),
+                body: b"{}".to_vec(),
+            }],
+        };
+        let ids = store
+            .commit_events(&[ev], Timestamp(1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let due = store
+            .next_delivery("h")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("queued"));
+        assert_eq!(due.id, ids[0]);
+        let record = AttemptRecord {
+            response_status: Some(500),
+            response_body: vec![b'x'; 200 * 1024],
+            ..AttemptRecord::default()
+        };
+        store
+            .commit_attempt(
+                &due,
+                &record,
+                &DeliveryUpdate::RetryAt(Timestamp(9)),
+                Timestamp(2),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let detail = store
+            .delivery_detail(&due.id)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("stored"));
+        assert_eq!(detail.attempts[0].response_body.len(), MAX_STORED_BODY);
+        assert_eq!(detail.row.state, "pending");
+        assert_eq!(detail.next_attempt_at, Timestamp(9));
+        drop(store);
+        // Reopening migrates nothing again and keeps the outbox.
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            store
+                .list_deliveries(None, true, 10)
+                .map(|r| r.len())
+                .unwrap_or(0),
+            1
+        );
+    }
+}

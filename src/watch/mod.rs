@@ -372,6 +372,16 @@ mod tests {
     }
 
     #[test]
+    fn the_watch_limit_warning_names_the_sysctl() {
+        let e = notify::Error::new(notify::ErrorKind::MaxFilesWatch);
+        let w = watch_failure(Path::new("/srv/shop/releases"), &e);
+        assert!(w.contains("fs.inotify.max_user_watches"), "{w}");
+        assert!(w.contains("polled"), "{w}");
+        let e = notify::Error::io(std::io::Error::from_raw_os_error(28));
+        assert!(watch_failure(Path::new("/x"), &e).contains("max_user_watches"));
+    }
+
+    #[test]
     fn git_noise_is_ignored() {
         assert!(ignored(Path::new("/srv/app/.git/index.lock")));
         assert!(ignored(Path::new("/srv/app/.git/refs/heads/main.lock")));

@@ -555,3 +555,41 @@ fn listen_prints_requests_and_checks_signatures_of_hooks_test() {
     let _ = listener.kill();
     let _ = listener.wait();
 }
+
+#[test]
+fn proxies_from_the_environment_are_honoured_and_no_proxy_bypasses_them() {
+    // The "proxy" is the loopback receiver: a proxied plain-HTTP request reaches it with
+    // the target in absolute form. No name is resolved and nothing leaves the machine.
+    let env = TestEnv::new();
+    let site = site(&env);
+    let proxy = Receiver::start();
+    let proxy_url = proxy.url.trim_end_matches("/hook").to_string();
+    let hooks = format!(
+        "{}{}",
+        hook("via-proxy", "http://hooks.example.invalid/a", ""),
+        hook("direct", "http://direct.example.invalid/b", "retry = []")
+    );
+    let cfg = env.join("deployhook.toml");
+    std::fs::write(&cfg, config(&env, &site, &hooks)).unwrap_or_else(|e| panic!("{e}"));
+    let d = Daemon::start_with(
+        &env,
+        &cfg,
+        &[
+            ("HTTP_PROXY", proxy_url.as_str()),
+            ("NO_PROXY", "direct.example.invalid"),
+        ],
+    );
+    deploy(&site, 1);
+    eventually!(!proxy.requests().is_empty(), "the proxied request");
+    d.wait_log("delivery is dead");
+    let hosts: Vec<String> = proxy
+        .requests()
+        .iter()
+        .map(|r| r.header("host").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        hosts,
+        ["hooks.example.invalid"],
+        "only the hook not in NO_PROXY went through the proxy"
+    );
+}

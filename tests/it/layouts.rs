@@ -719,3 +719,57 @@ fn twenty_thousand_writes_inside_a_building_release_neither_delay_nor_lose_trans
     assert_eq!(rx.statuses(), ["building", "deploying", "success"]);
     assert_eq!(rx.payloads("PostDeployment")[0]["id"], sha);
 }
+
+#[test]
+fn git_bare_repository_checked_out_by_a_post_receive_hook() {
+    let env = TestEnv::new();
+    let bare = env.join("app.git");
+    let deploy = env.join("www");
+    std::fs::create_dir_all(&deploy).unwrap_or_else(|e| panic!("{e}"));
+    git::init_source(&env.join("dev"));
+    git(env.path(), &["clone", "-q", "--bare", "dev", "app.git"]);
+    let hook = bare.join("hooks/post-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nGIT_WORK_TREE='{}' git --git-dir='{}' checkout -q -f main\n",
+            deploy.display(),
+            bare.display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{e}"));
+    git(
+        &env.join("dev"),
+        &["remote", "add", "origin", bare.to_str().unwrap_or("")],
+    );
+    // The first deploy, as the hook does it: the baseline.
+    git(
+        env.path(),
+        &[
+            "--git-dir",
+            bare.to_str().unwrap_or(""),
+            "--work-tree",
+            deploy.to_str().unwrap_or(""),
+            "checkout",
+            "-q",
+            "-f",
+            "main",
+        ],
+    );
+
+    let rx = Receiver::start();
+    let extra = format!("layout = \"git\"\nrepo = \"{}\"", bare.display());
+    let d = Daemon::start(&env, &config(&env, &deploy, &extra, &rx.url));
+    let sha = git::commit(&env.join("dev"), "shop.html", "shop\n", "Add the shop");
+    git(&env.join("dev"), &["push", "-q", "origin", "main"]);
+    eventually!(rx.payloads("PostDeployment").len() == 1, "a PostDeployment");
+    d.stop();
+    assert_eq!(rx.statuses(), ["pending", "deploying", "success"]);
+    let p = &rx.payloads("PostDeployment")[0];
+    assert_eq!(p["id"], sha);
+    assert_eq!(p["message"], "Add the shop");
+    assert!(deploy.join("shop.html").exists());
+}
