@@ -34,11 +34,11 @@ pub fn infer(
                     ),
                 });
             }
-            return idle_only(st, health, now, p, anomalies);
+            return idle_only(st, now, p, anomalies);
         }
         MarkerFile::Absent => {
             st.initialised = true;
-            return idle_only(st, health, now, p, anomalies);
+            return idle_only(st, now, p, anomalies);
         }
     };
     // The deployment's key: the file's id, else the repository's HEAD, else none (then
@@ -124,19 +124,21 @@ pub fn infer(
         };
         common::advance(&mut st, &mut transitions, now, d, level.0, level.1);
     }
-    active.retain(|d| !d.status.is_terminal());
-    st.active = active;
-    let wake_at = wake(&st, now, p);
-    Inference {
-        state: st,
-        transitions,
-        anomalies,
-        wake_at,
-    }
+    finish(st, active, transitions, anomalies, now, p)
 }
 
-fn wake(st: &SiteState, now: Timestamp, p: &Params) -> Option<Timestamp> {
-    common::earliest(
+/// Keeps the deployments still in progress and says when to look again.
+fn finish(
+    mut st: SiteState,
+    mut active: Vec<super::model::Deployment>,
+    transitions: Vec<super::model::Transition>,
+    anomalies: Vec<Anomaly>,
+    now: Timestamp,
+    p: &Params,
+) -> Inference {
+    active.retain(|d| !d.status.is_terminal());
+    st.active = active;
+    let wake_at = common::earliest(
         st.active
             .iter()
             .flat_map(|d| {
@@ -147,17 +149,17 @@ fn wake(st: &SiteState, now: Timestamp, p: &Params) -> Option<Timestamp> {
             })
             .flatten(),
         now,
-    )
+    );
+    Inference {
+        state: st,
+        transitions,
+        anomalies,
+        wake_at,
+    }
 }
 
 /// No readable marker: only the idle rule can change anything.
-fn idle_only(
-    mut st: SiteState,
-    _health: Option<&Health>,
-    now: Timestamp,
-    p: &Params,
-    anomalies: Vec<Anomaly>,
-) -> Inference {
+fn idle_only(mut st: SiteState, now: Timestamp, p: &Params, anomalies: Vec<Anomaly>) -> Inference {
     let mut transitions = Vec::new();
     let mut active = std::mem::take(&mut st.active);
     for d in &mut active {
@@ -165,13 +167,5 @@ fn idle_only(
             common::advance(&mut st, &mut transitions, now, d, Status::Failed, why);
         }
     }
-    active.retain(|d| !d.status.is_terminal());
-    st.active = active;
-    let wake_at = wake(&st, now, p);
-    Inference {
-        state: st,
-        transitions,
-        anomalies,
-        wake_at,
-    }
+    finish(st, active, transitions, anomalies, now, p)
 }

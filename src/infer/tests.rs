@@ -785,6 +785,21 @@ fn equivalence_plain() {
 
 // ---- kudu -----------------------------------------------------------------------------
 
+/// Runs `infer` once; the new state and the transitions as (id, from, to).
+fn by_id(
+    prev: &SiteState,
+    s: &Snapshot,
+    now: i64,
+) -> (SiteState, Vec<(String, Option<Status>, Status)>) {
+    let out = infer(prev, s, t(now), &params());
+    let tr = out
+        .transitions
+        .iter()
+        .map(|t| (t.deployment.id.clone(), t.from, t.to))
+        .collect();
+    (out.state, tr)
+}
+
 mod kudu_rows {
     use super::*;
     use crate::snapshot::kudu::{KuduEntry, KuduSnapshot, KuduStatus};
@@ -819,19 +834,7 @@ mod kudu_rows {
         }
     }
 
-    fn run(
-        prev: &SiteState,
-        s: &Snapshot,
-        now: i64,
-    ) -> (SiteState, Vec<(String, Option<Status>, Status)>) {
-        let out = infer(prev, s, t(now), &params());
-        let tr = out
-            .transitions
-            .iter()
-            .map(|t| (t.deployment.id.clone(), t.from, t.to))
-            .collect();
-        (out.state, tr)
-    }
+    use super::by_id as run;
 
     fn live() -> SiteState {
         let s = snap(&[("a", entry("a", Success, true, -900, -800))], Some("a"));
@@ -1061,19 +1064,7 @@ mod marker_rows {
         }
     }
 
-    fn run(
-        prev: &SiteState,
-        s: &Snapshot,
-        now: i64,
-    ) -> (SiteState, Vec<(String, Option<Status>, Status)>) {
-        let out = infer(prev, s, t(now), &params());
-        let tr = out
-            .transitions
-            .iter()
-            .map(|t| (t.deployment.id.clone(), t.from, t.to))
-            .collect();
-        (out.state, tr)
-    }
+    use super::by_id as run;
 
     fn live() -> SiteState {
         let (st, tr) = run(&SiteState::default(), &m(Success, Some("a"), -100), 0);
