@@ -601,6 +601,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pruning_drops_old_finished_history_and_keeps_anything_pending() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let event = |hook: &str| NewEvent {
+            kind: "PostDeployment".into(),
+            site: None,
+            status: None,
+            deployment_serial: None,
+            payload: b"{}".to_vec(),
+            deliveries: vec![NewDelivery {
+                hook: hook.into(),
+                body: b"{}".to_vec(),
+            }],
+        };
+        let day = 86_400_000_000;
+        store
+            .commit_events(&[event("done"), event("waiting")], Timestamp(day))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let done = store
+            .next_delivery("done")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("queued"));
+        store
+            .commit_attempt(
+                &done,
+                &AttemptRecord {
+                    response_status: Some(200),
+                    ..AttemptRecord::default()
+                },
+                &DeliveryUpdate::Delivered,
+                Timestamp(day),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let max_age = Duration::from_secs(14 * 86_400);
+        assert_eq!(
+            store.prune(max_age, Timestamp(10 * day)).unwrap_or(9),
+            0,
+            "not old yet"
+        );
+        assert_eq!(store.prune(max_age, Timestamp(20 * day)).unwrap_or(9), 1);
+        let left = store.list_deliveries(None, false, 10).unwrap_or_default();
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            left[0].hook, "waiting",
+            "a pending delivery is never pruned"
+        );
+    }
+
+    #[test]
     fn attempts_keep_at_most_64_kib_of_a_response_body_and_migrations_run_once() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
