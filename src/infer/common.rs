@@ -2,7 +2,8 @@
 //! emitting the transition), and failure by silence.
 
 use super::model::{
-    Deployment, LAST_SUCCESS_KEEP, Live, Params, SiteState, Status, Timestamp, Transition,
+    Anomaly, Deployment, Inference, LAST_SUCCESS_KEEP, Live, Params, SiteState, Status, Timestamp,
+    Transition,
 };
 use crate::snapshot::Health;
 
@@ -146,6 +147,36 @@ pub fn idle_failure(
             d.status
         )
     })
+}
+
+/// Ends an inference: keeps the deployments still in progress and says when to look
+/// again — the earliest of each one's own `deadlines` (idle, settle) and its health
+/// deadline.
+pub fn finish(
+    mut st: SiteState,
+    mut active: Vec<Deployment>,
+    transitions: Vec<Transition>,
+    anomalies: Vec<Anomaly>,
+    now: Timestamp,
+    p: &Params,
+    deadlines: impl Fn(&Deployment) -> Vec<Timestamp>,
+) -> Inference {
+    active.retain(|d| !d.status.is_terminal());
+    let wake_at = earliest(
+        active.iter().flat_map(|d| {
+            let mut all = deadlines(d);
+            all.extend(health_deadline(d, p));
+            all
+        }),
+        now,
+    );
+    st.active = active;
+    Inference {
+        state: st,
+        transitions,
+        anomalies,
+        wake_at,
+    }
 }
 
 /// The earliest future deadline of `deadlines`.

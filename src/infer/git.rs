@@ -115,26 +115,11 @@ pub fn infer(
         };
         common::advance(&mut st, &mut transitions, now, d, level.0, level.1);
     }
-    active.retain(|d| !d.status.is_terminal());
-    st.active = active;
     st.repo_head = Some(head);
-    let wake_at = common::earliest(
-        st.active
-            .iter()
-            .flat_map(|d| {
-                [
-                    Some(d.last_change.plus(p.settle)),
-                    Some(d.last_change.plus(p.idle_timeout)),
-                    common::health_deadline(d, p),
-                ]
-            })
-            .flatten(),
-        now,
-    );
-    Inference {
-        state: st,
-        transitions,
-        anomalies,
-        wake_at,
-    }
+    common::finish(st, active, transitions, anomalies, now, p, |d| {
+        vec![
+            d.last_change.plus(p.settle),
+            d.last_change.plus(p.idle_timeout),
+        ]
+    })
 }

@@ -143,10 +143,9 @@ pub fn infer(
         common::advance(&mut st, &mut transitions, now, d, level, text);
     }
     active.retain(|d| !d.status.is_terminal());
-    st.active = active;
     st.known_releases = ready().map(|(dir, s, _)| key_of(dir, s)).collect();
     // `active` names the live deployment once nothing is in progress.
-    if st.active.is_empty()
+    if active.is_empty()
         && let Some(a) = &snap.active
     {
         st.live = Some(Live {
@@ -154,34 +153,18 @@ pub fn infer(
             id: a.clone(),
         });
     }
-    let wake_at = common::earliest(
-        st.active
-            .iter()
-            .flat_map(|d| {
-                let modified = snap.deployments.get(dir_of(&d.key)).map(|e| match e {
-                    KuduEntry::Ready { modified, .. } | KuduEntry::NotReady { modified, .. } => {
-                        *modified
-                    }
-                });
-                [
-                    Some(
-                        d.last_change
-                            .max(modified.unwrap_or(d.last_change))
-                            .plus(p.idle_timeout),
-                    ),
-                    common::health_deadline(d, p),
-                ]
-            })
-            .flatten()
-            .chain(not_ready_deadlines),
-        now,
-    );
-    Inference {
-        state: st,
-        transitions,
-        anomalies,
-        wake_at,
-    }
+    let modified_of = |d: &Deployment| {
+        snap.deployments.get(dir_of(&d.key)).map(|e| match e {
+            KuduEntry::Ready { modified, .. } | KuduEntry::NotReady { modified, .. } => *modified,
+        })
+    };
+    let mut out = common::finish(st, active, transitions, anomalies, now, p, |d| {
+        let since = d.last_change.max(modified_of(d).unwrap_or(d.last_change));
+        vec![since.plus(p.idle_timeout)]
+    });
+    // A half-written file is looked at again when it would become worth a warning.
+    out.wake_at = common::earliest(out.wake_at.into_iter().chain(not_ready_deadlines), now);
+    out
 }
 
 /// Takes the file's own data: author, message, deployer, progress and times.

@@ -127,35 +127,18 @@ pub fn infer(
     finish(st, active, transitions, anomalies, now, p)
 }
 
-/// Keeps the deployments still in progress and says when to look again.
+/// Ends a marker inference: only the idle deadline is the layout's own.
 fn finish(
-    mut st: SiteState,
-    mut active: Vec<super::model::Deployment>,
+    st: SiteState,
+    active: Vec<super::model::Deployment>,
     transitions: Vec<super::model::Transition>,
     anomalies: Vec<Anomaly>,
     now: Timestamp,
     p: &Params,
 ) -> Inference {
-    active.retain(|d| !d.status.is_terminal());
-    st.active = active;
-    let wake_at = common::earliest(
-        st.active
-            .iter()
-            .flat_map(|d| {
-                [
-                    Some(d.last_change.plus(p.idle_timeout)),
-                    common::health_deadline(d, p),
-                ]
-            })
-            .flatten(),
-        now,
-    );
-    Inference {
-        state: st,
-        transitions,
-        anomalies,
-        wake_at,
-    }
+    common::finish(st, active, transitions, anomalies, now, p, |d| {
+        vec![d.last_change.plus(p.idle_timeout)]
+    })
 }
 
 /// No readable marker: only the idle rule can change anything.
