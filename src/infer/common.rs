@@ -41,7 +41,9 @@ pub fn new_deployment(
 }
 
 /// With a `health_url`, a deployment whose layout says "success" stays `deploying`
-/// until a 2xx is observed after that moment, and fails after `health_timeout`.
+/// until a 2xx is observed after that moment, and fails after `health_timeout`. Once the
+/// layout has said "done" it stays done unless the layout now says `failed`: its signal
+/// may have been an edge (Capistrano's log line is consumed when read).
 pub fn gate_health(
     level: (Status, String),
     d: &mut Deployment,
@@ -52,9 +54,15 @@ pub fn gate_health(
     let Some(timeout) = p.health_timeout else {
         return level;
     };
-    if level.0 != Status::Success {
+    let layout_done = level.0 == Status::Success || (d.done_at.is_some() && !level.0.is_terminal());
+    if !layout_done {
         return level;
     }
+    let level = if level.0 == Status::Success {
+        level
+    } else {
+        (Status::Success, String::new())
+    };
     let done_at = *d.done_at.get_or_insert(now);
     if health
         .and_then(|h| h.last_ok)

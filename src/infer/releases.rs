@@ -427,11 +427,6 @@ impl Run<'_> {
             }
             return (Status::Pending, String::new());
         };
-        // The layout already said "done" (a health check may still be pending); its
-        // signal (a log line) may have been consumed since.
-        if d.done_at.is_some() && current == Some(name) {
-            return (Status::Success, String::new());
-        }
         if !d.rollback && self.log.deployed.iter().any(|e| e.0 == name) {
             return (Status::Success, String::new());
         }
