@@ -6,7 +6,7 @@
 //! timer, a reload or shutdown; then reads, infers and commits each dirty site. Startup
 //! and reload inject one "all sites dirty" mark, so they take the normal path.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -428,6 +428,11 @@ async fn reconcile_site(
                 layout: snap.layout.name(),
             };
             let events = deliver::plan(&inference.transitions, &hooks, cx);
+            // The hooks that got a delivery: only their workers are woken.
+            let queued: BTreeSet<String> = events
+                .iter()
+                .flat_map(|e| e.deliveries.iter().map(|d| d.hook.clone()))
+                .collect();
             store
                 .commit_inference(
                     &name,
@@ -436,9 +441,9 @@ async fn reconcile_site(
                     &events,
                     now,
                 )
-                .map(|ids| ids.len())
+                .map(|_| queued)
         } else {
-            Ok(0)
+            Ok(BTreeSet::new())
         };
         (reader, inference, warnings, committed)
     })
@@ -458,7 +463,7 @@ async fn reconcile_site(
         }
     }
     match committed {
-        Ok(deliveries) => {
+        Ok(queued) => {
             for t in &inference.transitions {
                 tracing::info!(
                     site = %name,
@@ -473,8 +478,8 @@ async fn reconcile_site(
             site.wake_at = inference.wake_at;
             let waiting = site.state.active.iter().any(|d| d.done_at.is_some());
             site.health_wanted.store(waiting, Ordering::Relaxed);
-            if deliveries > 0 {
-                for w in wakes.values() {
+            for hook in &queued {
+                if let Some(w) = wakes.get(hook) {
                     w.notify_one();
                 }
             }
