@@ -177,13 +177,14 @@ pub fn show(path: &std::path::Path, id: &str, out: &mut impl Write) -> Result<()
         Err(_) => String::from_utf8_lossy(&d.body).into_owned(),
     };
     let _ = writeln!(out, "\nrequest body:\n{}", printable(&body));
-    for a in &d.attempts {
+    for row in &d.attempts {
+        let a = &row.attempt;
         let _ = writeln!(
             out,
             "\nattempt {} at {} ({} ms)",
-            a.n,
+            row.n,
             a.started_at.rfc3339(),
-            a.duration_us / 1000
+            a.duration.as_millis()
         );
         for (k, v) in &a.request_headers {
             let _ = writeln!(out, "  > {k}: {}", printable(v));

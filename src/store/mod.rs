@@ -100,7 +100,7 @@ pub struct DueDelivery {
 }
 
 /// One HTTP request of a delivery, for the history.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AttemptRecord {
     pub started_at: Timestamp,
     pub duration: Duration,
@@ -689,7 +689,10 @@ mod tests {
             .delivery_detail(&due.id)
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|| panic!("stored"));
-        assert_eq!(detail.attempts[0].response_body.len(), MAX_STORED_BODY);
+        assert_eq!(
+            detail.attempts[0].attempt.response_body.len(),
+            MAX_STORED_BODY
+        );
         assert_eq!(detail.row.state, "pending");
         assert_eq!(detail.next_attempt_at, Timestamp(9));
         drop(store);

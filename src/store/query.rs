@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, StoreError, q};
+use super::{AttemptRecord, Store, StoreError, q};
 use crate::infer::model::Timestamp;
 
 /// One delivery as listed.
@@ -88,17 +88,11 @@ pub struct HookSummary {
     pub disabled: Option<String>,
 }
 
-/// One attempt, for `deliveries show`.
+/// One stored attempt, for `deliveries show`: its number and what was recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttemptRow {
     pub n: u32,
-    pub started_at: Timestamp,
-    pub duration_us: i64,
-    pub request_headers: Vec<(String, String)>,
-    pub response_status: Option<u16>,
-    pub response_headers: Vec<(String, String)>,
-    pub response_body: Vec<u8>,
-    pub error: Option<String>,
+    pub attempt: AttemptRecord,
 }
 
 /// A delivery with its body and attempts.
@@ -194,13 +188,17 @@ impl Store {
                 .query_map([row.seq], |r| {
                     Ok(AttemptRow {
                         n: r.get(0)?,
-                        started_at: Timestamp(r.get(1)?),
-                        duration_us: r.get(2)?,
-                        request_headers: headers_of(r.get(3)?),
-                        response_status: r.get(4)?,
-                        response_headers: headers_of(r.get(5)?),
-                        response_body: r.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default(),
-                        error: r.get(7)?,
+                        attempt: AttemptRecord {
+                            started_at: Timestamp(r.get(1)?),
+                            duration: std::time::Duration::from_micros(
+                                r.get::<_, i64>(2)?.unsigned_abs(),
+                            ),
+                            request_headers: headers_of(r.get(3)?),
+                            response_status: r.get(4)?,
+                            response_headers: headers_of(r.get(5)?),
+                            response_body: r.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default(),
+                            error: r.get(7)?,
+                        },
                     })
                 })
                 .map_err(q("read attempts"))?
