@@ -40,6 +40,8 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("there is no database {} yet: has the daemon run with this state_dir?", path.display())]
+    NoDatabase { path: PathBuf },
     #[error("cannot open the database {}", path.display())]
     OpenDatabase {
         path: PathBuf,
@@ -185,13 +187,7 @@ impl Store {
     pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.join(DB_FILE);
         if !path.exists() {
-            return Err(StoreError::OpenDatabase {
-                source: rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                    Some("no database yet: has the daemon run with this state_dir?".into()),
-                ),
-                path,
-            });
+            return Err(StoreError::NoDatabase { path });
         }
         let conn = Connection::open_with_flags(
             &path,
