@@ -51,7 +51,7 @@ pub struct Control {
     pub reload: Option<mpsc::Receiver<()>>,
     /// Told once the first reconcile is done.
     pub ready: Option<oneshot::Sender<()>>,
-    /// Where to reload the config from (`None`: reload is refused).
+    /// Where to reload the config from (`None`: no reloads).
     pub config_path: Option<PathBuf>,
 }
 
@@ -155,18 +155,19 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 .filter(|s| s.polling)
                 .map(|s| s.next_poll)
                 .fold(wake, |a, b| a.min(b));
+            // Reloads need a file to read again; without one (the demo) nothing asks.
             let reload = async {
-                match control.reload.as_mut() {
-                    Some(r) => r.recv().await,
-                    None => std::future::pending().await,
+                match (control.reload.as_mut(), control.config_path.as_deref()) {
+                    (Some(r), Some(path)) => r.recv().await.map(|()| path),
+                    _ => std::future::pending().await,
                 }
             };
             tokio::select! {
                 _ = dirty.notified() => tokio::time::sleep(COALESCE).await,
                 _ = tokio::time::sleep_until(wake) => {}
-                Some(()) = reload => {
+                Some(path) = reload => {
                     sd_notify("RELOADING=1");
-                    match reload_config(control.config_path.as_deref(), &mut config) {
+                    match reload_config(path, &mut config) {
                         Reload::Applied => {
                             stop_workers(workers, Duration::from_secs(0)).await;
                             sites = load_sites(&config, &store, watcher.is_none())?;
@@ -264,10 +265,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
 
 /// Loads the config again; a config that fails validation is rejected and the
 /// running one stays. `state_dir` changes wait for a restart.
-fn reload_config(path: Option<&std::path::Path>, config: &mut Config) -> Reload {
-    let Some(path) = path else {
-        return Reload::Rejected(LoadError::Invalid(Vec::new()));
-    };
+fn reload_config(path: &std::path::Path, config: &mut Config) -> Reload {
     match config::load(path) {
         Ok(mut new) => {
             if new.daemon.state_dir != config.daemon.state_dir {

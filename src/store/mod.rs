@@ -133,10 +133,7 @@ impl Store {
     /// Opens (creating if needed) the outbox for the daemon, holding the state
     /// directory's lock.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateStateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        create_state_dir(dir)?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::options()
             .create(true)
@@ -161,26 +158,7 @@ impl Store {
                 });
             }
         }
-        let path = dir.join(DB_FILE);
-        let conn = Connection::open(&path).map_err(|source| StoreError::OpenDatabase {
-            path: path.clone(),
-            source,
-        })?;
-        check_integrity(&conn, &path)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(q("set busy timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| corrupt_or(e, &path, "set WAL mode"))?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(q("set synchronous"))?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(q("enable foreign keys"))?;
-        migrate(&conn, &path)?;
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
-            _lock: Some(Arc::new(lock)),
-        })
+        Self::open_writable(dir, Some(lock))
     }
 
     /// Opens the outbox read-only (for `status`, `deliveries` while a daemon runs).
@@ -218,10 +196,13 @@ impl Store {
     /// Opens (creating if needed) the outbox for a command that writes (`redeliver`,
     /// `hooks test`), beside a running daemon: no lock file, SQLite's own locking.
     pub fn open_shared(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateStateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        create_state_dir(dir)?;
+        Self::open_writable(dir, None)
+    }
+
+    /// The connection setup every writer shares: integrity check, WAL,
+    /// `synchronous=FULL`, migrations.
+    fn open_writable(dir: &Path, lock: Option<File>) -> Result<Store, StoreError> {
         let path = dir.join(DB_FILE);
         let conn = Connection::open(&path).map_err(|source| StoreError::OpenDatabase {
             path: path.clone(),
@@ -234,11 +215,13 @@ impl Store {
             .map_err(|e| corrupt_or(e, &path, "set WAL mode"))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(q("set synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(q("enable foreign keys"))?;
         migrate(&conn, &path)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path,
-            _lock: None,
+            _lock: lock.map(Arc::new),
         })
     }
 
@@ -483,6 +466,13 @@ impl Store {
     pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
         f(&self.conn())
     }
+}
+
+fn create_state_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateStateDir {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 fn insert_events(
