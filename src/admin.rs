@@ -9,7 +9,7 @@ use crate::config::{self, Config};
 use crate::deliver;
 use crate::infer::model::Timestamp;
 use crate::store::{DeliveryUpdate, LOCK_FILE, Store};
-use crate::telemetry::{chain, printable};
+use crate::telemetry::{chain, escape};
 
 /// An error to print and exit 1 with.
 #[derive(Debug)]
@@ -95,7 +95,7 @@ pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<()> {
         let last = match (s.last_attempt_at, s.last_status, &s.last_error) {
             (None, _, _) => "never attempted".to_string(),
             (Some(t), Some(code), _) => format!("HTTP {code} {}", age(t, now)),
-            (Some(t), None, Some(e)) => format!("{} {}", printable(e), age(t, now)),
+            (Some(t), None, Some(e)) => format!("{} {}", escape(e), age(t, now)),
             (Some(t), None, None) => format!("no answer {}", age(t, now)),
         };
         let _ = writeln!(
@@ -133,7 +133,7 @@ pub fn list(
     for r in rows {
         let last = match (r.last_status, &r.last_error) {
             (Some(code), _) => format!("HTTP {code}"),
-            (None, Some(e)) => printable(e),
+            (None, Some(e)) => escape(e),
             (None, None) => "-".into(),
         };
         let created = r.created_at.rfc3339();
@@ -176,7 +176,7 @@ pub fn show(path: &std::path::Path, id: &str, out: &mut impl Write) -> Result<()
         Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
         Err(_) => String::from_utf8_lossy(&d.body).into_owned(),
     };
-    let _ = writeln!(out, "\nrequest body:\n{}", printable(&body));
+    let _ = writeln!(out, "\nrequest body:\n{}", escape(&body));
     for row in &d.attempts {
         let a = &row.attempt;
         let _ = writeln!(
@@ -187,19 +187,19 @@ pub fn show(path: &std::path::Path, id: &str, out: &mut impl Write) -> Result<()
             a.duration.as_millis()
         );
         for (k, v) in &a.request_headers {
-            let _ = writeln!(out, "  > {k}: {}", printable(v));
+            let _ = writeln!(out, "  > {k}: {}", escape(v));
         }
         match a.response_status {
             Some(code) => {
                 let _ = writeln!(out, "  < HTTP {code}");
                 for (k, v) in &a.response_headers {
-                    let _ = writeln!(out, "  < {k}: {}", printable(v));
+                    let _ = writeln!(out, "  < {k}: {}", escape(v));
                 }
                 if !a.response_body.is_empty() {
                     let _ = writeln!(
                         out,
                         "  < {}",
-                        printable(&String::from_utf8_lossy(&a.response_body))
+                        escape(&String::from_utf8_lossy(&a.response_body))
                     );
                 }
             }
@@ -208,7 +208,7 @@ pub fn show(path: &std::path::Path, id: &str, out: &mut impl Write) -> Result<()
             }
         }
         if let Some(e) = &a.error {
-            let _ = writeln!(out, "  error: {}", printable(e));
+            let _ = writeln!(out, "  error: {}", escape(e));
         }
     }
     Ok(())

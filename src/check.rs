@@ -9,7 +9,7 @@ use crate::infer::{self, model::SiteState, model::Timestamp};
 use crate::snapshot::kudu::KuduEntry;
 use crate::snapshot::marker::MarkerFile;
 use crate::snapshot::{self, Current, LayoutSnapshot, Reader};
-use crate::telemetry::{chain, printable};
+use crate::telemetry::{chain, escape};
 
 /// Returns true when the config is valid and every site can be read.
 pub fn run(path: &Path) -> bool {
@@ -62,7 +62,7 @@ pub fn run(path: &Path) -> bool {
                     Current::Dangling(n) => format!("releases/{n} (DANGLING)"),
                     Current::Outside(t) => format!("{t} (outside releases/)"),
                 };
-                println!("  current -> {}", printable(&current));
+                println!("  current -> {}", escape(&current));
                 println!("  releases: {}", r.releases.len());
                 if let Some(log) = &r.revisions_log {
                     println!("  revisions.log: {} lines", log.entries.len());
@@ -85,7 +85,7 @@ pub fn run(path: &Path) -> bool {
                 println!("  layout: git ({why})");
                 match &g.error {
                     Some(e) => {
-                        println!("  error: cannot read the repository: {}", printable(e));
+                        println!("  error: cannot read the repository: {}", escape(e));
                         ok = false;
                     }
                     None => println!(
@@ -105,7 +105,7 @@ pub fn run(path: &Path) -> bool {
                         println!("  status file {file}: absent (nothing deployed yet)")
                     }
                     MarkerFile::NotReady { reason, .. } => {
-                        println!("  status file {file}: unreadable ({})", printable(reason))
+                        println!("  status file {file}: unreadable ({})", escape(reason))
                     }
                     MarkerFile::Ready { marker, status, .. } => println!(
                         "  status file {file}: {status}, id {}",
@@ -128,7 +128,7 @@ pub fn run(path: &Path) -> bool {
             ),
         }
         for w in &warnings {
-            println!("  warning: {}", printable(&w.message));
+            println!("  warning: {}", escape(&w.message));
         }
         let inference = infer::infer(&SiteState::default(), &snap, now, &site.params());
         match &inference.state.live {
@@ -150,13 +150,13 @@ pub fn run(path: &Path) -> bool {
                     _ => String::new(),
                 };
                 if live.release == live.id {
-                    println!("  live: {}{}", live.id, printable(&commit));
+                    println!("  live: {}{}", live.id, escape(&commit));
                 } else {
                     println!(
                         "  live: release {} id {}{}",
                         live.release,
                         live.id,
-                        printable(&commit)
+                        escape(&commit)
                     );
                 }
             }
@@ -174,7 +174,7 @@ pub fn run(path: &Path) -> bool {
             );
         }
         for a in &inference.anomalies {
-            println!("  note: {}", printable(&a.message));
+            println!("  note: {}", escape(&a.message));
         }
     }
     for h in &config.hooks {

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Secret;
 use crate::deliver::sign;
-use crate::telemetry::printable;
+use crate::telemetry::escape;
 
 /// One request as it arrived.
 #[derive(Clone, Debug)]
@@ -56,7 +56,7 @@ impl Received {
             Some(false) => "INVALID",
             None => "none",
         };
-        printable(&format!(
+        escape(&format!(
             "{:<15} {:>9} -> {:<9} id {}  seq {}  signature {signature}",
             self.header("x-deployhook-event").unwrap_or("-"),
             field("previousStatus").replace('-', "new"),
@@ -84,7 +84,7 @@ impl Received {
             Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
             Err(_) => String::from_utf8_lossy(&self.body).into_owned(),
         };
-        printable(&format!(
+        escape(&format!(
             "{} {}  event={event} delivery={delivery} signature={signature}\n{body}",
             self.method, self.path
         ))

@@ -40,12 +40,41 @@ pub fn chain(e: &dyn Error) -> String {
     s
 }
 
-/// Strips control characters from text that came from disk or git before it reaches a
-/// terminal.
-pub fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
-        .collect()
+/// Escapes text that came from a site, a repository or a receiver for one line of a
+/// terminal or a log: control characters (newlines, ESC, BEL, C1 codes) and the
+/// invisible bidirectional overrides become visible escapes (`\n`, `\u{1b}`), so such
+/// text can neither forge a line nor drive the terminal.
+pub fn escape(s: &str) -> String {
+    escape_with(s, false)
+}
+
+/// Like [`escape`], but keeps line breaks: for multi-line bodies printed on their own.
+pub fn escape_multiline(s: &str) -> String {
+    escape_with(s, true)
+}
+
+fn escape_with(s: &str, keep_newlines: bool) -> String {
+    let needs = |c: char| {
+        (c.is_control() && !(keep_newlines && c == '\n'))
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(needs) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if !needs(c) {
+            out.push(c);
+            continue;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+        }
+    }
+    out
 }
 
 /// Sends a state line to systemd when run under `Type=notify` (no-op otherwise).

@@ -32,12 +32,15 @@ impl Timestamp {
         self.0.div_euclid(1_000_000)
     }
 
+    /// The same time as a `SystemTime`; saturates at the ends of what `SystemTime` holds.
     pub fn to_system(self) -> SystemTime {
-        if self.0 >= 0 {
-            UNIX_EPOCH + Duration::from_micros(self.0.unsigned_abs())
+        let d = Duration::from_micros(self.0.unsigned_abs());
+        let t = if self.0 >= 0 {
+            UNIX_EPOCH.checked_add(d)
         } else {
-            UNIX_EPOCH - Duration::from_micros(self.0.unsigned_abs())
-        }
+            UNIX_EPOCH.checked_sub(d)
+        };
+        t.unwrap_or(UNIX_EPOCH)
     }
 
     pub fn plus(self, d: Duration) -> Self {
@@ -53,15 +56,58 @@ impl Timestamp {
     }
 
     /// RFC 3339 in UTC with seven fractional digits and `Z`, as Kudu writes times
-    /// (`2026-11-20T09:14:02.1034000Z`).
+    /// (`2026-11-20T09:14:02.1034000Z`). Any `i64` is accepted: a time outside the range a
+    /// calendar can show (years -9999 to 9999) is clamped to that range's ends.
     pub fn rfc3339(self) -> String {
-        let nanos = humantime::format_rfc3339_nanos(self.to_system()).to_string();
-        // "YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ" -> keep 7 of the 9 fractional digits.
-        match nanos.find('.') {
-            Some(dot) if nanos.len() >= dot + 8 => format!("{}Z", &nanos[..dot + 8]),
-            _ => nanos,
-        }
+        let t = jiff::Timestamp::from_microsecond(self.0).unwrap_or(if self.0 < 0 {
+            jiff::Timestamp::MIN
+        } else {
+            jiff::Timestamp::MAX
+        });
+        format!("{t:.7}")
     }
+
+    /// Parses an RFC 3339 time with `Z` or a numeric offset (`2026-11-20T09:14:02+01:00`);
+    /// `None` for anything else, including times outside years -9999 to 9999. Never panics.
+    pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+        let s = s.trim();
+        if s.len() > 64 {
+            return None;
+        }
+        let t: jiff::Timestamp = s.parse().ok()?;
+        Some(Timestamp(i64::try_from(t.as_microsecond()).ok()?))
+    }
+}
+
+/// Cuts `s` to at most `max` bytes (on a character boundary), ending it with
+/// [`TRUNCATED`] when it was cut, so the cut is visible wherever the text goes.
+/// Idempotent: a text already cut by this function is returned unchanged.
+pub fn cap_text(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let keep = max.saturating_sub(TRUNCATED.len());
+    let mut end = keep.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{TRUNCATED}", &s[..end])
+}
+
+/// Whether `s` was cut by [`cap_text`].
+pub fn is_capped(s: &str) -> bool {
+    s.ends_with(TRUNCATED)
+}
+
+/// What [`cap_text`] appends to a text it cut.
+pub const TRUNCATED: &str = "…[truncated]";
+
+/// Caps for text that comes from a site, a repository or a receiver (bytes).
+pub mod caps {
+    /// A commit message, a Kudu `message` or `statusText`.
+    pub const MESSAGE: usize = 64 * 1024;
+    /// Ids, author names and emails, deployers, branches, progress texts.
+    pub const SHORT: usize = 1024;
 }
 
 /// A deployment's status. Ordered: statuses only move forward.
@@ -197,6 +243,11 @@ pub struct SiteState {
     pub known_releases: BTreeSet<String>,
     /// Capistrano: complete `revisions.log` lines already consumed.
     pub log_seen: usize,
+    /// Capistrano: since when the line at `log_seen` has been held back because it names
+    /// a release the listing does not show (yet); it is consumed once the release is
+    /// listed, or given up after `idle_timeout`.
+    #[serde(default)]
+    pub log_hold_since: Option<Timestamp>,
     /// Capistrano: the commit the mirror's branch pointed at in the last snapshot; git:
     /// the watched branch's commit.
     pub repo_head: Option<String>,

@@ -61,11 +61,16 @@ pub fn infer(
     st.known_releases = snap.releases.keys().cloned().collect();
     st.current = current;
     if let Some(log) = &snap.revisions_log {
-        st.log_seen = log.entries.len();
+        st.log_seen = run.log.consumed.unwrap_or(log.entries.len());
+        st.log_hold_since = run.log.hold_since;
     }
     st.repo_head = snap.repo_head.clone();
     st.lock_held = lock_now;
     let wake_at = run.wake_at();
+    let wake_at = match run.log.recheck_at {
+        Some(t) => Some(wake_at.map_or(t, |w| w.min(t))),
+        None => wake_at,
+    };
     Inference {
         state: run.st,
         transitions: run.transitions,
@@ -81,6 +86,12 @@ struct NewLogLines {
     deployed: Vec<(String, String, String, String)>,
     /// (release, user)
     rolled_back: Vec<(String, String)>,
+    /// How many lines are consumed when some are held back (`None`: all of them).
+    consumed: Option<usize>,
+    /// Since when the first held-back line has been held.
+    hold_since: Option<Timestamp>,
+    /// When to read again to see whether a held-back line's release is listed now.
+    recheck_at: Option<Timestamp>,
 }
 
 struct Run<'a> {
@@ -120,6 +131,12 @@ impl Run<'_> {
         }
     }
 
+    /// Takes the `revisions.log` lines written since the last snapshot. A line naming a
+    /// release this snapshot does not list (and never listed: a deleted one is fine) does
+    /// not add up yet — the log was read after the listing, or the snapshot raced the
+    /// deploy — so it and the lines after it stay unconsumed and are read again; only
+    /// after `idle_timeout` is such a line given up, with an anomaly. Lines after it are
+    /// already credited (crediting is idempotent), so a held line delays nothing.
     fn read_new_log_lines(&mut self) {
         let Some(log) = &self.snap.revisions_log else {
             return;
@@ -133,7 +150,21 @@ impl Run<'_> {
         } else {
             self.st.log_seen
         };
+        let mut held: Option<(usize, String)> = None;
         for (i, entry) in log.entries.iter().enumerate().skip(start) {
+            let named = match entry {
+                LogEntry::Deployed { release, .. } | LogEntry::RolledBack { release, .. } => {
+                    Some(release)
+                }
+                LogEntry::Garbage(_) => None,
+            };
+            if held.is_none()
+                && let Some(r) = named
+                && !self.snap.releases.contains_key(r)
+                && !self.st.known_releases.contains(r)
+            {
+                held = Some((i, r.clone()));
+            }
             match entry {
                 LogEntry::Deployed {
                     branch,
@@ -149,18 +180,40 @@ impl Run<'_> {
                 LogEntry::RolledBack { user, release } => {
                     self.log.rolled_back.push((release.clone(), user.clone()))
                 }
-                LogEntry::Garbage(line) => {
-                    let line = line.chars().take(120).collect::<String>();
-                    self.anomaly(
-                        format!("revisions.log:{}", i + 1),
-                        format!(
-                            "revisions.log line {} is not a Capistrano log line, ignored: {line:?}",
-                            i + 1
-                        ),
-                    )
-                }
+                LogEntry::Garbage(line) => self.anomaly(
+                    format!("revisions.log:{}", i + 1),
+                    format!(
+                        "revisions.log line {} is not a Capistrano log line, ignored: {line:?}",
+                        i + 1
+                    ),
+                ),
             }
         }
+        let Some((index, release)) = held else {
+            return;
+        };
+        let since = match self.st.log_hold_since {
+            Some(t) if self.st.log_seen == index => t,
+            _ => self.now,
+        };
+        if self.now.since(since) >= self.p.idle_timeout {
+            self.anomaly(
+                format!("revisions.log-unlisted:{}", index + 1),
+                format!(
+                    "revisions.log line {} names release {release}, which releases/ never listed; ignored",
+                    index + 1
+                ),
+            );
+            return;
+        }
+        self.log.consumed = Some(index);
+        self.log.hold_since = Some(since);
+        // Look again soon, backing off: the listing normally catches up at the next read.
+        let waited = self.now.since(since);
+        self.log.recheck_at = Some(
+            self.now
+                .plus((waited / 2).max(std::time::Duration::from_millis(250))),
+        );
     }
 
     /// Deployer's lock appearing, or Capistrano's mirror moving to a commit no release

@@ -76,13 +76,7 @@ pub fn read_commit(repos: &[PathBuf], sha: &str) -> Result<CommitInfo, GitError>
             repo.find_commit(oid)
         };
         if let Ok(c) = found {
-            let sig = c.author();
-            return Ok(CommitInfo {
-                author: sig.name().unwrap_or_default().to_string(),
-                email: sig.email().unwrap_or_default().to_string(),
-                message: c.message().unwrap_or_default().trim_end().to_string(),
-                time: Timestamp::from_unix_seconds(c.time().seconds()),
-            });
+            return Ok(commit_info(&c));
         }
     }
     if searched.is_empty() {
@@ -190,18 +184,31 @@ fn read_git_site_inner(
     } else {
         repo.diff_tree_to_workdir_with_index(Some(&tree), Some(&mut opts))?
     };
-    let sig = commit.author();
     Ok(GitSite {
         branch: Some(name),
         branch_commit: Some(commit.id().to_string()),
         head_commit,
         tree_matches: diff.deltas().len() == 0,
-        commit: Some(CommitInfo {
-            author: sig.name().unwrap_or_default().to_string(),
-            email: sig.email().unwrap_or_default().to_string(),
-            message: commit.message().unwrap_or_default().trim_end().to_string(),
-            time: Timestamp::from_unix_seconds(commit.time().seconds()),
-        }),
+        commit: Some(commit_info(&commit)),
         error: None,
     })
+}
+
+/// A commit's author data, each field capped (a repository is outside input too): the
+/// message at 64 KiB, names and emails at 1 KiB. Non-UTF-8 bytes are replaced.
+fn commit_info(c: &git2::Commit<'_>) -> CommitInfo {
+    use crate::infer::model::{cap_text, caps};
+    let sig = c.author();
+    let lossy = |b: &[u8], max: usize| {
+        let b = &b[..b.len().min(max + 4)];
+        cap_text(&String::from_utf8_lossy(b), max)
+    };
+    CommitInfo {
+        author: lossy(sig.name_bytes(), caps::SHORT),
+        email: lossy(sig.email_bytes(), caps::SHORT),
+        message: lossy(c.message_bytes(), caps::MESSAGE)
+            .trim_end()
+            .to_string(),
+        time: Timestamp::from_unix_seconds(c.time().seconds()),
+    }
 }

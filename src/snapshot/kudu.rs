@@ -8,8 +8,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::file::{self, FileProblem};
+use super::marker::short_reason;
 use super::releases::parse_time;
-use crate::infer::model::{Status, Timestamp};
+use crate::infer::model::{Status, Timestamp, cap_text, caps};
 
 /// One deployment as `status.xml` describes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -76,12 +78,17 @@ fn nonempty(s: Option<String>) -> Option<String> {
     s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// A trimmed, non-empty field, capped at `max` bytes.
+fn field(s: Option<String>, max: usize) -> Option<String> {
+    nonempty(s).map(|s| cap_text(&s, max))
+}
+
 /// Parses the text of a `status.xml`.
 pub fn parse_status_xml(text: &str) -> Result<KuduStatus, String> {
     if text.trim().is_empty() {
         return Err("empty".into());
     }
-    let x: Xml = quick_xml::de::from_str(text).map_err(|e| e.to_string())?;
+    let x: Xml = quick_xml::de::from_str(text).map_err(|e| short_reason(&e.to_string()))?;
     let status_name = nonempty(x.status).ok_or("no <status> element")?;
     let status = match status_name.as_str() {
         "Pending" => Status::Pending,
@@ -89,18 +96,18 @@ pub fn parse_status_xml(text: &str) -> Result<KuduStatus, String> {
         "Deploying" => Status::Deploying,
         "Failed" => Status::Failed,
         "Success" => Status::Success,
-        other => return Err(format!("unknown status {other:?}")),
+        other => return Err(format!("unknown status {:?}", cap_text(other, 40))),
     };
     let time = |s: Option<String>| nonempty(s).as_deref().and_then(parse_time);
     Ok(KuduStatus {
-        id: nonempty(x.id).unwrap_or_default(),
+        id: field(x.id, caps::SHORT).unwrap_or_default(),
         status: Some(status),
-        status_text: nonempty(x.status_text).unwrap_or_default(),
-        author: nonempty(x.author),
-        author_email: nonempty(x.author_email),
-        message: nonempty(x.message),
-        deployer: nonempty(x.deployer),
-        progress: nonempty(x.progress).unwrap_or_default(),
+        status_text: field(x.status_text, caps::MESSAGE).unwrap_or_default(),
+        author: field(x.author, caps::SHORT),
+        author_email: field(x.author_email, caps::SHORT),
+        message: field(x.message, caps::MESSAGE),
+        deployer: field(x.deployer, caps::SHORT),
+        progress: field(x.progress, caps::SHORT).unwrap_or_default(),
         received_time: time(x.received_time),
         start_time: time(x.start_time),
         end_time: time(x.end_time),
@@ -109,13 +116,15 @@ pub fn parse_status_xml(text: &str) -> Result<KuduStatus, String> {
     })
 }
 
-/// Reads `<root>/deployments/`.
+/// Reads `<root>/deployments/`: `active` and each `status.xml` are regular files of at
+/// most 1 MiB, not followed if they are symlinks. A file that cannot be read is
+/// `NotReady` with the reason (never its content).
 pub fn read_kudu(root: &Path) -> KuduSnapshot {
     let dir = root.join("deployments");
     let mut snap = KuduSnapshot {
-        active: std::fs::read_to_string(dir.join("active"))
+        active: file::read_small(&dir.join("active"))
             .ok()
-            .map(|s| s.trim().to_string())
+            .map(|r| cap_text(String::from_utf8_lossy(&r.bytes).trim(), caps::SHORT))
             .filter(|s| !s.is_empty()),
         ..KuduSnapshot::default()
     };
@@ -130,29 +139,39 @@ pub fn read_kudu(root: &Path) -> KuduSnapshot {
             continue;
         }
         let is_dir = std::fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir());
-        let file = entry.path().join("status.xml");
         if !is_dir {
             continue;
         }
-        let modified = match std::fs::metadata(&file) {
-            Ok(m) => m.modified().map(Timestamp::from_system).unwrap_or_default(),
-            Err(_) => continue, // not a deployment (yet)
-        };
-        let parsed = std::fs::read(&file)
-            .map_err(|e| e.to_string())
-            .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8".to_string()))
-            .and_then(|t| parse_status_xml(&t));
-        let entry = match parsed {
-            Ok(mut status) => {
-                if status.id.is_empty() {
-                    status.id = name.clone();
-                }
-                KuduEntry::Ready {
-                    status: Box::new(status),
-                    modified,
+        let path = entry.path().join("status.xml");
+        let entry = match file::read_small(&path) {
+            Err(FileProblem::Missing) => continue, // not a deployment (yet)
+            Err(e) => KuduEntry::NotReady {
+                reason: e.to_string(),
+                modified: std::fs::symlink_metadata(&path)
+                    .and_then(|m| m.modified())
+                    .map(Timestamp::from_system)
+                    .unwrap_or_default(),
+            },
+            Ok(read) => {
+                let parsed = String::from_utf8(read.bytes)
+                    .map_err(|_| "not UTF-8".to_string())
+                    .and_then(|t| parse_status_xml(&t));
+                match parsed {
+                    Ok(mut status) => {
+                        if status.id.is_empty() {
+                            status.id = name.clone();
+                        }
+                        KuduEntry::Ready {
+                            status: Box::new(status),
+                            modified: read.modified,
+                        }
+                    }
+                    Err(reason) => KuduEntry::NotReady {
+                        reason,
+                        modified: read.modified,
+                    },
                 }
             }
-            Err(reason) => KuduEntry::NotReady { reason, modified },
         };
         snap.deployments.insert(name, entry);
     }

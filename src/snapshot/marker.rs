@@ -6,7 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::infer::model::{Status, Timestamp};
+use super::file::{self, FileProblem};
+use crate::infer::model::{Status, Timestamp, cap_text, caps};
 
 pub const DEFAULT_FILE: &str = ".deployhook-status.json";
 
@@ -57,32 +58,54 @@ pub struct MarkerSnapshot {
     pub commit: Option<crate::infer::model::CommitInfo>,
 }
 
-/// Parses the marker file's text.
+/// Parses the marker file's text. Every field is capped (the message and `statusText`
+/// at 64 KiB, the rest at 1 KiB), the cut marked in the text.
 pub fn parse_marker(text: &str) -> Result<(Marker, Status), String> {
-    let m: Marker = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let status =
-        Status::parse(&m.status).ok_or_else(|| format!("unknown status {:?}", m.status))?;
+    let m: Marker = serde_json::from_str(text).map_err(|e| short_reason(&e.to_string()))?;
+    let status = Status::parse(&m.status)
+        .ok_or_else(|| format!("unknown status {:?}", cap_text(&m.status, 40)))?;
+    let short = |v: Option<String>| v.map(|v| cap_text(&v, caps::SHORT));
+    let long = |v: Option<String>| v.map(|v| cap_text(&v, caps::MESSAGE));
+    let m = Marker {
+        status: m.status,
+        id: short(m.id),
+        deployer: short(m.deployer),
+        message: long(m.message),
+        author: short(m.author),
+        author_email: short(m.author_email),
+        status_text: long(m.status_text),
+        progress: short(m.progress),
+    };
     Ok((m, status))
 }
 
-/// Reads the marker file.
-pub fn read_marker(file: &Path) -> MarkerFile {
-    let meta = match std::fs::metadata(file) {
-        Ok(m) => m,
-        Err(_) => return MarkerFile::Absent,
-    };
-    let modified = meta
-        .modified()
-        .map(Timestamp::from_system)
-        .unwrap_or_default();
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
+/// A parser's complaint, cut short: it may quote the input, which is never echoed whole.
+pub fn short_reason(e: &str) -> String {
+    cap_text(e, 100)
+}
+
+/// Reads the marker file (a regular file of at most 1 MiB, not followed if a symlink).
+pub fn read_marker(path: &Path) -> MarkerFile {
+    let read = match file::read_small(path) {
+        Ok(r) => r,
+        Err(FileProblem::Missing) => return MarkerFile::Absent,
         Err(e) => {
+            let modified = std::fs::symlink_metadata(path)
+                .and_then(|m| m.modified())
+                .map(Timestamp::from_system)
+                .unwrap_or_default();
             return MarkerFile::NotReady {
                 reason: e.to_string(),
                 modified,
             };
         }
+    };
+    let modified = read.modified;
+    let Ok(text) = String::from_utf8(read.bytes) else {
+        return MarkerFile::NotReady {
+            reason: "not UTF-8 text".into(),
+            modified,
+        };
     };
     match parse_marker(&text) {
         Ok((marker, status)) => MarkerFile::Ready {

@@ -6,6 +6,7 @@
 //! what is worth keeping between reads of one site: commit data by SHA (commits never
 //! change) and which warnings it has already logged.
 
+pub mod file;
 pub mod git;
 pub mod kudu;
 pub mod marker;

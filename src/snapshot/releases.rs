@@ -7,9 +7,13 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
+use super::file::{self, FileProblem};
 use super::{Warning, git};
 use crate::config::SiteConfig;
-use crate::infer::model::{CommitInfo, Timestamp};
+use crate::infer::model::{CommitInfo, Timestamp, cap_text, caps};
+
+/// The cap for one read of an append-only log (`revisions.log`, `.dep/releases_log`).
+pub const LOG_CAP: u64 = 64 * 1024 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavour {
@@ -184,7 +188,7 @@ pub fn parse_revisions_log(text: &str) -> RevisionsLog {
 }
 
 fn parse_revisions_log_line(line: &str) -> LogEntry {
-    let garbage = || LogEntry::Garbage(line.to_string());
+    let garbage = || LogEntry::Garbage(cap_text(line, 120));
     if let Some(rest) = line.strip_prefix("Branch ") {
         // Branch <branch> (at <sha>) deployed as release <release> by <user>
         let Some((branch, rest)) = rest.split_once(" (at ") else {
@@ -200,17 +204,17 @@ fn parse_revisions_log_line(line: &str) -> LogEntry {
             return garbage();
         }
         return LogEntry::Deployed {
-            branch: branch.to_string(),
-            sha: sha.to_string(),
+            branch: cap_text(branch, caps::SHORT),
+            sha: cap_text(sha, caps::SHORT),
             release: release.to_string(),
-            user: user.trim().to_string(),
+            user: cap_text(user.trim(), caps::SHORT),
         };
     }
     if let Some((user, release)) = line.split_once(" rolled back to release ") {
         let release = release.trim();
         if !release.is_empty() && !release.contains(char::is_whitespace) {
             return LogEntry::RolledBack {
-                user: user.trim().to_string(),
+                user: cap_text(user.trim(), caps::SHORT),
                 release: release.to_string(),
             };
         }
@@ -233,35 +237,30 @@ pub fn parse_releases_log(text: &str) -> Vec<ReleasesLogEntry> {
         .into_iter()
         .filter_map(|l| serde_json::from_str::<Line>(l.trim()).ok())
         .map(|l| ReleasesLogEntry {
-            release_name: match l.release_name {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            },
+            release_name: cap_text(
+                &match l.release_name {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                },
+                caps::SHORT,
+            ),
             created_at: l.created_at.as_deref().and_then(parse_time),
-            user: l.user.filter(|u| !u.is_empty()),
-            target: l.target.filter(|t| !t.is_empty()),
+            user: l
+                .user
+                .filter(|u| !u.is_empty())
+                .map(|u| cap_text(&u, caps::SHORT)),
+            target: l
+                .target
+                .filter(|t| !t.is_empty())
+                .map(|t| cap_text(&t, caps::SHORT)),
         })
         .collect()
 }
 
-/// Parses an RFC 3339 time with `Z` or a numeric offset (`2026-11-20T09:14:02+01:00`).
+/// Parses an RFC 3339 time with `Z` or a numeric offset (`2026-11-20T09:14:02+01:00`);
+/// `None` for anything else. Never panics, whatever the text.
 pub fn parse_time(s: &str) -> Option<Timestamp> {
-    let s = s.trim();
-    if let Some(base) = s.strip_suffix('Z') {
-        return humantime::parse_rfc3339_weak(base)
-            .ok()
-            .map(Timestamp::from_system);
-    }
-    let (base, off) = s.split_at(s.len().checked_sub(6)?);
-    let sign = match off.as_bytes().first() {
-        Some(b'+') => 1,
-        Some(b'-') => -1,
-        _ => return None,
-    };
-    let (h, m) = off[1..].split_once(':')?;
-    let offset_secs = sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60);
-    let local = Timestamp::from_system(humantime::parse_rfc3339_weak(base).ok()?);
-    Some(Timestamp(local.0 - offset_secs * 1_000_000))
+    Timestamp::parse_rfc3339(s)
 }
 
 /// Reads the flavour: `.dep/` → Deployer; `revisions.log` or `repo/` → Capistrano.
@@ -276,6 +275,12 @@ pub fn read_flavour(root: &Path) -> Flavour {
 }
 
 /// Reads the whole layout of one site.
+///
+/// The parts are read in the reverse of the order deploy tools write them (logs and
+/// locks, then `current`, then the release listing): whatever an earlier read names was
+/// created before it was read, so a later read sees it too, and a snapshot read while a
+/// deploy runs never names a release it does not list (unless one was deleted between
+/// the reads, which `infer` tolerates).
 pub fn read_releases(
     site: &SiteConfig,
     commits: &mut BTreeMap<String, Option<CommitInfo>>,
@@ -285,6 +290,53 @@ pub fn read_releases(
     let flavour = read_flavour(root);
     let mut snap = ReleasesSnapshot::empty(flavour);
     let releases_dir = root.join("releases");
+
+    if flavour == Flavour::Capistrano || root.join("revisions.log").exists() {
+        let path = root.join("revisions.log");
+        match file::read_capped(&path, LOG_CAP) {
+            Ok(r) => {
+                snap.revisions_log = Some(parse_revisions_log(&String::from_utf8_lossy(&r.bytes)))
+            }
+            Err(FileProblem::Missing) => {}
+            Err(e) => warnings.push(file_warning(&path, &e)),
+        }
+    }
+
+    if flavour == Flavour::Deployer {
+        let dep = root.join(".dep");
+        let lock_path = dep.join("deploy.lock");
+        let lock = match file::read_small(&lock_path) {
+            Ok(r) => Some(cap_text(
+                String::from_utf8_lossy(&r.bytes).trim(),
+                caps::SHORT,
+            )),
+            Err(FileProblem::Missing) => None,
+            Err(e) => {
+                // It exists, so the lock is held; who holds it is unknown.
+                warnings.push(file_warning(&lock_path, &e));
+                Some(String::new())
+            }
+        };
+        let release_link = match read_release_link(root, &root.join("release")) {
+            Current::Release(n) | Current::Dangling(n) => Some(n),
+            _ => None,
+        };
+        let log_path = dep.join("releases_log");
+        let releases_log = match file::read_capped(&log_path, LOG_CAP) {
+            Ok(r) => parse_releases_log(&String::from_utf8_lossy(&r.bytes)),
+            Err(FileProblem::Missing) => Vec::new(),
+            Err(e) => {
+                warnings.push(file_warning(&log_path, &e));
+                Vec::new()
+            }
+        };
+        snap.deployer = Some(DeployerFiles {
+            lock,
+            release_link,
+            releases_log,
+        });
+    }
+
     snap.current = read_release_link(root, &root.join("current"));
 
     if let Ok(entries) = std::fs::read_dir(&releases_dir) {
@@ -362,38 +414,6 @@ pub fn read_releases(
         release.commit = cached.clone();
     }
 
-    if flavour == Flavour::Capistrano || root.join("revisions.log").exists() {
-        match std::fs::read(root.join("revisions.log")) {
-            Ok(bytes) => {
-                snap.revisions_log = Some(parse_revisions_log(&String::from_utf8_lossy(&bytes)))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => warnings.push(Warning {
-                key: "revisions.log".into(),
-                message: format!("cannot read {}: {e}", root.join("revisions.log").display()),
-            }),
-        }
-    }
-
-    if flavour == Flavour::Deployer {
-        let dep = root.join(".dep");
-        let lock = std::fs::read(dep.join("deploy.lock"))
-            .ok()
-            .map(|b| String::from_utf8_lossy(&b).trim().to_string());
-        let release_link = match read_release_link(root, &root.join("release")) {
-            Current::Release(n) | Current::Dangling(n) => Some(n),
-            _ => None,
-        };
-        let releases_log = std::fs::read(dep.join("releases_log"))
-            .map(|b| parse_releases_log(&String::from_utf8_lossy(&b)))
-            .unwrap_or_default();
-        snap.deployer = Some(DeployerFiles {
-            lock,
-            release_link,
-            releases_log,
-        });
-    }
-
     if flavour == Flavour::Capistrano {
         let mirror = site.repo.clone().unwrap_or_else(|| root.join("repo"));
         if mirror.exists()
@@ -403,11 +423,19 @@ pub fn read_releases(
                 .entry(head.clone())
                 .or_insert_with(|| git::read_commit(std::slice::from_ref(&mirror), &head).ok())
                 .clone();
-            snap.repo_branch = Some(branch);
+            snap.repo_branch = Some(cap_text(&branch, caps::SHORT));
             snap.repo_head = Some(head);
         }
     }
     snap
+}
+
+/// A warning about a file that could not be read: its path and why, never its content.
+pub fn file_warning(path: &Path, problem: &FileProblem) -> Warning {
+    Warning {
+        key: format!("file:{}:{problem}", path.display()),
+        message: format!("cannot read {}: {problem}", path.display()),
+    }
 }
 
 /// The repositories to look a release's commit up in, most specific first.
@@ -425,11 +453,11 @@ fn candidate_repos(site: &SiteConfig, flavour: Flavour) -> Vec<PathBuf> {
     repos
 }
 
-/// Reads `REVISION` in a release directory.
+/// Reads `REVISION` in a release directory (a regular file of at most 1 MiB).
 pub fn read_revision(release_dir: &Path) -> Revision {
-    match std::fs::read(release_dir.join("REVISION")) {
-        Ok(bytes) => parse_revision(&bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Revision::Missing,
+    match file::read_small(&release_dir.join("REVISION")) {
+        Ok(r) => parse_revision(&r.bytes),
+        Err(FileProblem::Missing) => Revision::Missing,
         Err(e) => Revision::Unreadable(e.to_string()),
     }
 }
