@@ -116,7 +116,8 @@ pub fn run(path: &Path) -> bool {
         }
         if let Some(h) = &site.health_url {
             println!(
-                "  health_url {h} (health_timeout {})",
+                "  health_url {} (health_timeout {})",
+                crate::config::redact_url(h),
                 humantime::format_duration(site.health_timeout)
             );
         }

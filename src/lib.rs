@@ -153,10 +153,13 @@ fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> u8 {
             return exit::FAILURE;
         }
     };
-    match rt.block_on(f) {
+    let result = rt.block_on(f);
+    // A read stuck in the kernel (a hung mount) must not keep the process from exiting.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => exit::OK,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!(error = %e, "fatal");
             eprintln!("error: {e}");
             exit::FAILURE
         }

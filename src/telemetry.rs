@@ -23,6 +23,51 @@ pub fn init(format: LogFormat, level: &str) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    install_panic_hook();
+}
+
+thread_local! {
+    /// Set while [`catch_panic`] runs: its caller reports the panic, the hook stays quiet.
+    static CAUGHT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Logs a panic as one escaped log line (a panic message may quote input from disk),
+/// unless it happens inside [`catch_panic`], whose caller reports it.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        if CAUGHT.with(|c| c.get()) {
+            return;
+        }
+        let text = panic_text(info.payload());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(panic = %escape(&text), location, "internal error (a bug: please report it)");
+        eprintln!(
+            "deployhook: internal error at {location}: {}",
+            escape(&text)
+        );
+    }));
+}
+
+/// Runs `f`, catching a panic: `Err` holds its message. The panic hook stays quiet.
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let was = CAUGHT.with(|c| c.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CAUGHT.with(|c| c.set(was));
+    r.map_err(|p| panic_text(p.as_ref()))
+}
+
+/// The text of a panic's payload.
+pub fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
 }
 
 /// An error and its causes, joined with ": ".

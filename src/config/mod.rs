@@ -189,11 +189,27 @@ impl HookConfig {
 
     /// The URL without credentials, for logs and output.
     pub fn display_url(&self) -> String {
-        let mut u = self.url.clone();
-        let _ = u.set_username("");
-        let _ = u.set_password(None);
-        u.to_string()
+        redact_url(&self.url)
     }
+}
+
+/// A URL as it may be shown or logged: no `user:pass@`, and every query value `***`
+/// (`?token=…` is a credential as often as not); names of query keys are kept.
+pub fn redact_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    if u.query().is_some() {
+        let keys: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        u.set_query(None);
+        if !keys.is_empty() {
+            let mut q = u.query_pairs_mut();
+            for k in keys {
+                q.append_pair(&k, "***");
+            }
+        }
+    }
+    u.to_string()
 }
 
 /// One problem in the config file.

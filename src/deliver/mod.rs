@@ -161,30 +161,20 @@ pub async fn send_attempt(
     now: Timestamp,
 ) -> (AttemptRecord, Response) {
     let headers = build_headers(hook, &d.id, &d.event, &d.body, now);
-    let mut url = hook.url.clone();
-    let user = url.username().to_string();
-    let password = url.password().map(str::to_string);
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    let mut req = client.post(url).body(d.body.clone());
+    // `user:pass@` in the URL goes as Basic auth: reqwest takes it out of the URL and
+    // percent-decodes it.
+    let mut req = client.post(hook.url.clone()).body(d.body.clone());
     for (k, v) in &headers {
         req = req.header(k, v);
-    }
-    if !user.is_empty() || password.is_some() {
-        let user = percent_decode(&user);
-        req = req.basic_auth(user, password.as_deref().map(percent_decode));
     }
     let started = Instant::now();
     let mut record = AttemptRecord {
         started_at: now,
-        request_headers: headers
-            .into_iter()
-            .filter(|(k, _)| !k.eq_ignore_ascii_case("authorization"))
-            .collect(),
+        request_headers: recorded_headers(hook, headers),
         ..AttemptRecord::default()
     };
     let response = match req.send().await {
-        Ok(resp) => {
+        Ok(mut resp) => {
             let code = resp.status().as_u16();
             let retry_after = resp
                 .headers()
@@ -195,12 +185,23 @@ pub async fn send_attempt(
             record.response_headers = resp
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                .take(MAX_RESPONSE_HEADERS)
+                .map(|(k, v)| {
+                    let v = String::from_utf8_lossy(v.as_bytes());
+                    (k.to_string(), crate::infer::model::cap_text(&v, 1024))
+                })
                 .collect();
-            match resp.bytes().await {
-                Ok(b) => record.response_body = b.to_vec(),
-                Err(e) => record.error = Some(format!("reading the response body: {e}")),
+            match read_capped_body(&mut resp, MAX_RESPONSE_BODY).await {
+                Ok(b) => record.response_body = b,
+                Err((b, e)) => {
+                    record.response_body = b;
+                    record.error =
+                        Some(format!("reading the response body: {}", describe_error(&e)));
+                }
             }
+            // Dropping `resp` here, unread, closes the connection: an endless body is
+            // never read past the cap.
+            drop(resp);
             Response::Status { code, retry_after }
         }
         Err(e) => {
@@ -212,11 +213,45 @@ pub async fn send_attempt(
     (record, response)
 }
 
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+/// At most this much of a response body is read; the rest is never read.
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+/// At most this many response headers are recorded.
+const MAX_RESPONSE_HEADERS: usize = 100;
+
+/// Reads at most `cap` bytes of a response body, chunk by chunk. On an error, what was
+/// read so far comes back with it.
+async fn read_capped_body(
+    resp: &mut reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, (Vec<u8>, reqwest::Error)> {
+    let mut body = Vec::new();
+    while body.len() < cap {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = cap - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => break,
+            Err(e) => return Err((body, e)),
+        }
+    }
+    Ok(body)
+}
+
+/// The request headers as they are recorded in the history: the values of the hook's
+/// own `headers` (API keys, tokens) are `***`; `Authorization` is never recorded.
+fn recorded_headers(hook: &HookConfig, headers: Vec<(String, String)>) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("authorization"))
+        .map(|(k, v)| {
+            if hook.headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(&k)) {
+                (k, "***".to_string())
+            } else {
+                (k, v)
+            }
+        })
+        .collect()
 }
 
 /// An error's chain without the URL (which may carry credentials).

@@ -75,7 +75,7 @@ impl Timestamp {
             return None;
         }
         let t: jiff::Timestamp = s.parse().ok()?;
-        Some(Timestamp(i64::try_from(t.as_microsecond()).ok()?))
+        Some(Timestamp(t.as_microsecond()))
     }
 }
 

@@ -135,15 +135,19 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         create_state_dir(dir)?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| StoreError::LockStateDir {
-                path: lock_path.clone(),
-                source,
-            })?;
+        let lock = {
+            use std::os::unix::fs::OpenOptionsExt;
+            File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&lock_path)
+        }
+        .map_err(|source| StoreError::LockStateDir {
+            path: lock_path.clone(),
+            source,
+        })?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -204,6 +208,7 @@ impl Store {
     /// `synchronous=FULL`, migrations.
     fn open_writable(dir: &Path, lock: Option<File>) -> Result<Store, StoreError> {
         let path = dir.join(DB_FILE);
+        secure_database_files(&path);
         let conn = Connection::open(&path).map_err(|source| StoreError::OpenDatabase {
             path: path.clone(),
             source,
@@ -218,6 +223,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(q("enable foreign keys"))?;
         migrate(&conn, &path)?;
+        secure_database_files(&path);
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -468,11 +474,64 @@ impl Store {
     }
 }
 
+/// Creates the state directory if needed, and makes it 0700 whatever the umask: the
+/// outbox holds payloads and the history of every receiver's answers. A directory that
+/// was more open is tightened, with a notice.
 fn create_state_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateStateDir {
-        path: dir.to_path_buf(),
-        source,
-    })
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StoreError::CreateStateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    tighten(dir, 0o700);
+    Ok(())
+}
+
+/// Removes the permission bits beyond `max` from `path` (if it exists), with a notice.
+/// Failing to (another owner) is a warning, not an error: the files stay as they were.
+fn tighten(path: &Path, max: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & !max == 0 {
+        return;
+    }
+    let new = mode & max;
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(new)) {
+        Ok(()) => tracing::info!(
+            path = %path.display(),
+            "permissions tightened from {mode:04o} to {new:04o}: the state holds payloads and receivers' answers"
+        ),
+        Err(e) => tracing::warn!(
+            path = %path.display(),
+            error = %e,
+            "cannot tighten permissions from {mode:04o} to {new:04o}"
+        ),
+    }
+}
+
+/// Creates the database file 0600 before SQLite does (its WAL and shared-memory files
+/// take the database's mode), and tightens existing ones.
+fn secure_database_files(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !path.exists() {
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        tighten(Path::new(&p), 0o600);
+    }
 }
 
 fn insert_events(

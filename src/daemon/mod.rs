@@ -3,10 +3,14 @@
 //! start); everything at run time is logged once, counted and retried.
 //!
 //! One loop owns the sites: it waits for dirty marks, a settle/idle deadline, the resync
-//! timer, a reload or shutdown; then reads, infers and commits each dirty site. Startup
-//! and reload inject one "all sites dirty" mark, so they take the normal path.
+//! timer, a finished read, a reload or shutdown; then starts a read of each dirty site
+//! that has none in flight (`site.rs`). Reads run concurrently and are never awaited in
+//! line, so one site never holds up another. Startup and reload inject one "all sites
+//! dirty" mark, so they take the normal path.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+pub mod site;
+
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,20 +19,22 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch as channel};
 use tokio::task::JoinSet;
 
-use crate::config::WatchMode;
 use crate::config::{self, Config, LoadError};
-use crate::deliver::{self, WorkerContext, payload};
-use crate::infer::{self, model::SiteState, model::Timestamp};
-use crate::snapshot::{self, Health, Reader};
+use crate::deliver::{self, WorkerContext};
+use crate::infer::model::Timestamp;
+use crate::snapshot::{self, Health};
 use crate::store::{Store, StoreError};
-use crate::telemetry::{chain, sd_notify};
+use crate::telemetry::{chain, escape, sd_notify};
 use crate::watch::{self, Dirty, Watcher};
+use site::{ReadContext, ReadDone, SiteRuntime};
 
 /// How long marks are collected after the first one, so a burst is one read.
 const COALESCE: Duration = Duration::from_millis(5);
 /// Attempts in flight across all hooks.
 const MAX_IN_FLIGHT: usize = 64;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How long the first reads may take before the daemon says it is ready without them.
+const FIRST_READ_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Fatal {
@@ -60,19 +66,6 @@ pub struct Control {
 pub enum Reload {
     Applied,
     Rejected(LoadError),
-}
-
-struct SiteRuntime {
-    reader: Option<Reader>,
-    state: SiteState,
-    wake_at: Option<Timestamp>,
-    logged: HashSet<String>,
-    /// Read every `poll_interval` (configured, or inotify could not watch it).
-    polling: bool,
-    next_poll: tokio::time::Instant,
-    /// The health probe's latest result, and whether a deployment waits for it.
-    health: Option<Arc<Mutex<Health>>>,
-    health_wanted: Arc<AtomicBool>,
 }
 
 struct Workers {
@@ -132,8 +125,10 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
         }
     };
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut sites = load_sites(&config, &store, watcher.is_none())?;
+    let mut sites = load_sites(&config, &store, watcher.is_none(), Vec::new())?;
     let mut workers = start_workers(&config, &store, &in_flight, &sites, &dirty);
+    let mut read_cx = ReadContext::new(&config, &store);
+    let mut reads: JoinSet<ReadDone> = JoinSet::new();
 
     dirty.mark_all();
     let mut ready = control.ready.take();
@@ -145,6 +140,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
             let now = Timestamp::now();
             let wake = sites
                 .iter()
+                .filter(|s| !s.in_flight())
                 .filter_map(|s| s.wake_at)
                 .min()
                 .map(|t| tokio::time::Instant::now() + t.since(now))
@@ -165,13 +161,18 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
             tokio::select! {
                 _ = dirty.notified() => tokio::time::sleep(COALESCE).await,
                 _ = tokio::time::sleep_until(wake) => {}
+                Some(done) = reads.join_next(), if !reads.is_empty() => {
+                    finish_read(done, &mut sites, &workers.wakes);
+                }
                 Some(path) = reload => {
                     sd_notify("RELOADING=1");
                     match reload_config(path, &mut config) {
                         Reload::Applied => {
                             stop_workers(workers, Duration::from_secs(0)).await;
-                            sites = load_sites(&config, &store, watcher.is_none())?;
+                            let old = std::mem::take(&mut sites);
+                            sites = load_sites(&config, &store, watcher.is_none(), old)?;
                             workers = start_workers(&config, &store, &in_flight, &sites, &dirty);
+                            read_cx = ReadContext::new(&config, &store);
                             dirty.mark_all();
                             tracing::info!(sites = config.sites.len(), hooks = config.hooks.len(), "config reloaded");
                         }
@@ -186,6 +187,10 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
         }
         if *control.shutdown.borrow() {
             break;
+        }
+        // Results that are back already are taken before new reads start.
+        while let Some(done) = reads.try_join_next() {
+            finish_read(done, &mut sites, &workers.wakes);
         }
         let now = Timestamp::now();
         let mut marks = dirty.take();
@@ -204,7 +209,9 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
             .iter()
             .enumerate()
             .filter(|(_, s)| {
-                s.wake_at.is_some_and(|t| t <= now) || (s.polling && s.next_poll <= instant)
+                s.wake_at.is_some_and(|t| t <= now)
+                    || (s.polling && s.next_poll <= instant)
+                    || (s.again && !s.in_flight())
             })
             .map(|(i, _)| i)
             .collect();
@@ -218,7 +225,21 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
         to_read.sort_unstable();
         to_read.dedup();
         for i in to_read {
-            reconcile_site(&config, &store, &mut sites[i], &workers.wakes).await;
+            let Some(site) = sites.get_mut(i) else {
+                continue;
+            };
+            if site.in_flight() {
+                site.again = true;
+            } else if !site.backing_off(now)
+                && let Some(task) = site.start_read(&read_cx)
+            {
+                reads.spawn(async move {
+                    task.await.unwrap_or_else(|e| {
+                        // Panics are caught inside the read; this is a cancelled task.
+                        std::panic::resume_unwind(e.into_panic())
+                    })
+                });
+            }
         }
         if let Some(w) = watcher.as_mut() {
             let desired = watch::desired_watches(&config.sites);
@@ -242,6 +263,21 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
             });
         }
         if first {
+            // Ready once the first reads are done (a stuck one is waited for at most a
+            // few seconds: it must not keep the daemon from serving the other sites).
+            let deadline = tokio::time::Instant::now() + FIRST_READ_WAIT;
+            while !reads.is_empty() {
+                match tokio::time::timeout_at(deadline, reads.join_next()).await {
+                    Ok(Some(done)) => finish_read(done, &mut sites, &workers.wakes),
+                    Ok(None) => break,
+                    Err(_) => {
+                        for s in sites.iter().filter(|s| s.in_flight()) {
+                            tracing::warn!(site = %escape(&s.name), "the first read of this site has not finished; going on without it");
+                        }
+                        break;
+                    }
+                }
+            }
             first = false;
             tracing::info!(
                 sites = config.sites.len(),
@@ -259,8 +295,23 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     sd_notify("STOPPING=1");
     tracing::info!("stopping: waiting for attempts in flight");
     stop_workers(workers, config.daemon.shutdown_timeout).await;
+    // Reads still in flight are not waited for: each is one transaction or nothing.
+    reads.detach_all();
     tracing::info!("stopped");
     Ok(())
+}
+
+fn finish_read(
+    done: Result<ReadDone, tokio::task::JoinError>,
+    sites: &mut [SiteRuntime],
+    wakes: &BTreeMap<String, Arc<Notify>>,
+) {
+    let Ok(done) = done else {
+        return;
+    };
+    if let Some(s) = sites.iter_mut().find(|s| s.name == done.site) {
+        s.finish_read(done, wakes);
+    }
 }
 
 /// Loads the config again; a config that fails validation is rejected and the
@@ -282,21 +333,26 @@ fn reload_config(path: &std::path::Path, config: &mut Config) -> Reload {
     }
 }
 
-fn load_sites(config: &Config, store: &Store, poll_all: bool) -> Result<Vec<SiteRuntime>, Fatal> {
+/// The run-time sites of `config`. On a reload, `old` are the running ones: a site
+/// still configured keeps its state, deadlines and a read in flight (nothing is read
+/// from the store again, so nothing committed meanwhile is lost or repeated).
+fn load_sites(
+    config: &Config,
+    store: &Store,
+    poll_all: bool,
+    old: Vec<SiteRuntime>,
+) -> Result<Vec<SiteRuntime>, Fatal> {
+    let mut old: BTreeMap<String, SiteRuntime> =
+        old.into_iter().map(|s| (s.name.clone(), s)).collect();
     config
         .sites
         .iter()
         .map(|s| {
-            Ok(SiteRuntime {
-                state: store.read_site_state(&s.name)?.unwrap_or_default(),
-                reader: Some(Reader::new(s.clone())),
-                wake_at: None,
-                logged: HashSet::new(),
-                polling: poll_all || s.watch == WatchMode::Poll,
-                next_poll: tokio::time::Instant::now(),
-                health: s.health_url.as_ref().map(|_| Arc::default()),
-                health_wanted: Arc::default(),
-            })
+            let mut rt = SiteRuntime::load(s, store, poll_all)?;
+            if let Some(prev) = old.remove(&s.name) {
+                rt.carry_over(prev);
+            }
+            Ok(rt)
         })
         .collect()
 }
@@ -391,102 +447,5 @@ async fn stop_workers(mut workers: Workers, grace: Duration) {
             "attempts still in flight after the shutdown timeout; they will be sent again at the next start"
         );
         workers.set.abort_all();
-    }
-}
-
-/// Reads one site, infers, and commits what changed (one transaction).
-async fn reconcile_site(
-    config: &Config,
-    store: &Store,
-    site: &mut SiteRuntime,
-    wakes: &BTreeMap<String, Arc<Notify>>,
-) {
-    let Some(mut reader) = site.reader.take() else {
-        return;
-    };
-    let prev = site.state.clone();
-    let health = site
-        .health
-        .as_ref()
-        .map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).clone());
-    let hooks = config.hooks.clone();
-    let host = config.daemon.host_name.clone();
-    let store = store.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let now = Timestamp::now();
-        let (mut snap, warnings) = reader.read(now);
-        snap.health = health;
-        let params = reader.site().params();
-        let inference = infer::infer(&prev, &snap, now, &params);
-        let name = reader.site().name.clone();
-        let committed = if inference.state != prev || !inference.transitions.is_empty() {
-            let cx = payload::Context {
-                site: &name,
-                host_name: &host,
-                layout: snap.layout.name(),
-            };
-            let events = deliver::plan(&inference.transitions, &hooks, cx);
-            // The hooks that got a delivery: only their workers are woken.
-            let queued: BTreeSet<String> = events
-                .iter()
-                .flat_map(|e| e.deliveries.iter().map(|d| d.hook.clone()))
-                .collect();
-            store
-                .commit_inference(
-                    &name,
-                    &inference.state,
-                    &inference.transitions,
-                    &events,
-                    now,
-                )
-                .map(|_| queued)
-        } else {
-            Ok(BTreeSet::new())
-        };
-        (reader, inference, warnings, committed)
-    })
-    .await;
-    let Ok((reader, inference, warnings, committed)) = joined else {
-        tracing::error!("a site read panicked; it will be read again at the next resync");
-        return;
-    };
-    let name = reader.site().name.clone();
-    site.reader = Some(reader);
-    for w in warnings {
-        tracing::warn!(site = %name, "{}", w.message);
-    }
-    for a in &inference.anomalies {
-        if site.logged.insert(a.key.clone()) {
-            tracing::warn!(site = %name, "{}", a.message);
-        }
-    }
-    match committed {
-        Ok(queued) => {
-            for t in &inference.transitions {
-                tracing::info!(
-                    site = %name,
-                    deployment = %t.deployment.id,
-                    release = t.deployment.release.as_deref().unwrap_or("-"),
-                    from = t.from.map_or("new", |s| s.as_str()),
-                    status = %t.to,
-                    "{}", if t.deployment.status_text.is_empty() { "transition".to_string() } else { t.deployment.status_text.clone() }
-                );
-            }
-            site.state = inference.state;
-            site.wake_at = inference.wake_at;
-            let waiting = site.state.active.iter().any(|d| d.done_at.is_some());
-            site.health_wanted.store(waiting, Ordering::Relaxed);
-            for hook in &queued {
-                if let Some(w) = wakes.get(hook) {
-                    w.notify_one();
-                }
-            }
-        }
-        Err(e) => {
-            // Nothing was committed: keep the old state so the same transitions are
-            // inferred again at the next read.
-            tracing::error!(site = %name, error = %chain(&e), "cannot commit; will retry");
-            site.wake_at = Some(Timestamp::now().plus(Duration::from_secs(1)));
-        }
     }
 }

@@ -1,0 +1,374 @@
+//! One site at run time: its reader, its last known state, its deadlines, and the read
+//! that may be in flight.
+//!
+//! A read (snapshot → infer → commit) runs on the blocking pool, at most one per site,
+//! never awaited by the loop: its result comes back through the loop's `JoinSet`, so a
+//! site whose read is slow or stuck (a FIFO inside `.git/`, a hung NFS mount) delays no
+//! other site, and shutdown does not wait for it. A read that panics is caught inside
+//! the task: the reader comes back, the panic is logged once, and the site is read again
+//! at its next wake-up. A commit that fails (a full disk) is retried with backoff.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::config::{Config, HookConfig, SiteConfig, WatchMode};
+use crate::deliver::{self, payload};
+use crate::infer::{self, model::Inference, model::SiteState, model::Timestamp};
+use crate::snapshot::{Health, Reader, Warning};
+use crate::store::{Store, StoreError};
+use crate::telemetry::{catch_panic, chain, escape};
+
+/// The first wait after a failed commit; it doubles up to [`COMMIT_BACKOFF_MAX`].
+pub const COMMIT_BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const COMMIT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+pub struct SiteRuntime {
+    pub name: String,
+    config: SiteConfig,
+    /// `None` while a read is in flight (the reader travels with it).
+    reader: Option<Reader>,
+    /// Marked dirty while a read was in flight: read again when it is back.
+    pub again: bool,
+    pub state: SiteState,
+    pub wake_at: Option<Timestamp>,
+    /// Anomaly and warning keys already logged.
+    logged: HashSet<String>,
+    /// The current wait after failed commits, while they fail.
+    backoff: Option<Duration>,
+    /// Read every `poll_interval` (configured, or inotify could not watch it).
+    pub polling: bool,
+    pub next_poll: tokio::time::Instant,
+    /// The health probe's latest result, and whether a deployment waits for it.
+    pub health: Option<Arc<Mutex<Health>>>,
+    pub health_wanted: Arc<AtomicBool>,
+}
+
+impl SiteRuntime {
+    pub fn load(site: &SiteConfig, store: &Store, poll_all: bool) -> Result<Self, StoreError> {
+        Ok(SiteRuntime {
+            name: site.name.clone(),
+            config: site.clone(),
+            state: store.read_site_state(&site.name)?.unwrap_or_default(),
+            reader: Some(Reader::new(site.clone())),
+            again: false,
+            wake_at: None,
+            logged: HashSet::new(),
+            backoff: None,
+            polling: poll_all || site.watch == WatchMode::Poll,
+            next_poll: tokio::time::Instant::now(),
+            health: site.health_url.as_ref().map(|_| Arc::default()),
+            health_wanted: Arc::default(),
+        })
+    }
+
+    /// Takes over what a reload keeps of a site that is still configured: its state
+    /// (already committed), deadlines, logged keys and a read in flight. A changed site
+    /// config gets a new reader (now, or when the read in flight is back).
+    pub fn carry_over(&mut self, old: SiteRuntime) {
+        self.state = old.state;
+        self.wake_at = old.wake_at;
+        self.logged = old.logged;
+        self.backoff = old.backoff;
+        self.again = old.again;
+        if old.config == self.config {
+            self.reader = old.reader;
+        } else if old.reader.is_none() {
+            // In flight: the reader that comes back is replaced by a new one then.
+            self.reader = None;
+            self.again = true;
+        }
+    }
+
+    pub fn in_flight(&self) -> bool {
+        self.reader.is_none()
+    }
+
+    /// Whether a failed commit holds reads back until `wake_at`.
+    pub fn backing_off(&self, now: Timestamp) -> bool {
+        self.backoff.is_some() && self.wake_at.is_some_and(|t| t > now)
+    }
+
+    /// Starts a read of this site on the blocking pool; `None` if one is in flight.
+    pub fn start_read(&mut self, cx: &ReadContext) -> Option<ReadTask> {
+        let reader = self.reader.take()?;
+        self.again = false;
+        let prev = self.state.clone();
+        let health = self
+            .health
+            .as_ref()
+            .map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        let hooks = cx.hooks.clone();
+        let host = cx.host_name.clone();
+        let store = cx.store.clone();
+        let name = self.name.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            let result = catch_panic(|| {
+                read_infer_commit(&mut reader, &prev, health, &hooks, &host, &store)
+            });
+            ReadDone {
+                site: name,
+                reader,
+                result,
+            }
+        }))
+    }
+
+    /// Takes a finished read back: logs what it found, keeps the new state if it was
+    /// committed, and wakes the workers of the hooks that got a delivery.
+    pub fn finish_read(&mut self, done: ReadDone, wakes: &BTreeMap<String, Arc<Notify>>) {
+        self.reader = Some(if self.reader_is_stale(&done.reader) {
+            Reader::new(self.config.clone())
+        } else {
+            done.reader
+        });
+        let now = Timestamp::now();
+        let read = match done.result {
+            Ok(read) => read,
+            Err(panic) => {
+                if self.logged.insert(format!("panic:{panic}")) {
+                    tracing::error!(site = %escape(&self.name), panic = %escape(&panic), "reading the site failed unexpectedly (a bug: please report it); it is read again at its next wake-up");
+                }
+                self.wake_at = Some(now.plus(self.config_resync_hint()));
+                return;
+            }
+        };
+        for w in &read.warnings {
+            if self.logged.insert(w.key.clone()) {
+                tracing::warn!(site = %escape(&self.name), detail = %escape(&w.message), "site read warning");
+            }
+        }
+        for a in &read.inference.anomalies {
+            if self.logged.insert(a.key.clone()) {
+                tracing::warn!(site = %escape(&self.name), detail = %escape(&a.message), "site anomaly");
+            }
+        }
+        match read.committed {
+            Ok(queued) => {
+                if self.backoff.take().is_some() {
+                    tracing::info!(site = %escape(&self.name), "commits work again");
+                }
+                log_transitions(&self.name, &read.inference);
+                self.state = read.inference.state;
+                self.wake_at = read.inference.wake_at;
+                let waiting = self.state.active.iter().any(|d| d.done_at.is_some());
+                self.health_wanted.store(waiting, Ordering::Relaxed);
+                for hook in &queued {
+                    if let Some(w) = wakes.get(hook) {
+                        w.notify_one();
+                    }
+                }
+            }
+            Err(e) => {
+                // Nothing was committed: the old state stays, so the same transitions are
+                // inferred again at the next read, after a backoff that doubles up to 30 s.
+                // One log line per step.
+                let wait = next_backoff(self.backoff);
+                self.backoff = Some(wait);
+                self.wake_at = Some(now.plus(wait));
+                tracing::error!(site = %escape(&self.name), error = %escape(&chain(&e)), retry_in_s = wait.as_secs(), "cannot commit; will retry");
+            }
+        }
+    }
+
+    fn reader_is_stale(&self, reader: &Reader) -> bool {
+        reader.site() != &self.config
+    }
+
+    /// After a panic, the next look is at most a minute away.
+    fn config_resync_hint(&self) -> Duration {
+        Duration::from_secs(60).min(self.config.idle_timeout)
+    }
+}
+
+/// The wait after one more failed commit: 1 s, then doubling, at most 30 s.
+pub fn next_backoff(prev: Option<Duration>) -> Duration {
+    prev.map_or(COMMIT_BACKOFF_MIN, |b| (b * 2).min(COMMIT_BACKOFF_MAX))
+}
+
+/// What every read needs from the daemon.
+#[derive(Clone)]
+pub struct ReadContext {
+    pub store: Store,
+    pub hooks: Arc<Vec<HookConfig>>,
+    pub host_name: String,
+}
+
+impl ReadContext {
+    pub fn new(config: &Config, store: &Store) -> Self {
+        ReadContext {
+            store: store.clone(),
+            hooks: Arc::new(config.hooks.clone()),
+            host_name: config.daemon.host_name.clone(),
+        }
+    }
+}
+
+pub type ReadTask = tokio::task::JoinHandle<ReadDone>;
+
+/// A read that is back, with its reader.
+pub struct ReadDone {
+    pub site: String,
+    reader: Reader,
+    /// `Err` holds the text of a panic.
+    result: Result<SiteRead, String>,
+}
+
+struct SiteRead {
+    warnings: Vec<Warning>,
+    inference: Inference,
+    /// The hooks that got a delivery, or why the commit failed.
+    committed: Result<BTreeSet<String>, StoreError>,
+}
+
+/// Reads one site, infers, and commits what changed (one transaction).
+fn read_infer_commit(
+    reader: &mut Reader,
+    prev: &SiteState,
+    health: Option<Health>,
+    hooks: &[HookConfig],
+    host: &str,
+    store: &Store,
+) -> SiteRead {
+    let now = Timestamp::now();
+    let (mut snap, warnings) = reader.read(now);
+    #[cfg(test)]
+    if tests::FORCE_PANIC.swap(false, Ordering::SeqCst) {
+        panic!("forced inside a read of {}: \u{1b}[2J", reader.site().name);
+    }
+    snap.health = health;
+    let params = reader.site().params();
+    let inference = infer::infer(prev, &snap, now, &params);
+    let name = reader.site().name.clone();
+    let committed = if inference.state != *prev || !inference.transitions.is_empty() {
+        let cx = payload::Context {
+            site: &name,
+            host_name: host,
+            layout: snap.layout.name(),
+        };
+        let events = deliver::plan(&inference.transitions, hooks, cx);
+        let queued: BTreeSet<String> = events
+            .iter()
+            .flat_map(|e| e.deliveries.iter().map(|d| d.hook.clone()))
+            .collect();
+        store
+            .commit_inference(
+                &name,
+                &inference.state,
+                &inference.transitions,
+                &events,
+                now,
+            )
+            .map(|_| queued)
+    } else {
+        Ok(BTreeSet::new())
+    };
+    SiteRead {
+        warnings,
+        inference,
+        committed,
+    }
+}
+
+/// One log line per transition: a fixed message; what came from disk (ids, release
+/// names, the tool's status text) only in escaped fields. Failures are warnings.
+fn log_transitions(site: &str, inference: &Inference) {
+    for t in &inference.transitions {
+        let d = &t.deployment;
+        let release = d.release.as_deref().map_or("-".to_string(), escape);
+        let from = t.from.map_or("new", |s| s.as_str());
+        let text = escape(&d.status_text);
+        if t.to == crate::infer::model::Status::Failed {
+            tracing::warn!(site = %escape(site), deployment = %escape(&d.id), release = %release, from, status = %t.to, status_text = %text, "deployment failed");
+        } else {
+            tracing::info!(site = %escape(site), deployment = %escape(&d.id), release = %release, from, status = %t.to, status_text = %text, "transition");
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// Makes the next read panic, after the snapshot is taken.
+    pub static FORCE_PANIC: AtomicBool = AtomicBool::new(false);
+
+    /// A read that panics gives its reader back, the panic is reported once, and the
+    /// next read of the same site works.
+    #[test]
+    fn a_panicking_read_keeps_its_reader_and_the_site_is_read_again() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let state = dir.path().join("state");
+        let store = Store::open(&state).unwrap_or_else(|e| panic!("{e}"));
+        let site_dir = dir.path().join("site");
+        std::fs::create_dir_all(&site_dir).unwrap_or_else(|e| panic!("{e}"));
+        let mut cfg = SiteConfig::new("s", &site_dir);
+        cfg.layout = crate::config::LayoutChoice::Marker;
+        let mut rt = SiteRuntime::load(&cfg, &store, false).unwrap_or_else(|e| panic!("{e}"));
+        let cx = ReadContext {
+            store: store.clone(),
+            hooks: Arc::new(Vec::new()),
+            host_name: "h".into(),
+        };
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let read = |rt: &mut SiteRuntime| {
+            let done = tokio.block_on(async {
+                let task = rt
+                    .start_read(&cx)
+                    .unwrap_or_else(|| panic!("not in flight"));
+                task.await.unwrap_or_else(|e| panic!("{e}"))
+            });
+            rt.finish_read(done, &BTreeMap::new());
+        };
+
+        FORCE_PANIC.store(true, Ordering::SeqCst);
+        read(&mut rt);
+        assert!(!rt.in_flight(), "the reader is back");
+        assert!(
+            rt.logged.iter().any(|k| k.contains("forced inside a read")),
+            "{:?}",
+            rt.logged
+        );
+        assert!(rt.wake_at.is_some(), "read again at the next wake-up");
+        assert!(!rt.state.initialised, "nothing was committed");
+
+        // The next read of the same site works and commits its first state.
+        crate::snapshot::marker::write_marker(
+            &cfg.status_file,
+            &crate::snapshot::marker::Marker {
+                status: "building".into(),
+                id: Some("abc1234".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        read(&mut rt);
+        assert!(rt.state.initialised, "the site was read after the panic");
+        assert_eq!(
+            store
+                .read_site_state("s")
+                .ok()
+                .flatten()
+                .map(|s| s.initialised),
+            Some(true)
+        );
+    }
+
+    /// A failing commit backs off 1 s, 2 s, 4 s, … up to 30 s.
+    #[test]
+    fn failed_commits_back_off_up_to_30s() {
+        let mut b = None::<Duration>;
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            b = Some(next_backoff(b));
+            seen.extend(b.map(|w| w.as_secs()));
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+}
