@@ -5,11 +5,19 @@
 
 use std::io::Write;
 
+/// Writes one line with everything in it escaped: names, ids, paths, errors and answers
+/// come from sites, repositories and receivers, and must not drive the terminal.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        let _ = writeln!($out, "{}", $crate::telemetry::escape(&format!($($arg)*)));
+    };
+}
+
 use crate::config::{self, Config};
 use crate::deliver;
 use crate::infer::model::Timestamp;
 use crate::store::{DeliveryUpdate, LOCK_FILE, Store};
-use crate::telemetry::{chain, escape};
+use crate::telemetry::{chain, escape, escape_multiline};
 
 /// An error to print and exit 1 with.
 #[derive(Debug)]
@@ -50,7 +58,7 @@ pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<()> {
     } else {
         "not running"
     };
-    let _ = writeln!(out, "daemon: {running}  (state {})", store.path().display());
+    say!(out, "daemon: {running}  (state {})", store.path().display());
     let states = store.site_states()?;
     for site in &config.sites {
         let state = states
@@ -79,7 +87,7 @@ pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<()> {
         }
         let _ = writeln!(out);
         for d in state.iter().flat_map(|s| s.active.iter()) {
-            let _ = writeln!(
+            say!(
                 out,
                 "  in progress: #{} {} (release {}) {} since {}",
                 d.serial,
@@ -98,7 +106,7 @@ pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<()> {
             (Some(t), None, Some(e)) => format!("{} {}", escape(e), age(t, now)),
             (Some(t), None, None) => format!("no answer {}", age(t, now)),
         };
-        let _ = writeln!(
+        say!(
             out,
             "hook {}: {}queue {} (oldest {}), delivered {}, dead {}, last attempt: {last}",
             hook.name,
@@ -125,10 +133,15 @@ pub fn list(
     let config = load(path)?;
     let store = Store::open_read_only(&config.daemon.state_dir)?;
     let rows = store.list_deliveries(hook, failed, limit)?;
-    let _ = writeln!(
+    say!(
         out,
         "{:<28} {:<16} {:<15} {:<9} {:>8}  {:<24}  last",
-        "delivery", "hook", "event", "state", "attempts", "created"
+        "delivery",
+        "hook",
+        "event",
+        "state",
+        "attempts",
+        "created"
     );
     for r in rows {
         let last = match (r.last_status, &r.last_error) {
@@ -137,7 +150,7 @@ pub fn list(
             (None, None) => "-".into(),
         };
         let created = r.created_at.rfc3339();
-        let _ = writeln!(
+        say!(
             out,
             "{:<28} {:<16} {:<15} {:<9} {:>8}  {:<24}  {last}",
             r.id,
@@ -159,7 +172,7 @@ pub fn show(path: &std::path::Path, id: &str, out: &mut impl Write) -> Result<()
         .delivery_detail(id)?
         .ok_or_else(|| Failed(format!("no delivery {id}")))?;
     let r = &d.row;
-    let _ = writeln!(
+    say!(
         out,
         "delivery {}  hook {}  event {}  state {}  attempts {}  created {}",
         r.id,
@@ -170,33 +183,36 @@ pub fn show(path: &std::path::Path, id: &str, out: &mut impl Write) -> Result<()
         r.created_at.rfc3339()
     );
     if r.state == "pending" && r.attempts > 0 {
-        let _ = writeln!(out, "next attempt at {}", d.next_attempt_at.rfc3339());
+        say!(out, "next attempt at {}", d.next_attempt_at.rfc3339());
     }
     let body = match serde_json::from_slice::<serde_json::Value>(&d.body) {
         Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
         Err(_) => String::from_utf8_lossy(&d.body).into_owned(),
     };
-    let _ = writeln!(out, "\nrequest body:\n{}", escape(&body));
+    let _ = writeln!(out);
+    say!(out, "request body:");
+    let _ = writeln!(out, "{}", escape_multiline(&body));
     for row in &d.attempts {
         let a = &row.attempt;
-        let _ = writeln!(
+        let _ = writeln!(out);
+        say!(
             out,
-            "\nattempt {} at {} ({} ms)",
+            "attempt {} at {} ({} ms)",
             row.n,
             a.started_at.rfc3339(),
             a.duration.as_millis()
         );
         for (k, v) in &a.request_headers {
-            let _ = writeln!(out, "  > {k}: {}", escape(v));
+            say!(out, "  > {k}: {}", escape(v));
         }
         match a.response_status {
             Some(code) => {
-                let _ = writeln!(out, "  < HTTP {code}");
+                say!(out, "  < HTTP {code}");
                 for (k, v) in &a.response_headers {
-                    let _ = writeln!(out, "  < {k}: {}", escape(v));
+                    say!(out, "  < {k}: {}", escape(v));
                 }
                 if !a.response_body.is_empty() {
-                    let _ = writeln!(
+                    say!(
                         out,
                         "  < {}",
                         escape(&String::from_utf8_lossy(&a.response_body))
@@ -204,11 +220,11 @@ pub fn show(path: &std::path::Path, id: &str, out: &mut impl Write) -> Result<()
                 }
             }
             None => {
-                let _ = writeln!(out, "  no response");
+                say!(out, "  no response");
             }
         }
         if let Some(e) = &a.error {
-            let _ = writeln!(out, "  error: {}", escape(e));
+            say!(out, "  error: {}", escape(e));
         }
     }
     Ok(())
@@ -226,7 +242,7 @@ pub fn redeliver(path: &std::path::Path, id: &str, out: &mut impl Write) -> Resu
     } else {
         "it is sent when the daemon starts"
     };
-    let _ = writeln!(out, "queued {new} (a redelivery of {id}); {when}");
+    say!(out, "queued {new} (a redelivery of {id}); {when}");
     Ok(())
 }
 
@@ -234,7 +250,7 @@ pub fn redeliver(path: &std::path::Path, id: &str, out: &mut impl Write) -> Resu
 pub fn hooks_list(path: &std::path::Path, out: &mut impl Write) -> Result<()> {
     let config = load(path)?;
     for h in &config.hooks {
-        let _ = writeln!(
+        say!(
             out,
             "{}  {}  events {:?}  signature {:?}",
             h.name,
@@ -282,7 +298,7 @@ pub fn hooks_test(path: &std::path::Path, name: &str, out: &mut impl Write) -> R
     store.commit_attempt(&d, &record, &update, Timestamp::now())?;
     match (record.response_status, &record.error) {
         (Some(code), _) => {
-            let _ = writeln!(
+            say!(
                 out,
                 "ping {} -> {}: HTTP {code} in {} ms (delivery {})",
                 hook.name,
@@ -292,7 +308,7 @@ pub fn hooks_test(path: &std::path::Path, name: &str, out: &mut impl Write) -> R
             );
         }
         (None, e) => {
-            let _ = writeln!(
+            say!(
                 out,
                 "ping {} -> {}: {} (delivery {})",
                 hook.name,
@@ -310,9 +326,9 @@ pub fn hooks_enable(path: &std::path::Path, name: &str, out: &mut impl Write) ->
     let config = load(path)?;
     let store = Store::open_shared(&config.daemon.state_dir)?;
     if store.enable_hook(name)? {
-        let _ = writeln!(out, "hook {name} enabled; its queue is sent again");
+        say!(out, "hook {name} enabled; its queue is sent again");
     } else {
-        let _ = writeln!(out, "hook {name} was not disabled");
+        say!(out, "hook {name} was not disabled");
     }
     Ok(())
 }

@@ -4,12 +4,20 @@
 
 use std::path::Path;
 
+/// Prints one line with everything in it escaped: paths, names, ids and texts come from
+/// the site and its repository, and must not drive the terminal or forge lines.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", $crate::telemetry::escape(&format!($($arg)*)))
+    };
+}
+
 use crate::config::{self, LayoutChoice, WatchMode};
 use crate::infer::{self, model::SiteState, model::Timestamp};
 use crate::snapshot::kudu::KuduEntry;
 use crate::snapshot::marker::MarkerFile;
 use crate::snapshot::{self, Current, LayoutSnapshot, Reader};
-use crate::telemetry::{chain, escape};
+use crate::telemetry::chain;
 
 /// Returns true when the config is valid and every site can be read.
 pub fn run(path: &Path) -> bool {
@@ -21,11 +29,11 @@ pub fn run(path: &Path) -> bool {
         }
     };
     let _ = snapshot::git::allow_foreign_owners();
-    println!("config {}: valid", path.display());
+    say!("config {}: valid", path.display());
     for w in &config.warnings {
-        println!("warning: {w}");
+        say!("warning: {w}");
     }
-    println!(
+    say!(
         "state_dir {}  host_name {}",
         config.daemon.state_dir.display(),
         config.daemon.host_name
@@ -33,7 +41,8 @@ pub fn run(path: &Path) -> bool {
     let mut ok = true;
     let now = Timestamp::now();
     for site in &config.sites {
-        println!("\nsite {}  {}", site.name, site.path.display());
+        println!();
+        say!("site {}  {}", site.name, site.path.display());
         let mut reader = Reader::new(site.clone());
         let (snap, warnings) = reader.read(now);
         let why = match site.layout {
@@ -42,7 +51,7 @@ pub fn run(path: &Path) -> bool {
         };
         match &snap.layout {
             LayoutSnapshot::Missing { path } => {
-                println!(
+                say!(
                     "  error: {} does not exist (the daemon waits for it to appear)",
                     path.display()
                 );
@@ -50,22 +59,22 @@ pub fn run(path: &Path) -> bool {
                 continue;
             }
             LayoutSnapshot::Unreadable { path, reason } => {
-                println!("  error: cannot read {}: {reason}", path.display());
+                say!("  error: cannot read {}: {reason}", path.display());
                 ok = false;
                 continue;
             }
             LayoutSnapshot::Releases(r) => {
-                println!("  layout: releases ({why}), flavour {}", r.flavour.as_str());
+                say!("  layout: releases ({why}), flavour {}", r.flavour.as_str());
                 let current = match &r.current {
                     Current::Absent => "no current symlink".to_string(),
                     Current::Release(n) => format!("releases/{n}"),
                     Current::Dangling(n) => format!("releases/{n} (DANGLING)"),
                     Current::Outside(t) => format!("{t} (outside releases/)"),
                 };
-                println!("  current -> {}", escape(&current));
-                println!("  releases: {}", r.releases.len());
+                say!("  current -> {}", (&current));
+                say!("  releases: {}", r.releases.len());
                 if let Some(log) = &r.revisions_log {
-                    println!("  revisions.log: {} lines", log.entries.len());
+                    say!("  revisions.log: {} lines", log.entries.len());
                 }
             }
             LayoutSnapshot::Kudu(k) => {
@@ -74,21 +83,21 @@ pub fn run(path: &Path) -> bool {
                     .values()
                     .filter(|e| matches!(e, KuduEntry::NotReady { .. }))
                     .count();
-                println!("  layout: kudu ({why})");
-                println!(
+                say!("  layout: kudu ({why})");
+                say!(
                     "  deployments: {} ({not_ready} not readable right now); active: {}",
                     k.deployments.len(),
                     k.active.as_deref().unwrap_or("none")
                 );
             }
             LayoutSnapshot::Git(g) => {
-                println!("  layout: git ({why})");
+                say!("  layout: git ({why})");
                 match &g.error {
                     Some(e) => {
-                        println!("  error: cannot read the repository: {}", escape(e));
+                        say!("  error: cannot read the repository: {}", (e));
                         ok = false;
                     }
-                    None => println!(
+                    None => say!(
                         "  branch {} at {}; HEAD {}; tracked files match: {}",
                         g.branch.as_deref().unwrap_or("?"),
                         g.branch_commit.as_deref().unwrap_or("?"),
@@ -98,16 +107,16 @@ pub fn run(path: &Path) -> bool {
                 }
             }
             LayoutSnapshot::Marker(m) => {
-                println!("  layout: marker ({why})");
+                say!("  layout: marker ({why})");
                 let file = site.status_file.display();
                 match &m.file {
                     MarkerFile::Absent => {
-                        println!("  status file {file}: absent (nothing deployed yet)")
+                        say!("  status file {file}: absent (nothing deployed yet)")
                     }
                     MarkerFile::NotReady { reason, .. } => {
-                        println!("  status file {file}: unreadable ({})", escape(reason))
+                        say!("  status file {file}: unreadable ({})", (reason))
                     }
-                    MarkerFile::Ready { marker, status, .. } => println!(
+                    MarkerFile::Ready { marker, status, .. } => say!(
                         "  status file {file}: {status}, id {}",
                         marker.id.as_deref().or(m.head.as_deref()).unwrap_or("-")
                     ),
@@ -115,21 +124,21 @@ pub fn run(path: &Path) -> bool {
             }
         }
         if let Some(h) = &site.health_url {
-            println!(
+            say!(
                 "  health_url {} (health_timeout {})",
                 crate::config::redact_url(h),
                 humantime::format_duration(site.health_timeout)
             );
         }
         match site.watch {
-            WatchMode::Inotify => println!("  watch: inotify (non-recursive)"),
-            WatchMode::Poll => println!(
+            WatchMode::Inotify => say!("  watch: inotify (non-recursive)"),
+            WatchMode::Poll => say!(
                 "  watch: poll every {}",
                 humantime::format_duration(site.poll_interval)
             ),
         }
         for w in &warnings {
-            println!("  warning: {}", escape(&w.message));
+            say!("  warning: {}", (&w.message));
         }
         let inference = infer::infer(&SiteState::default(), &snap, now, &site.params());
         match &inference.state.live {
@@ -151,23 +160,23 @@ pub fn run(path: &Path) -> bool {
                     _ => String::new(),
                 };
                 if live.release == live.id {
-                    println!("  live: {}{}", live.id, escape(&commit));
+                    say!("  live: {}{}", live.id, (&commit));
                 } else {
-                    println!(
+                    say!(
                         "  live: release {} id {}{}",
                         live.release,
                         live.id,
-                        escape(&commit)
+                        (&commit)
                     );
                 }
             }
-            None => println!("  live: nothing yet"),
+            None => say!("  live: nothing yet"),
         }
         if inference.state.active.is_empty() {
-            println!("  in progress: nothing");
+            say!("  in progress: nothing");
         }
         for d in &inference.state.active {
-            println!(
+            say!(
                 "  in progress: {} (release {}) is {}",
                 d.id,
                 d.release.as_deref().unwrap_or("-"),
@@ -175,14 +184,26 @@ pub fn run(path: &Path) -> bool {
             );
         }
         for a in &inference.anomalies {
-            println!("  note: {}", escape(&a.message));
+            say!("  note: {}", (&a.message));
         }
     }
     for h in &config.hooks {
-        println!(
-            "\nhook {}  {}\n  events {:?}  sites {}  statuses {}  format kudu  signature {:?}{}  timeout {}",
-            h.name,
-            h.display_url(),
+        println!();
+        say!("hook {}  {}", h.name, h.display_url());
+        let custom: Vec<&str> = h
+            .events
+            .iter()
+            .filter(|e| !crate::config::is_known_event(e))
+            .map(String::as_str)
+            .collect();
+        if !custom.is_empty() {
+            say!(
+                "  custom events {:?}: sent only by publish (deployhook publish, POST /api/hooks/publish/EVENT)",
+                custom
+            );
+        }
+        say!(
+            "  events {:?}  sites {}  statuses {}  format kudu  signature {:?}{}  timeout {}",
             h.events,
             h.sites.as_ref().map_or("all".into(), |s| format!("{s:?}")),
             h.statuses.as_ref().map_or("all".into(), |s| format!(
@@ -198,7 +219,7 @@ pub fn run(path: &Path) -> bool {
             humantime::format_duration(h.timeout)
         );
         if h.insecure_ssl {
-            println!("  warning: insecure_ssl = true: TLS certificates are not verified");
+            say!("  warning: insecure_ssl = true: TLS certificates are not verified");
         }
     }
     ok

@@ -159,6 +159,7 @@ fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> u8 {
     match result {
         Ok(()) => exit::OK,
         Err(e) => {
+            let e = telemetry::escape_multiline(&e);
             tracing::error!(error = %e, "fatal");
             eprintln!("error: {e}");
             exit::FAILURE

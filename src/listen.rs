@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Secret;
 use crate::deliver::sign;
-use crate::telemetry::escape;
+use crate::telemetry::{escape, escape_multiline};
 
 /// One request as it arrived.
 #[derive(Clone, Debug)]
@@ -84,10 +84,14 @@ impl Received {
             Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
             Err(_) => String::from_utf8_lossy(&self.body).into_owned(),
         };
-        escape(&format!(
-            "{} {}  event={event} delivery={delivery} signature={signature}\n{body}",
-            self.method, self.path
-        ))
+        format!(
+            "{}\n{}",
+            escape(&format!(
+                "{} {}  event={event} delivery={delivery} signature={signature}",
+                self.method, self.path
+            )),
+            escape_multiline(&body)
+        )
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use crate::config::{self, SiteConfig};
+use crate::config::{self, LayoutChoice, SiteConfig};
 use crate::infer::model::Status;
 use crate::snapshot::git;
 use crate::snapshot::marker::{Marker, MarkerFile, read_marker, write_marker};
@@ -23,6 +23,10 @@ pub enum MarkError {
         name: String,
         file: std::path::PathBuf,
     },
+    #[error(
+        "site {name:?} has layout {layout}: mark and wrap write the status file of a marker site only (set layout = \"marker\" for this site, or let the daemon infer a {layout} site by itself)"
+    )]
+    NotMarker { name: String, layout: &'static str },
     #[error("cannot write the status file {}", path.display())]
     WriteMarker {
         path: std::path::PathBuf,
@@ -47,16 +51,41 @@ pub struct Fields {
     pub progress: Option<String>,
 }
 
+/// The site `name`, which must be a `marker` site (configured, or detected by `auto`):
+/// a status file in a releases, kudu or git site would be a made-up deployment.
 fn site_of(config_path: &Path, name: &str) -> Result<SiteConfig, MarkError> {
     let config = config::load(config_path)?;
-    config
+    let site = config
         .sites
         .into_iter()
         .find(|s| s.name == name)
         .ok_or_else(|| MarkError::NoSite {
             name: name.to_string(),
             file: config_path.to_path_buf(),
+        })?;
+    let layout = match site.layout {
+        LayoutChoice::Auto => crate::snapshot::detect_layout(&site.path).0,
+        other => other,
+    };
+    if layout != LayoutChoice::Marker {
+        return Err(MarkError::NotMarker {
+            name: site.name,
+            layout: layout.as_str(),
+        });
+    }
+    Ok(site)
+}
+
+/// What `wrap` says it runs: the program's file name, never its arguments (which may
+/// hold tokens and go to every hook in `statusText`).
+pub fn program_name(argv: &[String]) -> String {
+    argv.first()
+        .map(|p| {
+            Path::new(p)
+                .file_name()
+                .map_or_else(|| p.clone(), |n| n.to_string_lossy().into_owned())
         })
+        .unwrap_or_default()
 }
 
 /// Writes the marker for `status`. A mark that continues the deployment in progress
@@ -131,7 +160,7 @@ pub fn wrap(
     argv: &[String],
 ) -> Result<u8, MarkError> {
     let site = site_of(config_path, site)?;
-    let command = argv.join(" ");
+    let command = program_name(argv);
     mark_site(
         &site,
         Status::Building,

@@ -291,6 +291,8 @@ struct Checker<'a> {
     file: &'a Path,
     text: &'a str,
     errors: Vec<ConfigError>,
+    /// Tables left out after an error in them (so "no [[site]]" is not said as well).
+    dropped_tables: usize,
 }
 
 impl Checker<'_> {
@@ -361,9 +363,126 @@ impl Checker<'_> {
     }
 }
 
+/// How many errors one run reports at most (a file of garbage has no end of them).
+const MAX_ERRORS: usize = 50;
+
+/// Deserializes the file, collecting every unknown key and every value of the wrong type
+/// in one run: serde stops at the first, so each one found is recorded, its line (or
+/// its whole table, for a table header) is blanked out with spaces — offsets, and so
+/// lines and columns, stay as they are — and the file is read again. A `missing field`
+/// error caused by a blanked line is not reported twice. `None` when the file is not
+/// TOML at all, or its errors cannot be stepped over.
+fn deserialize_all(c: &mut Checker<'_>) -> Option<RawConfig> {
+    let text = c.text;
+    if let Err(e) = text.parse::<toml::Table>() {
+        let span = e.span().unwrap_or(0..0);
+        c.at(span, "(file)", e.message().trim().to_string());
+        return None;
+    }
+    let mut masked = text.to_string();
+    let mut blanked: Vec<std::ops::Range<usize>> = Vec::new();
+    for _ in 0..MAX_ERRORS {
+        let e = match toml::from_str::<RawConfig>(&masked) {
+            Ok(raw) => return Some(raw),
+            Err(e) => e,
+        };
+        let Some(span) = e.span() else {
+            c.at(0..0, "(file)", e.message().trim().to_string());
+            return None;
+        };
+        let message = e.message().trim().to_string();
+        let table = blank_region(&masked, span.clone());
+        let caused_by_blanking = message.starts_with("missing field")
+            && blanked
+                .iter()
+                .any(|b| b.start < table.end.max(span.end) && b.end > table.start);
+        if !caused_by_blanking {
+            let key = key_at(text, span.clone());
+            c.at(span.clone(), &key, message);
+        }
+        let region = blank_region(&masked, span);
+        if region.is_empty() || masked[region.clone()].trim().is_empty() {
+            return None;
+        }
+        // Multi-byte characters become several spaces, so byte offsets stay put.
+        let spaces: String = masked[region.clone()]
+            .chars()
+            .map(|ch| {
+                if ch == '\n' {
+                    "\n".to_string()
+                } else {
+                    " ".repeat(ch.len_utf8())
+                }
+            })
+            .collect();
+        if masked[region.clone()].trim_start().starts_with('[') {
+            c.dropped_tables += 1;
+        }
+        masked.replace_range(region.clone(), &spaces);
+        blanked.push(region);
+    }
+    None
+}
+
+/// The text to blank out after an error at `span`: the whole lines it touches, or, when
+/// it sits in a table header (or spans a whole table), the table up to the next header.
+fn blank_region(text: &str, span: std::ops::Range<usize>) -> std::ops::Range<usize> {
+    let start = floor_boundary(text, span.start.min(text.len()));
+    let end = floor_boundary(text, span.end.min(text.len()).max(start));
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[end..].find('\n').map_or(text.len(), |i| end + i);
+    let first_line = text[line_start..line_end].trim_start();
+    if first_line.starts_with('[') {
+        // The table: its header and every line up to the next header.
+        let after_header = text[line_start..]
+            .find('\n')
+            .map_or(text.len(), |i| line_start + i + 1);
+        let mut pos = after_header;
+        while pos < text.len() {
+            let next = text[pos..].find('\n').map_or(text.len(), |i| pos + i + 1);
+            if text[pos..next].trim_start().starts_with('[') {
+                break;
+            }
+            pos = next;
+        }
+        line_start..pos.max(line_end)
+    } else {
+        line_start..line_end
+    }
+}
+
+fn floor_boundary(text: &str, mut i: usize) -> usize {
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// The key path of the key or value at `span`: `site[1].settle`.
+fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
+    let start = floor_boundary(text, span.start.min(text.len()));
+    let end = floor_boundary(text, span.end.min(text.len()).max(start));
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line = &text[line_start..line_end];
+    if line.trim_start().starts_with('[') {
+        let name = line.trim().trim_matches(|ch| ch == '[' || ch == ']').trim();
+        return name.to_string();
+    }
+    let key = match line.find('=') {
+        Some(eq) if line_start + eq < start => line[..eq].trim(),
+        _ => text[start..end].trim(),
+    };
+    let key = key.trim_matches('"');
+    if key.is_empty() || key.contains('\n') {
+        return "(file)".to_string();
+    }
+    table_path_at(text, line_start, key)
+}
+
 /// `key` qualified by the table it sits in at `offset`: `site[1].colour`, `daemon.x`.
 fn table_path_at(text: &str, offset: usize, key: &str) -> String {
-    let before = &text[..offset.min(text.len())];
+    let before = &text[..floor_boundary(text, offset.min(text.len()))];
     let header = before.lines().map(str::trim).rfind(|l| l.starts_with('['));
     match header {
         Some(h) if h.starts_with("[[") => {
@@ -382,7 +501,7 @@ fn table_path_at(text: &str, offset: usize, key: &str) -> String {
 
 /// 1-based line and column of a byte offset.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let before = &text[..floor_boundary(text, offset.min(text.len()))];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
@@ -394,19 +513,10 @@ pub fn parse(text: &str, file: &Path, env: &Env<'_>) -> Result<Config, Vec<Confi
         file,
         text,
         errors: Vec::new(),
+        dropped_tables: 0,
     };
-    let raw: RawConfig = match toml::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            let key = text
-                .get(span.clone())
-                .filter(|k| !k.is_empty() && !k.contains('\n'))
-                .map(|k| table_path_at(text, span.start, k.trim_matches('"')))
-                .unwrap_or_else(|| "(file)".to_string());
-            c.at(span, &key, e.message().trim().to_string());
-            return Err(c.errors);
-        }
+    let Some(raw) = deserialize_all(&mut c) else {
+        return Err(c.errors);
     };
 
     let d = &raw.daemon;
@@ -448,7 +558,7 @@ pub fn parse(text: &str, file: &Path, env: &Env<'_>) -> Result<Config, Vec<Confi
         .map(|(i, s)| validate_site(&mut c, i, s, &mut seen))
         .collect();
     let site_names: BTreeSet<&str> = sites.iter().map(|s| s.name.as_str()).collect();
-    if sites.is_empty() {
+    if sites.is_empty() && c.dropped_tables == 0 {
         c.at(0..0, "site", "no [[site]] table: nothing to watch");
     }
 
@@ -619,6 +729,11 @@ fn validate_hook(
         |e| {
             if e.get_ref().is_empty() {
                 c.at(e.span(), &key("events"), "must name at least one event");
+            }
+            for name in e.get_ref() {
+                if let Err(why) = check_event_name(name) {
+                    c.at(e.span(), &key("events"), why);
+                }
             }
             e.get_ref().clone()
         },
@@ -805,12 +920,27 @@ fn validate_hook(
     let mut headers = Vec::new();
     if let Some(hs) = &h.headers {
         for (k, v) in hs.get_ref() {
-            let ok = reqwest_header_ok(k, v);
-            if !ok {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
                 c.at(
                     hs.span(),
                     &key("headers"),
-                    format!("{k:?} is not a valid header name and value"),
+                    format!("{k:?} is not a valid header name"),
+                );
+            } else if http::HeaderValue::from_str(v).is_err() {
+                // The value may be a credential: it is not quoted.
+                c.at(
+                    hs.span(),
+                    &key("headers"),
+                    format!("the value of {k:?} is not a valid header value (control characters or non-ASCII)"),
+                );
+            }
+            if k.eq_ignore_ascii_case("authorization")
+                && (!url.username().is_empty() || url.password().is_some())
+            {
+                c.at(
+                    hs.span(),
+                    &key("headers"),
+                    "an Authorization header and user:pass@ in the url both set the credentials: keep one",
                 );
             }
             headers.push((k.clone(), v.clone()));
@@ -832,11 +962,40 @@ fn validate_hook(
     }
 }
 
-fn reqwest_header_ok(k: &str, v: &str) -> bool {
-    !k.is_empty()
-        && k.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        && v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+/// The events deployhook sends by itself; any other name is a custom event, sent only
+/// by `publish`.
+pub const KNOWN_EVENTS: [&str; 2] = ["PostDeployment", "StatusChanged"];
+
+/// Whether `name` is a known event (case-insensitive).
+pub fn is_known_event(name: &str) -> bool {
+    KNOWN_EVENTS.iter().any(|k| k.eq_ignore_ascii_case(name))
+}
+
+/// A known event, a custom name, or an error: a name a small edit away from a known one
+/// (`PostDeployments`, `postdeploy`, `StatusChange`) is almost surely a typo, and a hook
+/// with it would never fire.
+pub fn check_event_name(name: &str) -> Result<(), String> {
+    if is_known_event(name) {
+        return Ok(());
+    }
+    if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(format!(
+            "{:?} is not an event name (1 to 100 printable characters)",
+            crate::infer::model::cap_text(name, 40)
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    for known in KNOWN_EVENTS {
+        let k = known.to_ascii_lowercase();
+        let near = strsim::levenshtein(&lower, &k) <= 3
+            || (lower.len() >= 4 && (k.starts_with(&lower) || lower.starts_with(&k)));
+        if near {
+            return Err(format!(
+                "unknown event {name:?}: did you mean \"{known}\"? (a custom event name must not be this close to a known one)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Stands in for an invalid URL while the remaining keys are validated (the config is
@@ -975,6 +1134,77 @@ headers = { "X-Env" = "prod" }
         assert!(
             e[0].contains("hook[0].signature: signature \"github\" needs secret_file"),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn every_error_of_a_file_in_one_run() {
+        let e = errors(
+            "[daemon]\nresinc = \"1s\"\n[[site]]\nname = \"a\"\npath = \"/a\"\nsetle = \"1s\"\n\
+             settle = 5\n[[hook]]\nname = \"h\"\nurl = \"http://x/\"\nevnts = [\"PostDeployment\"]\n",
+        );
+        let joined = e.join("\n");
+        for want in [
+            ":2:1: daemon.resinc: unknown field",
+            ":6:1: site[0].setle: unknown field",
+            ":7:10: site[0].settle: invalid type",
+            ":11:1: hook[0].evnts: unknown field",
+        ] {
+            assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+        }
+        assert_eq!(e.len(), 4, "{joined}");
+        // A wrong type on a required key is one error, not two.
+        let e = errors("[[site]]\nname = 5\npath = \"/a\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains(":2:8: site[0].name: invalid type"), "{e:?}");
+        // An unknown table is one error.
+        let e = errors("[[site]]\nname = \"a\"\npath = \"/a\"\n[sitez]\nx = 1\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("sitez"), "{e:?}");
+    }
+
+    #[test]
+    fn misspelled_events_are_errors_custom_ones_are_not() {
+        let cfg = |events: &str| {
+            errors(&format!(
+                "[[site]]\nname = \"a\"\npath = \"/a\"\n[[hook]]\nname = \"h\"\nurl = \"http://x/\"\nevents = {events}\n"
+            ))
+        };
+        for bad in [
+            "PostDeployments",
+            "postdeploy",
+            "StatusChange",
+            "Post-Deployment",
+        ] {
+            let e = cfg(&format!("[\"{bad}\"]"));
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+            assert!(e[0].contains("did you mean"), "{bad}: {e:?}");
+        }
+        assert!(cfg("[\"postdeployment\", \"STATUSCHANGED\"]").is_empty());
+        assert!(cfg("[\"BuildStarted\", \"release-notes\"]").is_empty());
+    }
+
+    #[test]
+    fn authorization_header_with_url_credentials_is_an_error() {
+        let e = errors(
+            "[[site]]\nname = \"a\"\npath = \"/a\"\n[[hook]]\nname = \"h\"\nurl = \"https://u:p@x/\"\nheaders = { Authorization = \"Bearer t\" }\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("keep one"), "{e:?}");
+        let e = errors(
+            "[[site]]\nname = \"a\"\npath = \"/a\"\n[[hook]]\nname = \"h\"\nurl = \"https://x/\"\nheaders = { \"X-Key\" = \"se\\ncret\" }\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(!e[0].contains("se"), "the value is not quoted: {e:?}");
+    }
+
+    #[test]
+    fn shown_urls_hide_credentials_and_query_values() {
+        let u = url::Url::parse("https://user:p%2Bss@hooks.example.com/x?token=abc&env=prod")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            redact_url(&u),
+            "https://hooks.example.com/x?token=***&env=***"
         );
     }
 }

@@ -244,7 +244,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
         if let Some(w) = watcher.as_mut() {
             let desired = watch::desired_watches(&config.sites);
             for (warning, failed_sites) in w.reconcile(desired) {
-                tracing::warn!("{warning}");
+                tracing::warn!(detail = %escape(&warning), "cannot watch a directory");
                 for i in failed_sites {
                     if let Some(s) = sites.get_mut(i) {
                         s.polling = true;

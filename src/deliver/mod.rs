@@ -364,7 +364,8 @@ fn log_attempt(
 ) {
     let status = record.response_status.map(i64::from).unwrap_or(-1);
     let ms = record.duration.as_millis() as u64;
-    let error = record.error.as_deref().unwrap_or("");
+    let error = crate::telemetry::escape(record.error.as_deref().unwrap_or(""));
+    let error = error.as_str();
     match decision {
         Decision::Delivered => {
             tracing::info!(hook = %hook.name, delivery = %d.id, attempt, status, ms, event = %d.event, "delivered")

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::infer::model::{Status, Transition};
+use crate::infer::model::{Status, Transition, is_capped};
 
 pub const POST_DEPLOYMENT: &str = "PostDeployment";
 pub const STATUS_CHANGED: &str = "StatusChanged";
@@ -44,6 +44,9 @@ pub struct KuduPayload {
     pub sequence: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_status: Option<Status>,
+    /// The fields that were cut at their cap (their text ends in `…[truncated]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub truncated: Vec<&'static str>,
 }
 
 /// The events one transition produces: `StatusChanged` always, `PostDeployment` when it
@@ -60,7 +63,7 @@ pub fn events_of(t: &Transition) -> Vec<&'static str> {
 pub fn kudu(t: &Transition, event: &str, cx: Context<'_>) -> KuduPayload {
     let d = &t.deployment;
     let commit = d.commit.as_ref();
-    KuduPayload {
+    let mut p = KuduPayload {
         id: d.id.clone(),
         status: t.to,
         status_text: d.status_text.clone(),
@@ -88,7 +91,28 @@ pub fn kudu(t: &Transition, event: &str, cx: Context<'_>) -> KuduPayload {
         } else {
             None
         },
-    }
+        truncated: Vec::new(),
+    };
+    p.truncated = truncated_fields(&p);
+    p
+}
+
+/// Which text fields of `p` were cut at their cap when they were read.
+fn truncated_fields(p: &KuduPayload) -> Vec<&'static str> {
+    let opt = |v: &Option<String>| v.as_deref().is_some_and(is_capped);
+    [
+        ("id", is_capped(&p.id)),
+        ("statusText", is_capped(&p.status_text)),
+        ("authorEmail", opt(&p.author_email)),
+        ("author", opt(&p.author)),
+        ("message", opt(&p.message)),
+        ("progress", is_capped(&p.progress)),
+        ("deployer", opt(&p.deployer)),
+        ("branch", opt(&p.branch)),
+    ]
+    .into_iter()
+    .filter_map(|(name, cut)| cut.then_some(name))
+    .collect()
 }
 
 /// The JSON body of a payload.
