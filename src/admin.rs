@@ -65,27 +65,22 @@ pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<()> {
             .iter()
             .find(|(n, _, _)| n == &site.name)
             .and_then(|(_, s, _)| s.clone());
-        let _ = write!(out, "site {}: ", site.name);
+        let mut line = format!("site {}: ", site.name);
         match state.as_ref().and_then(|s| s.live.as_ref()) {
-            Some(live) => {
-                let _ = write!(out, "live release {} ({})", live.release, live.id);
-            }
-            None => {
-                let _ = write!(out, "nothing live yet");
-            }
+            Some(live) => line.push_str(&format!("live release {} ({})", live.release, live.id)),
+            None => line.push_str("nothing live yet"),
         }
         if let Some(d) = store.latest_deployment(&site.name)? {
-            let _ = write!(
-                out,
+            line.push_str(&format!(
                 "; last deployment #{} {} (release {}) {} {}",
                 d.serial,
                 d.id,
                 d.release.as_deref().unwrap_or("-"),
                 d.status,
                 age(d.updated_at, now)
-            );
+            ));
         }
-        let _ = writeln!(out);
+        say!(out, "{line}");
         for d in state.iter().flat_map(|s| s.active.iter()) {
             say!(
                 out,

@@ -91,7 +91,7 @@ pub fn program_name(argv: &[String]) -> String {
 /// Writes the marker for `status`. A mark that continues the deployment in progress
 /// keeps its id and fields; otherwise the id defaults to the repository's HEAD.
 pub fn mark_site(site: &SiteConfig, status: Status, fields: Fields) -> Result<Marker, MarkError> {
-    let existing = match read_marker(&site.status_file) {
+    let existing = match read_marker(&site.status_file, &mut Vec::new()) {
         MarkerFile::Ready { marker, status, .. } if !status.is_terminal() => Some(marker),
         _ => None,
     };

@@ -19,12 +19,8 @@ use crate::config::{Config, HookConfig, SiteConfig, WatchMode};
 use crate::deliver::{self, payload};
 use crate::infer::{self, model::Inference, model::SiteState, model::Timestamp};
 use crate::snapshot::{Health, Reader, Warning};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, next_backoff};
 use crate::telemetry::{catch_panic, chain, escape};
-
-/// The first wait after a failed commit; it doubles up to [`COMMIT_BACKOFF_MAX`].
-pub const COMMIT_BACKOFF_MIN: Duration = Duration::from_secs(1);
-pub const COMMIT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 pub struct SiteRuntime {
     pub name: String,
@@ -183,11 +179,6 @@ impl SiteRuntime {
     fn config_resync_hint(&self) -> Duration {
         Duration::from_secs(60).min(self.config.idle_timeout)
     }
-}
-
-/// The wait after one more failed commit: 1 s, then doubling, at most 30 s.
-pub fn next_backoff(prev: Option<Duration>) -> Duration {
-    prev.map_or(COMMIT_BACKOFF_MIN, |b| (b * 2).min(COMMIT_BACKOFF_MAX))
 }
 
 /// What every read needs from the daemon.
@@ -358,17 +349,5 @@ pub(super) mod tests {
                 .map(|s| s.initialised),
             Some(true)
         );
-    }
-
-    /// A failing commit backs off 1 s, 2 s, 4 s, … up to 30 s.
-    #[test]
-    fn failed_commits_back_off_up_to_30s() {
-        let mut b = None::<Duration>;
-        let mut seen = Vec::new();
-        for _ in 0..8 {
-            b = Some(next_backoff(b));
-            seen.extend(b.map(|w| w.as_secs()));
-        }
-        assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30, 30]);
     }
 }

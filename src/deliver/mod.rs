@@ -287,6 +287,14 @@ pub struct WorkerContext {
 /// One hook's worker: sends its deliveries in order, forever.
 pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), DeliverError> {
     let client = client_for(&hook)?;
+    // The wait after a failing store (a full disk): 1 s, doubling up to 30 s, reset by a
+    // success; one log line per step.
+    let mut store_backoff: Option<Duration> = None;
+    let next_backoff = |b: &mut Option<Duration>| {
+        let w = crate::store::next_backoff(*b);
+        *b = Some(w);
+        w
+    };
     loop {
         if *cx.shutdown.borrow() {
             return Ok(());
@@ -306,8 +314,9 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
         let head = match head {
             Ok(h) => h,
             Err(e) => {
-                tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), "cannot read the outbox; retrying in 1s");
-                wait(&mut cx, Duration::from_secs(1)).await;
+                let w = next_backoff(&mut store_backoff);
+                tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), retry_in_s = w.as_secs(), "cannot read the outbox");
+                wait(&mut cx, w).await;
                 continue;
             }
         };
@@ -349,8 +358,11 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
         })
         .await;
         if let Ok(Err(e)) = saved {
-            tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), "cannot record the attempt; it will be repeated");
-            wait(&mut cx, Duration::from_secs(1)).await;
+            let w = next_backoff(&mut store_backoff);
+            tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), retry_in_s = w.as_secs(), "cannot record the attempt; it will be repeated");
+            wait(&mut cx, w).await;
+        } else {
+            store_backoff = None;
         }
     }
 }

@@ -34,6 +34,14 @@ impl FileProblem {
     pub fn is_missing(&self) -> bool {
         matches!(self, FileProblem::Missing)
     }
+
+    /// A warning about `path`: the file and why, never its content; logged once.
+    pub fn warning(&self, path: &Path) -> super::Warning {
+        super::Warning {
+            key: format!("file:{}:{self}", path.display()),
+            message: format!("cannot read {}: {self}", path.display()),
+        }
+    }
 }
 
 impl std::fmt::Display for FileProblem {

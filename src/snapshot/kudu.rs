@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::Warning;
 use super::file::{self, FileProblem};
 use super::marker::short_reason;
 use super::releases::parse_time;
@@ -119,13 +120,23 @@ pub fn parse_status_xml(text: &str) -> Result<KuduStatus, String> {
 /// Reads `<root>/deployments/`: `active` and each `status.xml` are regular files of at
 /// most 1 MiB, not followed if they are symlinks. A file that cannot be read is
 /// `NotReady` with the reason (never its content).
-pub fn read_kudu(root: &Path) -> KuduSnapshot {
+pub fn read_kudu(root: &Path, warnings: &mut Vec<Warning>) -> KuduSnapshot {
     let dir = root.join("deployments");
+    let active_path = dir.join("active");
+    let active = match file::read_small(&active_path) {
+        Ok(r) => Some(cap_text(
+            String::from_utf8_lossy(&r.bytes).trim(),
+            caps::SHORT,
+        ))
+        .filter(|s| !s.is_empty()),
+        Err(FileProblem::Missing) => None,
+        Err(e) => {
+            warnings.push(e.warning(&active_path));
+            None
+        }
+    };
     let mut snap = KuduSnapshot {
-        active: file::read_small(&dir.join("active"))
-            .ok()
-            .map(|r| cap_text(String::from_utf8_lossy(&r.bytes).trim(), caps::SHORT))
-            .filter(|s| !s.is_empty()),
+        active,
         ..KuduSnapshot::default()
     };
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -146,7 +157,10 @@ pub fn read_kudu(root: &Path) -> KuduSnapshot {
         let entry = match file::read_small(&path) {
             Err(FileProblem::Missing) => continue, // not a deployment (yet)
             Err(e) => KuduEntry::NotReady {
-                reason: e.to_string(),
+                reason: {
+                    warnings.push(e.warning(&path));
+                    e.to_string()
+                },
                 modified: std::fs::symlink_metadata(&path)
                     .and_then(|m| m.modified())
                     .map(Timestamp::from_system)

@@ -85,11 +85,13 @@ pub fn short_reason(e: &str) -> String {
 }
 
 /// Reads the marker file (a regular file of at most 1 MiB, not followed if a symlink).
-pub fn read_marker(path: &Path) -> MarkerFile {
+/// A file that is refused (not a regular file, too large) is also a warning.
+pub fn read_marker(path: &Path, warnings: &mut Vec<super::Warning>) -> MarkerFile {
     let read = match file::read_small(path) {
         Ok(r) => r,
         Err(FileProblem::Missing) => return MarkerFile::Absent,
         Err(e) => {
+            warnings.push(e.warning(path));
             let modified = std::fs::symlink_metadata(path)
                 .and_then(|m| m.modified())
                 .map(Timestamp::from_system)
@@ -171,7 +173,7 @@ mod tests {
             ..Marker::default()
         };
         write_marker(&file, &m).unwrap_or_else(|e| panic!("{e}"));
-        match read_marker(&file) {
+        match read_marker(&file, &mut Vec::new()) {
             MarkerFile::Ready { marker, status, .. } => {
                 assert_eq!(marker, m);
                 assert_eq!(status, Status::Success);

@@ -130,7 +130,7 @@ impl Reader {
     }
 
     fn read_marker(&mut self, warnings: &mut Vec<Warning>) -> marker::MarkerSnapshot {
-        let file = marker::read_marker(&self.site.status_file);
+        let file = marker::read_marker(&self.site.status_file, warnings);
         let repo = self
             .site
             .repo
@@ -183,7 +183,9 @@ impl Reader {
                     other => other,
                 };
                 match choice {
-                    LayoutChoice::Kudu => LayoutSnapshot::Kudu(Box::new(kudu::read_kudu(&path))),
+                    LayoutChoice::Kudu => {
+                        LayoutSnapshot::Kudu(Box::new(kudu::read_kudu(&path, &mut warnings)))
+                    }
                     LayoutChoice::Git => {
                         let bare = self.site.repo.as_deref().filter(|r| *r != path);
                         let site = git::read_git_site(&path, bare, self.site.branch.as_deref());

@@ -298,7 +298,7 @@ pub fn read_releases(
                 snap.revisions_log = Some(parse_revisions_log(&String::from_utf8_lossy(&r.bytes)))
             }
             Err(FileProblem::Missing) => {}
-            Err(e) => warnings.push(file_warning(&path, &e)),
+            Err(e) => warnings.push(e.warning(&path)),
         }
     }
 
@@ -313,7 +313,7 @@ pub fn read_releases(
             Err(FileProblem::Missing) => None,
             Err(e) => {
                 // It exists, so the lock is held; who holds it is unknown.
-                warnings.push(file_warning(&lock_path, &e));
+                warnings.push(e.warning(&lock_path));
                 Some(String::new())
             }
         };
@@ -326,7 +326,7 @@ pub fn read_releases(
             Ok(r) => parse_releases_log(&String::from_utf8_lossy(&r.bytes)),
             Err(FileProblem::Missing) => Vec::new(),
             Err(e) => {
-                warnings.push(file_warning(&log_path, &e));
+                warnings.push(e.warning(&log_path));
                 Vec::new()
             }
         };
@@ -428,14 +428,6 @@ pub fn read_releases(
         }
     }
     snap
-}
-
-/// A warning about a file that could not be read: its path and why, never its content.
-pub fn file_warning(path: &Path, problem: &FileProblem) -> Warning {
-    Warning {
-        key: format!("file:{}:{problem}", path.display()),
-        message: format!("cannot read {}: {problem}", path.display()),
-    }
 }
 
 /// The repositories to look a release's commit up in, most specific first.

@@ -474,6 +474,14 @@ impl Store {
     }
 }
 
+/// The wait after one more failed write of the store (a full disk, an I/O error): 1 s,
+/// then doubling, at most 30 s. Writers retry after it and log once per step.
+pub fn next_backoff(prev: Option<Duration>) -> Duration {
+    prev.map_or(Duration::from_secs(1), |b| {
+        (b * 2).min(Duration::from_secs(30))
+    })
+}
+
 /// Creates the state directory if needed, and makes it 0700 whatever the umask: the
 /// outbox holds payloads and the history of every receiver's answers. A directory that
 /// was more open is tightened, with a notice.
@@ -644,6 +652,18 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failing write backs off 1 s, 2 s, 4 s, … up to 30 s.
+    #[test]
+    fn failed_commits_back_off_up_to_30s() {
+        let mut b = None::<Duration>;
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            b = Some(next_backoff(b));
+            seen.extend(b.map(|w| w.as_secs()));
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
 
     #[test]
     fn pruning_drops_old_finished_history_and_keeps_anything_pending() {

@@ -8,6 +8,7 @@ mod bad_input;
 mod check;
 mod delivery;
 mod demo;
+mod hostile;
 mod layouts;
 mod releases;
 mod reload;

@@ -181,6 +181,17 @@ impl Site {
         Site::new(env)
     }
 
+    /// Another plain site, at `<env>/<name>`, sharing the source repository.
+    pub fn plain_at(env: &TestEnv, name: &str) -> Site {
+        let src = env.join("src");
+        if !src.join(".git").exists() {
+            git::init_source(&src);
+        }
+        let root = env.join(name);
+        std::fs::create_dir_all(root.join("releases")).unwrap_or_else(|e| panic!("{e}"));
+        Site { root, src }
+    }
+
     /// The playbook's `git` task into the new release, then the DEPLOY_UNFINISHED marker.
     pub fn ansible_create(&self, name: &str) -> String {
         let dir = self.release_dir(name);
