@@ -1207,4 +1207,28 @@ headers = { "X-Env" = "prod" }
             "https://hooks.example.com/x?token=***&env=***"
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        /// Any text, and any valid file with a piece replaced, is a config or errors that
+        /// name a line of the file: never a panic.
+        #[test]
+        fn any_text_is_a_config_or_errors_with_lines(
+            junk in "[\\[\\]a-z_=\" .0-9\n{}é\u{1b}]{0,200}",
+            cut in 0usize..400,
+        ) {
+            let valid = "[daemon]\nresync = \"1s\"\n[[site]]\nname = \"a\"\npath = \"/a\"\n\
+                         [[hook]]\nname = \"h\"\nurl = \"http://x/\"\nevents = [\"StatusChanged\"]\n";
+            let at = valid.char_indices().map(|(i, _)| i).nth(cut % valid.chars().count()).unwrap_or(0);
+            for text in [junk.clone(), format!("{}{junk}{}", &valid[..at], &valid[at..])] {
+                if let Err(errors) = parse(&text, Path::new("/f.toml"), &env()) {
+                    proptest::prop_assert!(!errors.is_empty());
+                    for e in errors {
+                        proptest::prop_assert!(e.line >= 1 && e.line <= text.lines().count() + 1, "{}", e);
+                    }
+                }
+            }
+        }
+    }
 }

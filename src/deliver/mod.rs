@@ -454,6 +454,7 @@ mod tests {
                 lock_seen: false,
                 progress: String::new(),
                 done_at: None,
+                switched_away: None,
             },
             from: None,
             to,

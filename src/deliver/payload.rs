@@ -159,6 +159,7 @@ mod tests {
                 lock_seen: false,
                 progress: String::new(),
                 done_at: None,
+                switched_away: None,
             },
             from: Some(Status::Deploying),
             to: Status::Success,

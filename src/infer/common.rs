@@ -37,6 +37,7 @@ pub fn new_deployment(
         lock_seen: false,
         progress: String::new(),
         done_at: None,
+        switched_away: None,
     }
 }
 

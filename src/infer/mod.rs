@@ -6,6 +6,8 @@
 
 pub mod common;
 pub mod git;
+#[cfg(test)]
+mod interleavings;
 pub mod kudu;
 pub mod marker;
 pub mod model;

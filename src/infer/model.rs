@@ -214,6 +214,11 @@ pub struct Deployment {
     /// 2xx observed after this.
     #[serde(default)]
     pub done_at: Option<Timestamp>,
+    /// When `current` was first seen to point away from this deploying release. It is
+    /// failed as superseded only by a later read: the read that saw the switch may
+    /// have read the tool's log before the line that finished this deploy was written.
+    #[serde(default)]
+    pub switched_away: Option<Timestamp>,
 }
 
 /// The release that is live now.

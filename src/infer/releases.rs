@@ -414,6 +414,13 @@ impl Run<'_> {
         if switched && current == Some(name) {
             d.last_change = self.now;
         }
+        if d.status >= Status::Deploying
+            && current != Some(name)
+            && self.snap.releases.contains_key(name)
+            && d.switched_away.is_none()
+        {
+            d.switched_away = Some(self.now);
+        }
         if let Some((_, branch, sha, user)) = self.log.deployed.iter().find(|e| e.0 == name) {
             d.branch = Some(branch.clone());
             d.deployer = Some(user.clone());
@@ -507,6 +514,11 @@ impl Run<'_> {
             );
         }
         if d.status >= Status::Deploying {
+            // Seen switched away by this very read: the log this read took before
+            // `current` may predate the line that finished it. A later read decides.
+            if d.switched_away.is_none_or(|t| t >= self.now) {
+                return (Status::Deploying, String::new());
+            }
             return (
                 Status::Failed,
                 format!(
@@ -547,6 +559,14 @@ impl Run<'_> {
                 ]
             })
             .flatten()
+            .chain(
+                // A switch away waits for one more read, soon.
+                self.st
+                    .active
+                    .iter()
+                    .filter(|d| d.switched_away == Some(self.now))
+                    .map(|_| self.now.plus(std::time::Duration::from_millis(250))),
+            )
             .filter(|t| *t > self.now)
             .min()
     }

@@ -10,6 +10,8 @@ pub mod file;
 pub mod git;
 pub mod kudu;
 pub mod marker;
+#[cfg(test)]
+mod parse_props;
 pub mod releases;
 
 use std::collections::{BTreeMap, HashSet};
