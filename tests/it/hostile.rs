@@ -900,3 +900,35 @@ fn a_full_disk_backs_off_and_loses_nothing() {
     assert!(d.has_log("commits work again"));
     drop(d);
 }
+
+#[test]
+fn a_read_stuck_in_libgit2_holds_up_no_other_site_and_not_shutdown() {
+    let env = TestEnv::new();
+    let rx = Receiver::start();
+    // A git site whose .git/index is a FIFO: libgit2 blocks opening it, forever.
+    let stuck = env.join("stuck");
+    crate::support::git::init_source(&stuck);
+    std::fs::remove_file(stuck.join(".git/index")).unwrap_or_else(|e| panic!("{e}"));
+    mkfifo(&stuck.join(".git/index"));
+    let good = Site::plain_at(&env, "good");
+    let d = Daemon::start(
+        &env,
+        &sites_config(
+            &env,
+            &[
+                ("stuck", &stuck, "layout = \"git\""),
+                ("good", &good.root, "layout = \"releases\""),
+            ],
+            &hook_url(&rx),
+        ),
+    );
+    d.wait_log("the first read of this site has not finished");
+    let sha = good.plain_deploy("1");
+    eventually!(
+        rx.payloads("PostDeployment")
+            .iter()
+            .any(|p| p["siteName"] == "good" && p["id"] == sha.as_str()),
+        "the other site's deploy is reported"
+    );
+    assert_eq!(d.stop(), Some(0), "SIGTERM is honoured");
+}
