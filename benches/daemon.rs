@@ -261,7 +261,7 @@ fn latency(n: usize, with_hanging_hook: bool) {
 fn throughput(hooks: usize, events: usize) {
     use deployhook::config::{Format, HookConfig, SignatureKind};
     use deployhook::deliver::{self, WorkerContext};
-    use deployhook::infer::model::Timestamp;
+    use deployhook::model::Timestamp;
     use deployhook::store::{NewDelivery, NewEvent, Store};
 
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

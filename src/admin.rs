@@ -15,7 +15,7 @@ macro_rules! say {
 
 use crate::config::{self, Config};
 use crate::deliver;
-use crate::infer::model::Timestamp;
+use crate::model::Timestamp;
 use crate::store::{DeliveryUpdate, LOCK_FILE, Store};
 use crate::telemetry::{chain, escape, escape_multiline};
 

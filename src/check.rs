@@ -13,7 +13,8 @@ macro_rules! say {
 }
 
 use crate::config::{self, LayoutChoice, WatchMode};
-use crate::infer::{self, model::SiteState, model::Timestamp};
+use crate::infer::{self, model::SiteState};
+use crate::model::Timestamp;
 use crate::snapshot::kudu::KuduEntry;
 use crate::snapshot::marker::MarkerFile;
 use crate::snapshot::{self, Current, LayoutSnapshot, Reader};
@@ -140,7 +141,12 @@ pub fn run(path: &Path) -> bool {
         for w in &warnings {
             say!("  warning: {}", (&w.message));
         }
-        let inference = infer::infer(&SiteState::default(), &snap, now, &site.params());
+        let inference = infer::infer(
+            &SiteState::default(),
+            &snap,
+            now,
+            &infer::model::Params::of(site),
+        );
         match &inference.state.live {
             Some(live) => {
                 let commit = match &snap.layout {

@@ -71,7 +71,7 @@ pub enum Command {
     Mark {
         /// pending, building, deploying, success or failed.
         #[arg(value_parser = parse_status)]
-        status: crate::infer::model::Status,
+        status: crate::model::Status,
         /// The site (a `[[site]]` name in the config).
         #[arg(long)]
         site: String,
@@ -150,8 +150,8 @@ pub enum Hooks {
     Enable { name: String },
 }
 
-fn parse_status(s: &str) -> Result<crate::infer::model::Status, String> {
-    crate::infer::model::Status::parse(s).ok_or_else(|| {
+fn parse_status(s: &str) -> Result<crate::model::Status, String> {
+    crate::model::Status::parse(s).ok_or_else(|| {
         format!("{s:?} is not a status: use pending, building, deploying, success or failed")
     })
 }

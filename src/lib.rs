@@ -8,6 +8,8 @@
 //! `cli`, `check`, `demo`, `listen` and `telemetry` stand beside the path.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod model;
+
 pub mod config;
 pub mod daemon;
 pub mod deliver;

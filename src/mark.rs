@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use crate::config::{self, LayoutChoice, SiteConfig};
-use crate::infer::model::Status;
+use crate::model::Status;
 use crate::snapshot::git;
 use crate::snapshot::marker::{Marker, MarkerFile, read_marker, write_marker};
 use crate::telemetry::chain;

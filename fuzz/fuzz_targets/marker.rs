@@ -1,6 +1,6 @@
 //! The marker file's JSON: parses or is refused, never panics; fields are capped.
 #![no_main]
-use deployhook::infer::model::caps;
+use deployhook::model::caps;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

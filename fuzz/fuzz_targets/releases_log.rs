@@ -1,7 +1,7 @@
 //! Deployer's `.dep/releases_log`: bad lines are skipped, times out of range are
 //! "unknown", nothing panics.
 #![no_main]
-use deployhook::infer::model::caps;
+use deployhook::model::caps;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

@@ -1,6 +1,6 @@
 //! Kudu's `status.xml`: any text parses or is refused, never panics; fields are capped.
 #![no_main]
-use deployhook::infer::model::caps;
+use deployhook::model::caps;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

@@ -1,7 +1,7 @@
 //! RFC 3339 times: any text parses or is `None`; a parsed time formats and parses back
 //! to itself; any microsecond count formats without panicking.
 #![no_main]
-use deployhook::infer::model::Timestamp;
+use deployhook::model::Timestamp;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (&str, i64)| {

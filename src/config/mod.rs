@@ -13,10 +13,12 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::infer::model::{Params, Status};
+use crate::model::Status;
 use raw::{RawConfig, RawHook, RawSite};
 
 pub const DEFAULT_CONFIG: &str = "/etc/deployhook/deployhook.toml";
+/// The `marker` layout's status file, relative to the site's path.
+pub const DEFAULT_STATUS_FILE: &str = ".deployhook-status.json";
 pub const DEFAULT_RETRY: [u64; 9] = [5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,21 +97,11 @@ impl SiteConfig {
             deployer: None,
             settle: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(600),
-            status_file: path.join(crate::snapshot::marker::DEFAULT_FILE),
+            status_file: path.join(DEFAULT_STATUS_FILE),
             health_url: None,
             health_timeout: Duration::from_secs(120),
             watch: WatchMode::Inotify,
             poll_interval: Duration::from_secs(2),
-        }
-    }
-
-    pub fn params(&self) -> Params {
-        Params {
-            settle: self.settle,
-            idle_timeout: self.idle_timeout,
-            deployer: self.deployer.clone(),
-            branch: self.branch.clone(),
-            health_timeout: self.health_url.as_ref().map(|_| self.health_timeout),
         }
     }
 }
@@ -674,7 +666,7 @@ fn validate_site(
     SiteConfig {
         name: s.name.get_ref().clone(),
         status_file: s.status_file.as_ref().map_or_else(
-            || path.join(crate::snapshot::marker::DEFAULT_FILE),
+            || path.join(DEFAULT_STATUS_FILE),
             |f| {
                 let p = PathBuf::from(f.get_ref());
                 if p.is_absolute() { p } else { path.join(p) }
@@ -981,7 +973,7 @@ pub fn check_event_name(name: &str) -> Result<(), String> {
     if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(format!(
             "{:?} is not an event name (1 to 100 printable characters)",
-            crate::infer::model::cap_text(name, 40)
+            crate::model::cap_text(name, 40)
         ));
     }
     let lower = name.to_ascii_lowercase();

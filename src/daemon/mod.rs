@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{self, Config, LoadError};
 use crate::deliver::{self, WorkerContext};
-use crate::infer::model::Timestamp;
+use crate::model::Timestamp;
 use crate::snapshot::{self, Health};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{chain, escape, sd_notify};

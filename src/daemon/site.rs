@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 
 use crate::config::{Config, HookConfig, SiteConfig, WatchMode};
 use crate::deliver::{self, payload};
-use crate::infer::{self, model::Inference, model::SiteState, model::Timestamp};
+use crate::infer::{self, model::Inference, model::SiteState};
+use crate::model::Timestamp;
 use crate::snapshot::{Health, Reader, Warning};
 use crate::store::{Store, StoreError, next_backoff};
 use crate::telemetry::{catch_panic, chain, escape};
@@ -232,7 +233,7 @@ fn read_infer_commit(
         panic!("forced inside a read of {}: \u{1b}[2J", reader.site().name);
     }
     snap.health = health;
-    let params = reader.site().params();
+    let params = infer::model::Params::of(reader.site());
     let inference = infer::infer(prev, &snap, now, &params);
     let name = reader.site().name.clone();
     let committed = if inference.state != *prev || !inference.transitions.is_empty() {
@@ -273,7 +274,7 @@ fn log_transitions(site: &str, inference: &Inference) {
         let release = d.release.as_deref().map_or("-".to_string(), escape);
         let from = t.from.map_or("new", |s| s.as_str());
         let text = escape(&d.status_text);
-        if t.to == crate::infer::model::Status::Failed {
+        if t.to == crate::model::Status::Failed {
             tracing::warn!(site = %escape(site), deployment = %escape(&d.id), release = %release, from, status = %t.to, status_text = %text, "deployment failed");
         } else {
             tracing::info!(site = %escape(site), deployment = %escape(&d.id), release = %release, from, status = %t.to, status_text = %text, "transition");

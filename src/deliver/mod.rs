@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::{HookConfig, SignatureKind};
-use crate::infer::model::{Timestamp, Transition};
+use crate::infer::model::Transition;
+use crate::model::Timestamp;
 use crate::store::{AttemptRecord, DeliveryUpdate, DueDelivery, NewDelivery, NewEvent, Store};
 use retry::{Decision, Response};
 
@@ -188,7 +189,7 @@ pub async fn send_attempt(
                 .take(MAX_RESPONSE_HEADERS)
                 .map(|(k, v)| {
                     let v = String::from_utf8_lossy(v.as_bytes());
-                    (k.to_string(), crate::infer::model::cap_text(&v, 1024))
+                    (k.to_string(), crate::model::cap_text(&v, 1024))
                 })
                 .collect();
             match read_capped_body(&mut resp, MAX_RESPONSE_BODY).await {
@@ -407,7 +408,8 @@ async fn wait(cx: &mut WorkerContext, max: Duration) {
 mod tests {
     use super::*;
     use crate::config::{Format, HookConfig};
-    use crate::infer::model::{Deployment, Status};
+    use crate::infer::model::Deployment;
+    use crate::model::Status;
 
     fn hook(
         name: &str,

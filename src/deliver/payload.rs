@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use crate::infer::model::{Status, Transition, is_capped};
+use crate::infer::model::Transition;
+use crate::model::{Status, is_capped};
 
 pub const POST_DEPLOYMENT: &str = "PostDeployment";
 pub const STATUS_CHANGED: &str = "StatusChanged";
@@ -124,7 +125,8 @@ pub fn body(p: &KuduPayload) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::infer::model::{CommitInfo, Deployment, Timestamp};
+    use crate::infer::model::Deployment;
+    use crate::model::{CommitInfo, Timestamp};
 
     fn at(s: &str) -> Timestamp {
         Timestamp::from_system(humantime::parse_rfc3339(s).unwrap_or(std::time::UNIX_EPOCH))

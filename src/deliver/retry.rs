@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::infer::model::Timestamp;
+use crate::model::Timestamp;
 
 /// What an attempt came to, as far as the policy cares.
 #[derive(Clone, Debug, PartialEq, Eq)]

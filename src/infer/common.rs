@@ -2,9 +2,9 @@
 //! emitting the transition), and failure by silence.
 
 use super::model::{
-    Anomaly, Deployment, Inference, LAST_SUCCESS_KEEP, Live, Params, SiteState, Status, Timestamp,
-    Transition,
+    Anomaly, Deployment, Inference, LAST_SUCCESS_KEEP, Live, Params, SiteState, Transition,
 };
+use crate::model::{Status, Timestamp};
 use crate::snapshot::Health;
 
 /// A new, not yet announced deployment with the next serial.

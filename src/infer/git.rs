@@ -9,7 +9,8 @@
 //! a ref from a loose file into `packed-refs` changes nothing.
 
 use super::common;
-use super::model::{Anomaly, Inference, Params, SiteState, Status, Timestamp};
+use super::model::{Anomaly, Inference, Params, SiteState};
+use crate::model::{Status, Timestamp};
 use crate::snapshot::Health;
 use crate::snapshot::git::GitSite;
 

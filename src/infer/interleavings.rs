@@ -11,7 +11,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::infer;
-use super::model::{CommitInfo, Params, SiteState, Status, Timestamp, Transition};
+use super::model::{Params, SiteState, Transition};
+use crate::model::{CommitInfo, Status, Timestamp};
 use crate::snapshot::git::GitSite;
 use crate::snapshot::kudu::{KuduEntry, KuduSnapshot, KuduStatus};
 use crate::snapshot::{

@@ -4,9 +4,8 @@
 //! rewrites the file with a new `receivedTime`).
 
 use super::common;
-use super::model::{
-    Anomaly, CommitInfo, Deployment, Inference, Live, Params, SiteState, Status, Timestamp,
-};
+use super::model::{Anomaly, Deployment, Inference, Live, Params, SiteState};
+use crate::model::{CommitInfo, Status, Timestamp};
 use crate::snapshot::Health;
 use crate::snapshot::kudu::{KuduEntry, KuduSnapshot, KuduStatus};
 

@@ -3,7 +3,8 @@
 //! deployment. Commit data missing from the file comes from the repository.
 
 use super::common;
-use super::model::{Anomaly, CommitInfo, Inference, Live, Params, SiteState, Status, Timestamp};
+use super::model::{Anomaly, Inference, Live, Params, SiteState};
+use crate::model::{CommitInfo, Status, Timestamp};
 use crate::snapshot::Health;
 use crate::snapshot::marker::{MarkerFile, MarkerSnapshot};
 

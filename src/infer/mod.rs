@@ -15,7 +15,8 @@ pub mod releases;
 #[cfg(test)]
 mod tests;
 
-use model::{Anomaly, Inference, Params, SiteState, Timestamp};
+use crate::model::Timestamp;
+use model::{Anomaly, Inference, Params, SiteState};
 
 use crate::snapshot::{LayoutSnapshot, Snapshot};
 

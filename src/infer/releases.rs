@@ -9,9 +9,8 @@
 use std::cmp::Ordering;
 
 use super::common;
-use super::model::{
-    Anomaly, Deployment, Inference, Live, Params, SiteState, Status, Timestamp, Transition,
-};
+use super::model::{Anomaly, Deployment, Inference, Live, Params, SiteState, Transition};
+use crate::model::{Status, Timestamp};
 use crate::snapshot::{Current, Flavour, Health, LogEntry, Release, ReleasesSnapshot, Revision};
 
 /// Orders release names: numerically when both are all digits (timestamps, Deployer's

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::infer;
-use super::model::{CommitInfo, Params, SiteState, Status, Timestamp};
+use super::model::{Params, SiteState};
+use crate::model::{CommitInfo, Status, Timestamp};
 use crate::snapshot::{
     Current, DeployerFiles, Flavour, LayoutSnapshot, LogEntry, Release, ReleasesLogEntry,
     ReleasesSnapshot, Revision, RevisionsLog, Snapshot,

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::infer::model::Timestamp;
+use crate::model::Timestamp;
 
 /// The cap for status, marker, lock and `REVISION` files, and for one read of a log.
 pub const SMALL_FILE_CAP: u64 = 1024 * 1024;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{ErrorCode, Oid, Repository, RepositoryOpenFlags};
 
-use crate::infer::model::{CommitInfo, Timestamp};
+use crate::model::{CommitInfo, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -197,7 +197,7 @@ fn read_git_site_inner(
 /// A commit's author data, each field capped (a repository is outside input too): the
 /// message at 64 KiB, names and emails at 1 KiB. Non-UTF-8 bytes are replaced.
 fn commit_info(c: &git2::Commit<'_>) -> CommitInfo {
-    use crate::infer::model::{cap_text, caps};
+    use crate::model::{cap_text, caps};
     let sig = c.author();
     let lossy = |b: &[u8], max: usize| {
         let b = &b[..b.len().min(max + 4)];

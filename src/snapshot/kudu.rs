@@ -12,7 +12,7 @@ use super::Warning;
 use super::file::{self, FileProblem};
 use super::marker::short_reason;
 use super::releases::parse_time;
-use crate::infer::model::{Status, Timestamp, cap_text, caps};
+use crate::model::{Status, Timestamp, cap_text, caps};
 
 /// One deployment as `status.xml` describes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -7,9 +7,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::file::{self, FileProblem};
-use crate::infer::model::{Status, Timestamp, cap_text, caps};
+use crate::model::{Status, Timestamp, cap_text, caps};
 
-pub const DEFAULT_FILE: &str = ".deployhook-status.json";
+pub use crate::config::DEFAULT_STATUS_FILE as DEFAULT_FILE;
 
 /// The marker file's content.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +55,7 @@ pub struct MarkerSnapshot {
     /// The repository's HEAD, for the id when the marker has none.
     pub head: Option<String>,
     /// Commit data of the marker's id (or HEAD), from the repository.
-    pub commit: Option<crate::infer::model::CommitInfo>,
+    pub commit: Option<crate::model::CommitInfo>,
 }
 
 /// Parses the marker file's text. Every field is capped (the message and `statusText`

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::config::{LayoutChoice, SiteConfig};
-use crate::infer::model::{CommitInfo, Timestamp};
+use crate::model::{CommitInfo, Timestamp};
 
 pub use releases::{
     Current, DeployerFiles, Flavour, LogEntry, Release, ReleasesLogEntry, ReleasesSnapshot,

@@ -8,7 +8,7 @@ use super::LogEntry;
 use super::kudu::parse_status_xml;
 use super::marker::parse_marker;
 use super::releases::{parse_releases_log, parse_revisions_log, parse_time};
-use crate::infer::model::{Timestamp, caps};
+use crate::model::{Timestamp, caps};
 
 /// Text with the characters that break naive parsers: multi-byte ones, controls,
 /// quotes, angle brackets, separators.

@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use super::file::{self, FileProblem};
 use super::{Warning, git};
 use crate::config::SiteConfig;
-use crate::infer::model::{CommitInfo, Timestamp, cap_text, caps};
+use crate::model::{CommitInfo, Timestamp, cap_text, caps};
 
 /// The cap for one read of an append-only log (`revisions.log`, `.dep/releases_log`).
 pub const LOG_CAP: u64 = 64 * 1024 * 1024;

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::infer::model::{SiteState, Status, Timestamp, Transition};
+use crate::infer::model::{SiteState, Transition};
+use crate::model::{Status, Timestamp};
 
 pub const DB_FILE: &str = "deployhook.sqlite";
 pub const LOCK_FILE: &str = "deployhook.lock";

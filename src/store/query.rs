@@ -3,7 +3,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{AttemptRecord, Store, StoreError, q};
-use crate::infer::model::Timestamp;
+use crate::model::Timestamp;
 
 /// One delivery as listed.
 #[derive(Clone, Debug, PartialEq, Eq)]

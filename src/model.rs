@@ -1,0 +1,178 @@
+//! The ground floor: the words every stage shares — `Timestamp`, `Status`,
+//! `CommitInfo` — and the caps on text that comes from outside. Imports nothing of the
+//! crate; plain data, no I/O (`Timestamp::now` is the one clock, read by the daemon and
+//! the commands, never by `infer`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// A point in time, in microseconds since the Unix epoch (UTC).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn from_system(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            Err(e) => Timestamp(-i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX)),
+        }
+    }
+
+    pub fn now() -> Self {
+        Self::from_system(SystemTime::now())
+    }
+
+    pub fn from_unix_seconds(s: i64) -> Self {
+        Timestamp(s.saturating_mul(1_000_000))
+    }
+
+    pub fn unix_seconds(self) -> i64 {
+        self.0.div_euclid(1_000_000)
+    }
+
+    /// The same time as a `SystemTime`; saturates at the ends of what `SystemTime` holds.
+    pub fn to_system(self) -> SystemTime {
+        let d = Duration::from_micros(self.0.unsigned_abs());
+        let t = if self.0 >= 0 {
+            UNIX_EPOCH.checked_add(d)
+        } else {
+            UNIX_EPOCH.checked_sub(d)
+        };
+        t.unwrap_or(UNIX_EPOCH)
+    }
+
+    pub fn plus(self, d: Duration) -> Self {
+        Timestamp(
+            self.0
+                .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// How long after `earlier` this is (zero if it is not after).
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        Duration::from_micros(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
+    }
+
+    /// RFC 3339 in UTC with seven fractional digits and `Z`, as Kudu writes times
+    /// (`2026-11-20T09:14:02.1034000Z`). Any `i64` is accepted: a time outside the range a
+    /// calendar can show (years -9999 to 9999) is clamped to that range's ends.
+    pub fn rfc3339(self) -> String {
+        let t = jiff::Timestamp::from_microsecond(self.0).unwrap_or(if self.0 < 0 {
+            jiff::Timestamp::MIN
+        } else {
+            jiff::Timestamp::MAX
+        });
+        format!("{t:.7}")
+    }
+
+    /// Parses an RFC 3339 time with `Z` or a numeric offset (`2026-11-20T09:14:02+01:00`);
+    /// `None` for anything else, including times outside years -9999 to 9999. Never panics.
+    pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+        let s = s.trim();
+        if s.len() > 64 {
+            return None;
+        }
+        let t: jiff::Timestamp = s.parse().ok()?;
+        Some(Timestamp(t.as_microsecond()))
+    }
+}
+
+/// Cuts `s` to at most `max` bytes (on a character boundary), ending it with
+/// [`TRUNCATED`] when it was cut, so the cut is visible wherever the text goes.
+/// Idempotent: a text already cut by this function is returned unchanged.
+pub fn cap_text(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let keep = max.saturating_sub(TRUNCATED.len());
+    let mut end = keep.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{TRUNCATED}", &s[..end])
+}
+
+/// Whether `s` was cut by [`cap_text`].
+pub fn is_capped(s: &str) -> bool {
+    s.ends_with(TRUNCATED)
+}
+
+/// What [`cap_text`] appends to a text it cut.
+pub const TRUNCATED: &str = "…[truncated]";
+
+/// Caps for text that comes from a site, a repository or a receiver (bytes).
+pub mod caps {
+    /// A commit message, a Kudu `message` or `statusText`.
+    pub const MESSAGE: usize = 64 * 1024;
+    /// Ids, author names and emails, deployers, branches, progress texts.
+    pub const SHORT: usize = 1024;
+}
+
+/// A deployment's status. Ordered: statuses only move forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Building,
+    Deploying,
+    Success,
+    Failed,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Pending,
+        Status::Building,
+        Status::Deploying,
+        Status::Success,
+        Status::Failed,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Success | Status::Failed)
+    }
+
+    /// Position on the forward path; both terminal statuses share the last rank.
+    pub fn rank(self) -> u8 {
+        match self {
+            Status::Pending => 0,
+            Status::Building => 1,
+            Status::Deploying => 2,
+            Status::Success | Status::Failed => 3,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Building => "building",
+            Status::Deploying => "deploying",
+            Status::Success => "success",
+            Status::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the commit of a deployment says, read from the site's git repository.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitInfo {
+    pub author: String,
+    pub email: String,
+    pub message: String,
+    pub time: Timestamp,
+}
