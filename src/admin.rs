@@ -16,7 +16,7 @@ macro_rules! say {
 use crate::config::{self, Config};
 use crate::deliver;
 use crate::model::Timestamp;
-use crate::store::{DeliveryUpdate, LOCK_FILE, Store};
+use crate::store::{DeliveryState, LOCK_FILE, Outcome, Store};
 use crate::telemetry::{chain, escape, escape_multiline};
 
 /// An error to print and exit 1 with.
@@ -177,7 +177,7 @@ pub fn show(path: &std::path::Path, id: &str, out: &mut impl Write) -> Result<()
         r.attempts,
         r.created_at.rfc3339()
     );
-    if r.state == "pending" && r.attempts > 0 {
+    if r.state == DeliveryState::Pending && r.attempts > 0 {
         say!(out, "next attempt at {}", d.next_attempt_at.rfc3339());
     }
     let body = match serde_json::from_slice::<serde_json::Value>(&d.body) {
@@ -281,16 +281,11 @@ pub fn hooks_test(path: &std::path::Path, name: &str, out: &mut impl Write) -> R
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (record, _) = rt.block_on(deliver::send_attempt(&client, &hook, &d, now));
-    let ok = record
-        .response_status
-        .is_some_and(|c| (200..300).contains(&c));
-    let update = if ok {
-        DeliveryUpdate::Delivered
-    } else {
-        DeliveryUpdate::Dead
-    };
-    store.commit_attempt(&d, &record, &update, Timestamp::now())?;
+    let (record, response) = rt.block_on(deliver::send_attempt(&client, &hook, &d, now));
+    // The same decision a worker makes, with no retries: a 410 disables the hook.
+    let outcome = deliver::retry::decide(&[], 1, &response, Timestamp::now(), 0.0);
+    let ok = outcome == Outcome::Delivered;
+    store.commit_attempt(&d, &record, &outcome, Timestamp::now())?;
     match (record.response_status, &record.error) {
         (Some(code), _) => {
             say!(
@@ -301,6 +296,14 @@ pub fn hooks_test(path: &std::path::Path, name: &str, out: &mut impl Write) -> R
                 record.duration.as_millis(),
                 d.id
             );
+            if outcome == Outcome::DisableHook {
+                say!(
+                    out,
+                    "the receiver answered 410 Gone: hook {} is disabled (deployhook hooks enable {} lifts it)",
+                    hook.name,
+                    hook.name
+                );
+            }
         }
         (None, e) => {
             say!(

@@ -13,6 +13,7 @@ pub mod model;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+pub mod events;
 pub mod infer;
 pub mod snapshot;
 pub mod store;
@@ -161,9 +162,8 @@ fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> u8 {
     match result {
         Ok(()) => exit::OK,
         Err(e) => {
-            let e = telemetry::escape_multiline(&e);
-            tracing::error!(error = %e, "fatal");
-            eprintln!("error: {e}");
+            // Once, on stderr (the journal, under systemd).
+            eprintln!("error: {}", telemetry::escape_multiline(&e));
             exit::FAILURE
         }
     }

@@ -1,5 +1,6 @@
-//! Logging (tracing to stderr, text or JSON), error chains for log lines, and the
-//! systemd notify protocol (`READY=1`, `RELOADING=1`, `STOPPING=1`, `STATUS=`).
+//! Logging (tracing to stderr, text or JSON), error chains for log lines, escaping of
+//! outside text, and the panic hook. (systemd's notify protocol is the `sd-notify`
+//! crate's, used by `daemon`.)
 
 use std::error::Error;
 
@@ -120,25 +121,4 @@ fn escape_with(s: &str, keep_newlines: bool) -> String {
         }
     }
     out
-}
-
-/// Sends a state line to systemd when run under `Type=notify` (no-op otherwise).
-pub fn sd_notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = path.as_encoded_bytes();
-    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
-    } else {
-        sock.send_to(state.as_bytes(), &path)
-    };
-    if let Err(e) = sent {
-        tracing::debug!(error = %e, "sd_notify failed");
-    }
 }

@@ -8,25 +8,28 @@
 //! line, so one site never holds up another. Startup and reload inject one "all sites
 //! dirty" mark, so they take the normal path.
 
+pub mod health;
 pub mod site;
+pub mod tasks;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use sd_notify::NotifyState;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch as channel};
 use tokio::task::JoinSet;
 
 use crate::config::{self, Config, LoadError};
-use crate::deliver::{self, WorkerContext};
+use crate::deliver;
 use crate::model::Timestamp;
-use crate::snapshot::{self, Health};
+use crate::snapshot;
 use crate::store::{Store, StoreError};
-use crate::telemetry::{chain, escape, sd_notify};
+use crate::telemetry::{chain, escape};
 use crate::watch::{self, Dirty, Watcher};
 use site::{ReadContext, ReadDone, SiteRuntime};
+use tasks::Tasks;
 
 /// How long marks are collected after the first one, so a burst is one read.
 const COALESCE: Duration = Duration::from_millis(5);
@@ -68,10 +71,11 @@ pub enum Reload {
     Rejected(LoadError),
 }
 
-struct Workers {
-    set: JoinSet<Result<(), deliver::DeliverError>>,
-    stop: channel::Sender<bool>,
-    wakes: BTreeMap<String, Arc<Notify>>,
+/// Tells systemd (under `Type=notify`; a no-op elsewhere).
+fn notify(state: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
 }
 
 /// Runs the daemon from the command line: loads the config, handles signals.
@@ -125,9 +129,14 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
         }
     };
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut sites = load_sites(&config, &store, watcher.is_none(), Vec::new())?;
-    let mut workers = start_workers(&config, &store, &in_flight, &sites, &dirty);
+    let (mut sites, _) = load_sites(&config, &store, watcher.is_none(), Vec::new())?;
+    let mut tasks = Tasks::new(&store, in_flight);
+    tasks.reconcile_hooks(&config.hooks);
+    tasks.reconcile_probes(&config, &sites, &dirty);
     let mut read_cx = ReadContext::new(&config, &store);
+    // The watchdog is pinged from this loop, so a stuck loop stops the pings.
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut next_watchdog = tokio::time::Instant::now();
     let mut reads: JoinSet<ReadDone> = JoinSet::new();
 
     dirty.mark_all();
@@ -151,6 +160,10 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 .filter(|s| s.polling)
                 .map(|s| s.next_poll)
                 .fold(wake, |a, b| a.min(b));
+            let wake = match watchdog {
+                Some(_) => wake.min(next_watchdog),
+                None => wake,
+            };
             // Reloads need a file to read again; without one (the demo) nothing asks.
             let reload = async {
                 match (control.reload.as_mut(), control.config_path.as_deref()) {
@@ -162,25 +175,32 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 _ = dirty.notified() => tokio::time::sleep(COALESCE).await,
                 _ = tokio::time::sleep_until(wake) => {}
                 Some(done) = reads.join_next(), if !reads.is_empty() => {
-                    finish_read(done, &mut sites, &workers.wakes);
+                    finish_read(done, &mut sites, tasks.wakes());
                 }
+                Some(ended) = tasks.join_next() => tasks.ended(ended),
                 Some(path) = reload => {
-                    sd_notify("RELOADING=1");
+                    let mut states = vec![NotifyState::Reloading];
+                    states.extend(NotifyState::monotonic_usec_now().ok());
+                    notify(&states);
                     match reload_config(path, &mut config) {
                         Reload::Applied => {
-                            stop_workers(workers, Duration::from_secs(0)).await;
                             let old = std::mem::take(&mut sites);
-                            sites = load_sites(&config, &store, watcher.is_none(), old)?;
-                            workers = start_workers(&config, &store, &in_flight, &sites, &dirty);
+                            let (new, changed) = load_sites(&config, &store, watcher.is_none(), old)?;
+                            sites = new;
+                            tasks.reconcile_hooks(&config.hooks);
+                            tasks.reconcile_probes(&config, &sites, &dirty);
                             read_cx = ReadContext::new(&config, &store);
-                            dirty.mark_all();
+                            // Only new and changed sites are read again.
+                            for i in changed {
+                                dirty.mark(i);
+                            }
                             tracing::info!(sites = config.sites.len(), hooks = config.hooks.len(), "config reloaded");
                         }
                         Reload::Rejected(e) => {
                             tracing::error!(error = %chain(&e), "reload rejected; the running config stays");
                         }
                     }
-                    sd_notify("READY=1");
+                    notify(&[NotifyState::Ready]);
                 }
                 _ = control.shutdown.changed() => {}
             }
@@ -190,7 +210,13 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
         }
         // Results that are back already are taken before new reads start.
         while let Some(done) = reads.try_join_next() {
-            finish_read(done, &mut sites, &workers.wakes);
+            finish_read(done, &mut sites, tasks.wakes());
+        }
+        if let Some(every) = watchdog
+            && tokio::time::Instant::now() >= next_watchdog
+        {
+            notify(&[NotifyState::Watchdog]);
+            next_watchdog = tokio::time::Instant::now() + every;
         }
         let now = Timestamp::now();
         let mut marks = dirty.take();
@@ -268,7 +294,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
             let deadline = tokio::time::Instant::now() + FIRST_READ_WAIT;
             while !reads.is_empty() {
                 match tokio::time::timeout_at(deadline, reads.join_next()).await {
-                    Ok(Some(done)) => finish_read(done, &mut sites, &workers.wakes),
+                    Ok(Some(done)) => finish_read(done, &mut sites, tasks.wakes()),
                     Ok(None) => break,
                     Err(_) => {
                         for s in sites.iter().filter(|s| s.in_flight()) {
@@ -286,15 +312,15 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 polled = sites.iter().filter(|s| s.polling).count(),
                 "daemon ready"
             );
-            sd_notify("READY=1");
+            notify(&[NotifyState::Ready]);
             if let Some(r) = ready.take() {
                 let _ = r.send(());
             }
         }
     }
-    sd_notify("STOPPING=1");
+    notify(&[NotifyState::Stopping]);
     tracing::info!("stopping: waiting for attempts in flight");
-    stop_workers(workers, config.daemon.shutdown_timeout).await;
+    tasks.shutdown(config.daemon.shutdown_timeout).await;
     // Reads still in flight are not waited for: each is one transaction or nothing.
     reads.detach_all();
     tracing::info!("stopped");
@@ -333,119 +359,31 @@ fn reload_config(path: &std::path::Path, config: &mut Config) -> Reload {
     }
 }
 
-/// The run-time sites of `config`. On a reload, `old` are the running ones: a site
-/// still configured keeps its state, deadlines and a read in flight (nothing is read
-/// from the store again, so nothing committed meanwhile is lost or repeated).
+/// The run-time sites of `config`, and the indices of those that are new or whose
+/// config changed. On a reload, `old` are the running ones: a site still configured
+/// keeps its state, deadlines and a read in flight (nothing is read from the store
+/// again, so nothing committed meanwhile is lost or repeated).
 fn load_sites(
     config: &Config,
     store: &Store,
     poll_all: bool,
     old: Vec<SiteRuntime>,
-) -> Result<Vec<SiteRuntime>, Fatal> {
+) -> Result<(Vec<SiteRuntime>, Vec<usize>), Fatal> {
     let mut old: BTreeMap<String, SiteRuntime> =
         old.into_iter().map(|s| (s.name.clone(), s)).collect();
-    config
-        .sites
-        .iter()
-        .map(|s| {
-            let mut rt = SiteRuntime::load(s, store, poll_all)?;
-            if let Some(prev) = old.remove(&s.name) {
+    let mut changed = Vec::new();
+    let mut sites = Vec::new();
+    for (i, s) in config.sites.iter().enumerate() {
+        let mut rt = SiteRuntime::load(s, store, poll_all)?;
+        match old.remove(&s.name) {
+            Some(prev) if prev.config() == s => rt.carry_over(prev),
+            Some(prev) => {
                 rt.carry_over(prev);
+                changed.push(i);
             }
-            Ok(rt)
-        })
-        .collect()
-}
-
-/// Probes a site's `health_url` every second while a deployment waits for it.
-async fn run_health_probe(
-    url: url::Url,
-    site: usize,
-    health: Arc<Mutex<Health>>,
-    wanted: Arc<AtomicBool>,
-    dirty: Arc<Dirty>,
-    mut stop: channel::Receiver<bool>,
-) -> Result<(), deliver::DeliverError> {
-    let client = deliver::health_client()?;
-    loop {
-        let pause = if wanted.load(Ordering::Relaxed) {
-            let result = deliver::probe_health(&client, &url).await;
-            let now = Timestamp::now();
-            {
-                let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
-                h.last_checked = Some(now);
-                match result {
-                    Ok(_) => {
-                        h.last_ok = Some(now);
-                        h.last_error = None;
-                    }
-                    Err(e) => h.last_error = Some(e),
-                }
-            }
-            dirty.mark(site);
-            Duration::from_secs(1)
-        } else {
-            Duration::from_millis(250)
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = stop.changed() => return Ok(()),
+            None => changed.push(i),
         }
+        sites.push(rt);
     }
-}
-
-fn start_workers(
-    config: &Config,
-    store: &Store,
-    in_flight: &Arc<Semaphore>,
-    sites: &[SiteRuntime],
-    dirty: &Arc<Dirty>,
-) -> Workers {
-    let (stop, stop_rx) = channel::channel(false);
-    let mut set = JoinSet::new();
-    let mut wakes = BTreeMap::new();
-    for (i, (site, rt)) in config.sites.iter().zip(sites).enumerate() {
-        if let (Some(url), Some(health)) = (&site.health_url, &rt.health) {
-            set.spawn(run_health_probe(
-                url.clone(),
-                i,
-                health.clone(),
-                rt.health_wanted.clone(),
-                dirty.clone(),
-                stop_rx.clone(),
-            ));
-        }
-    }
-    for hook in &config.hooks {
-        let wake = Arc::new(Notify::new());
-        wakes.insert(hook.name.clone(), wake.clone());
-        let cx = WorkerContext {
-            store: store.clone(),
-            wake,
-            in_flight: in_flight.clone(),
-            shutdown: stop_rx.clone(),
-        };
-        tracing::info!(hook = %hook.name, url = %hook.display_url(), events = ?hook.events, "hook worker started");
-        set.spawn(deliver::run_hook(hook.clone(), cx));
-    }
-    Workers { set, stop, wakes }
-}
-
-/// Stops the workers; attempts in flight get up to `grace` to finish.
-async fn stop_workers(mut workers: Workers, grace: Duration) {
-    let _ = workers.stop.send(true);
-    let drained = tokio::time::timeout(grace, async {
-        while let Some(r) = workers.set.join_next().await {
-            if let Ok(Err(e)) = r {
-                tracing::error!(error = %chain(&e), "hook worker failed");
-            }
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            "attempts still in flight after the shutdown timeout; they will be sent again at the next start"
-        );
-        workers.set.abort_all();
-    }
+    Ok((sites, changed))
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::config::{Config, HookConfig, SiteConfig, WatchMode};
-use crate::deliver::{self, payload};
+use crate::events;
 use crate::infer::{self, model::Inference, model::SiteState};
 use crate::model::Timestamp;
 use crate::snapshot::{Health, Reader, Warning};
@@ -80,6 +80,10 @@ impl SiteRuntime {
         }
     }
 
+    pub fn config(&self) -> &SiteConfig {
+        &self.config
+    }
+
     pub fn in_flight(&self) -> bool {
         self.reader.is_none()
     }
@@ -123,6 +127,7 @@ impl SiteRuntime {
         } else {
             done.reader
         });
+        tracing::debug!(site = %escape(&self.name), "site read");
         let now = Timestamp::now();
         let read = match done.result {
             Ok(read) => read,
@@ -237,12 +242,12 @@ fn read_infer_commit(
     let inference = infer::infer(prev, &snap, now, &params);
     let name = reader.site().name.clone();
     let committed = if inference.state != *prev || !inference.transitions.is_empty() {
-        let cx = payload::Context {
+        let cx = events::Context {
             site: &name,
             host_name: host,
             layout: snap.layout.name(),
         };
-        let events = deliver::plan(&inference.transitions, hooks, cx);
+        let events = events::plan(&inference.transitions, hooks, cx);
         let queued: BTreeSet<String> = events
             .iter()
             .flat_map(|e| e.deliveries.iter().map(|d| d.hook.clone()))

@@ -1,12 +1,11 @@
-//! Delivery: turns transitions into events and deliveries (`plan`), and runs one worker
-//! per hook that sends its queue in order (`run_hook`). Only this module knows reqwest.
+//! Delivery: one worker per hook sends its queue from the outbox, in order (`run_hook`).
+//! Only this module knows reqwest (the health probe's GETs included).
 //!
 //! Stages of one attempt, each a function: `build_request` (headers, signature) →
 //! `send_attempt` (one HTTP request, never follows redirects) → `retry::decide` (pure) →
 //! `Store::commit_attempt`. A worker reads only the outbox, so a restart resumes exactly
 //! where the database says: unsent and in-flight deliveries are sent again.
 
-pub mod payload;
 pub mod retry;
 pub mod sign;
 
@@ -16,47 +15,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::{HookConfig, SignatureKind};
-use crate::infer::model::Transition;
 use crate::model::Timestamp;
-use crate::store::{AttemptRecord, DeliveryUpdate, DueDelivery, NewDelivery, NewEvent, Store};
-use retry::{Decision, Response};
+use crate::store::{AttemptRecord, DueDelivery, Outcome, Store};
+use retry::Response;
 
 /// How often an idle worker looks at the outbox without being woken.
 const IDLE_RECHECK: Duration = Duration::from_secs(2);
 
 pub const USER_AGENT: &str = concat!("deployhook/", env!("CARGO_PKG_VERSION"));
-
-/// The events (with one delivery per matching hook) that `transitions` make.
-pub fn plan(
-    transitions: &[Transition],
-    hooks: &[HookConfig],
-    cx: payload::Context<'_>,
-) -> Vec<NewEvent> {
-    let mut events = Vec::new();
-    for t in transitions {
-        for kind in payload::events_of(t) {
-            let p = payload::kudu(t, kind, cx);
-            let body = payload::body(&p);
-            let deliveries = hooks
-                .iter()
-                .filter(|h| h.wants_event(kind) && h.wants_site(cx.site) && h.wants_status(t.to))
-                .map(|h| NewDelivery {
-                    hook: h.name.clone(),
-                    body: body.clone(),
-                })
-                .collect();
-            events.push(NewEvent {
-                kind: kind.to_string(),
-                site: Some(cx.site.to_string()),
-                status: Some(t.to),
-                deployment_serial: Some(t.deployment.serial),
-                payload: body,
-                deliveries,
-            });
-        }
-    }
-    events
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliverError {
@@ -181,7 +147,7 @@ pub async fn send_attempt(
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(retry::parse_retry_after);
+                .and_then(|v| retry::parse_retry_after(v, now));
             record.response_status = Some(code);
             record.response_headers = resp
                 .headers()
@@ -255,7 +221,8 @@ fn recorded_headers(hook: &HookConfig, headers: Vec<(String, String)>) -> Vec<(S
         .collect()
 }
 
-/// An error's chain without the URL (which may carry credentials).
+/// What went wrong with a request: its kind and the chain of its causes, without the
+/// request's own text (which names the URL, and so its credentials).
 fn describe_error(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
@@ -264,14 +231,10 @@ fn describe_error(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let mut msg = kind.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{kind}: {}", crate::telemetry::chain(cause)),
+        None => kind.to_string(),
     }
-    msg
 }
 
 /// What a hook worker shares with the daemon.
@@ -346,12 +309,7 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
             fastrand::f64() * 2.0 - 1.0,
         );
         log_attempt(&hook, &d, attempts, &record, &decision);
-        let update = match decision {
-            Decision::Delivered => DeliveryUpdate::Delivered,
-            Decision::RetryAt(t) => DeliveryUpdate::RetryAt(t),
-            Decision::Dead => DeliveryUpdate::Dead,
-            Decision::DisableHook => DeliveryUpdate::DisableHook,
-        };
+        let update = decision;
         drop(permit);
         let store = cx.store.clone();
         let saved = tokio::task::spawn_blocking(move || {
@@ -373,23 +331,23 @@ fn log_attempt(
     d: &DueDelivery,
     attempt: u32,
     record: &AttemptRecord,
-    decision: &Decision,
+    decision: &Outcome,
 ) {
     let status = record.response_status.map(i64::from).unwrap_or(-1);
     let ms = record.duration.as_millis() as u64;
     let error = crate::telemetry::escape(record.error.as_deref().unwrap_or(""));
     let error = error.as_str();
     match decision {
-        Decision::Delivered => {
+        Outcome::Delivered => {
             tracing::info!(hook = %hook.name, delivery = %d.id, attempt, status, ms, event = %d.event, "delivered")
         }
-        Decision::RetryAt(t) => {
+        Outcome::RetryAt(t) => {
             tracing::warn!(hook = %hook.name, delivery = %d.id, attempt, status, ms, error, retry_at = %t.rfc3339(), "attempt failed; will retry")
         }
-        Decision::Dead => {
+        Outcome::Dead => {
             tracing::error!(hook = %hook.name, delivery = %d.id, attempt, status, error, "delivery is dead: the retry schedule is used up")
         }
-        Decision::DisableHook => {
+        Outcome::DisableHook => {
             tracing::error!(hook = %hook.name, delivery = %d.id, "the receiver answered 410 Gone: hook disabled")
         }
     }
@@ -401,120 +359,5 @@ async fn wait(cx: &mut WorkerContext, max: Duration) {
         _ = cx.wake.notified() => {}
         _ = tokio::time::sleep(max) => {}
         _ = cx.shutdown.changed() => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Format, HookConfig};
-    use crate::infer::model::Deployment;
-    use crate::model::Status;
-
-    fn hook(
-        name: &str,
-        events: &[&str],
-        sites: Option<&[&str]>,
-        statuses: Option<&[Status]>,
-    ) -> HookConfig {
-        HookConfig {
-            name: name.into(),
-            url: url::Url::parse("http://127.0.0.1:1/").unwrap_or_else(|e| panic!("{e}")),
-            events: events.iter().map(|e| e.to_string()).collect(),
-            sites: sites.map(|s| s.iter().map(|x| x.to_string()).collect()),
-            statuses: statuses.map(|s| s.to_vec()),
-            format: Format::Kudu,
-            secret: None,
-            signature: SignatureKind::None,
-            insecure_ssl: false,
-            timeout: Duration::from_secs(1),
-            retry: vec![],
-            headers: vec![],
-        }
-    }
-
-    fn transition(to: Status) -> Transition {
-        Transition {
-            deployment: Deployment {
-                serial: 1,
-                key: "1".into(),
-                release: Some("1".into()),
-                id: "abc".into(),
-                status: to,
-                announced: true,
-                status_text: String::new(),
-                commit: None,
-                deployer: None,
-                branch: None,
-                received: Timestamp(0),
-                started: None,
-                ended: None,
-                previous_id: None,
-                rollback: false,
-                last_change: Timestamp(0),
-                fingerprint: String::new(),
-                lock_seen: false,
-                progress: String::new(),
-                done_at: None,
-                switched_away: None,
-            },
-            from: None,
-            to,
-            sequence: 1,
-            last_success_end: None,
-        }
-    }
-
-    fn routed(events: &[NewEvent]) -> Vec<(String, String)> {
-        events
-            .iter()
-            .flat_map(|e| {
-                e.deliveries
-                    .iter()
-                    .map(move |d| (e.kind.clone(), d.hook.clone()))
-            })
-            .collect()
-    }
-
-    #[test]
-    fn plan_routes_by_event_site_and_status() {
-        let hooks = [
-            hook("post", &["PostDeployment"], None, None),
-            hook("changes", &["statuschanged"], None, None),
-            hook(
-                "failures",
-                &["PostDeployment", "StatusChanged"],
-                None,
-                Some(&[Status::Failed]),
-            ),
-            hook("other-site", &["PostDeployment"], Some(&["blog"]), None),
-        ];
-        let cx = payload::Context {
-            site: "shop",
-            host_name: "h",
-            layout: "releases",
-        };
-        let building = plan(&[transition(Status::Building)], &hooks, cx);
-        assert_eq!(
-            routed(&building),
-            [("StatusChanged".into(), "changes".into())]
-        );
-        let failed = plan(&[transition(Status::Failed)], &hooks, cx);
-        assert_eq!(
-            routed(&failed),
-            [
-                ("StatusChanged".to_string(), "changes".to_string()),
-                ("StatusChanged".into(), "failures".into()),
-                ("PostDeployment".into(), "post".into()),
-                ("PostDeployment".into(), "failures".into()),
-            ]
-        );
-        // Events are recorded even when no hook wants them.
-        assert_eq!(building.len(), 1);
-        assert!(
-            plan(&[transition(Status::Success)], &hooks[3..], cx)
-                .iter()
-                .all(|e| e.deliveries.is_empty())
-        );
     }
 }

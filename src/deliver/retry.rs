@@ -17,17 +17,7 @@ pub enum Response {
     Error,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Any 2xx.
-    Delivered,
-    /// Try again at this time.
-    RetryAt(Timestamp),
-    /// The schedule is used up.
-    Dead,
-    /// `410 Gone`: the receiver says the hook should be disabled.
-    DisableHook,
-}
+use crate::store::Outcome;
 
 /// The relative size of the jitter: ±20 %.
 pub const JITTER: f64 = 0.2;
@@ -40,12 +30,12 @@ pub fn decide(
     response: &Response,
     now: Timestamp,
     jitter: f64,
-) -> Decision {
+) -> Outcome {
     let retry_after = match response {
         Response::Status {
             code: 200..=299, ..
-        } => return Decision::Delivered,
-        Response::Status { code: 410, .. } => return Decision::DisableHook,
+        } => return Outcome::Delivered,
+        Response::Status { code: 410, .. } => return Outcome::DisableHook,
         Response::Status {
             code: 429 | 503,
             retry_after,
@@ -57,7 +47,7 @@ pub fn decide(
         .and_then(|n| n.checked_sub(1))
         .and_then(|i| schedule.get(i))
     else {
-        return Decision::Dead;
+        return Outcome::Dead;
     };
     let jittered = scheduled.mul_f64(1.0 + JITTER * jitter.clamp(-1.0, 1.0));
     let delay = match retry_after {
@@ -65,12 +55,18 @@ pub fn decide(
         Some(ra) => ra.clamp(*scheduled, *scheduled * 2),
         None => jittered,
     };
-    Decision::RetryAt(now.plus(delay))
+    Outcome::RetryAt(now.plus(delay))
 }
 
-/// Parses `Retry-After` as delay-seconds (an HTTP date is treated as absent).
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// Parses `Retry-After`: delay-seconds, or an HTTP date (RFC 9110), as the delay from
+/// `now` (a date in the past is no delay). Anything else is absent.
+pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(Timestamp::from_system(at).since(now))
 }
 
 #[cfg(test)]
@@ -94,7 +90,7 @@ mod tests {
         for code in [200, 201, 204, 299] {
             assert_eq!(
                 decide(&[s(5)], 1, &status(code), NOW, 0.0),
-                Decision::Delivered
+                Outcome::Delivered
             );
         }
     }
@@ -110,7 +106,7 @@ mod tests {
         ] {
             assert_eq!(
                 decide(&[s(5)], 1, &r, NOW, 0.0),
-                Decision::RetryAt(NOW.plus(s(5)))
+                Outcome::RetryAt(NOW.plus(s(5)))
             );
         }
     }
@@ -120,10 +116,10 @@ mod tests {
         let sched = [s(5), s(30)];
         assert_eq!(
             decide(&sched, 2, &status(500), NOW, 0.0),
-            Decision::RetryAt(NOW.plus(s(30)))
+            Outcome::RetryAt(NOW.plus(s(30)))
         );
-        assert_eq!(decide(&sched, 3, &status(500), NOW, 0.0), Decision::Dead);
-        assert_eq!(decide(&[], 1, &status(500), NOW, 0.0), Decision::Dead);
+        assert_eq!(decide(&sched, 3, &status(500), NOW, 0.0), Outcome::Dead);
+        assert_eq!(decide(&[], 1, &status(500), NOW, 0.0), Outcome::Dead);
     }
 
     #[test]
@@ -131,17 +127,32 @@ mod tests {
         let sched = [s(100)];
         assert_eq!(
             decide(&sched, 1, &status(500), NOW, 1.0),
-            Decision::RetryAt(NOW.plus(s(120)))
+            Outcome::RetryAt(NOW.plus(s(120)))
         );
         assert_eq!(
             decide(&sched, 1, &status(500), NOW, -1.0),
-            Decision::RetryAt(NOW.plus(s(80)))
+            Outcome::RetryAt(NOW.plus(s(80)))
         );
         // Out-of-range draws are clamped.
         assert_eq!(
             decide(&sched, 1, &status(500), NOW, 7.0),
-            Decision::RetryAt(NOW.plus(s(120)))
+            Outcome::RetryAt(NOW.plus(s(120)))
         );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        // NOW is 1970-01-01T00:16:40Z.
+        assert_eq!(parse_retry_after(" 120 ", NOW), Some(s(120)));
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:18:40 GMT", NOW),
+            Some(s(120))
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", NOW),
+            Some(s(0))
+        );
+        assert_eq!(parse_retry_after("soon", NOW), None);
     }
 
     #[test]
@@ -153,15 +164,15 @@ mod tests {
         };
         assert_eq!(
             decide(&sched, 1, &ra(15), NOW, 1.0),
-            Decision::RetryAt(NOW.plus(s(15)))
+            Outcome::RetryAt(NOW.plus(s(15)))
         );
         assert_eq!(
             decide(&sched, 1, &ra(1), NOW, 1.0),
-            Decision::RetryAt(NOW.plus(s(10)))
+            Outcome::RetryAt(NOW.plus(s(10)))
         );
         assert_eq!(
             decide(&sched, 1, &ra(999), NOW, 1.0),
-            Decision::RetryAt(NOW.plus(s(20)))
+            Outcome::RetryAt(NOW.plus(s(20)))
         );
         let unavailable = Response::Status {
             code: 503,
@@ -169,7 +180,7 @@ mod tests {
         };
         assert_eq!(
             decide(&sched, 1, &unavailable, NOW, 0.0),
-            Decision::RetryAt(NOW.plus(s(12)))
+            Outcome::RetryAt(NOW.plus(s(12)))
         );
         // Retry-After on other statuses is ignored.
         let other = Response::Status {
@@ -178,7 +189,7 @@ mod tests {
         };
         assert_eq!(
             decide(&sched, 1, &other, NOW, 0.0),
-            Decision::RetryAt(NOW.plus(s(10)))
+            Outcome::RetryAt(NOW.plus(s(10)))
         );
     }
 
@@ -186,13 +197,7 @@ mod tests {
     fn gone_disables() {
         assert_eq!(
             decide(&[s(5)], 1, &status(410), NOW, 0.0),
-            Decision::DisableHook
+            Outcome::DisableHook
         );
-    }
-
-    #[test]
-    fn retry_after_parsing() {
-        assert_eq!(parse_retry_after(" 120 "), Some(s(120)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 }

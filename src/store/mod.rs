@@ -114,14 +114,56 @@ pub struct AttemptRecord {
     pub error: Option<String>,
 }
 
-/// What becomes of a delivery after an attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DeliveryUpdate {
+/// What one attempt decided for its delivery: the one outcome type, produced by
+/// `deliver::retry::decide` and committed by `commit_attempt`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Any 2xx.
     Delivered,
+    /// Try again at this time.
     RetryAt(Timestamp),
+    /// The retry schedule is used up.
     Dead,
     /// `410 Gone`: the delivery is dead and the hook disabled.
     DisableHook,
+}
+
+/// Where a delivery is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Waiting for its (next) attempt.
+    Pending,
+    /// Sent by a command (`hooks test`), not by a worker, until its attempt is recorded.
+    Sending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Sending => "sending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    /// The state stored as `text`; an unknown one (a newer version's) reads as pending.
+    pub fn parse(text: &str) -> DeliveryState {
+        match text {
+            "sending" => DeliveryState::Sending,
+            "delivered" => DeliveryState::Delivered,
+            "dead" => DeliveryState::Dead,
+            _ => DeliveryState::Pending,
+        }
+    }
+}
+
+impl std::fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 pub(crate) fn new_delivery_id() -> String {
@@ -373,7 +415,7 @@ impl Store {
         &self,
         delivery: &DueDelivery,
         attempt: &AttemptRecord,
-        update: &DeliveryUpdate,
+        update: &Outcome,
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
@@ -399,9 +441,9 @@ impl Store {
         )
         .map_err(q("write attempt"))?;
         let (state, next) = match update {
-            DeliveryUpdate::Delivered => ("delivered", now),
-            DeliveryUpdate::RetryAt(t) => ("pending", *t),
-            DeliveryUpdate::Dead | DeliveryUpdate::DisableHook => ("dead", now),
+            Outcome::Delivered => (DeliveryState::Delivered.as_str(), now),
+            Outcome::RetryAt(t) => (DeliveryState::Pending.as_str(), *t),
+            Outcome::Dead | Outcome::DisableHook => (DeliveryState::Dead.as_str(), now),
         };
         tx.execute(
             "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5,
@@ -417,7 +459,7 @@ impl Store {
             ],
         )
         .map_err(q("update delivery"))?;
-        if *update == DeliveryUpdate::DisableHook {
+        if *update == Outcome::DisableHook {
             tx.execute(
                 "INSERT INTO hooks (name, disabled_at, disabled_reason) VALUES (?1, ?2, ?3)
                  ON CONFLICT(name) DO UPDATE SET disabled_at = excluded.disabled_at,
@@ -696,7 +738,7 @@ mod tests {
                     response_status: Some(200),
                     ..AttemptRecord::default()
                 },
-                &DeliveryUpdate::Delivered,
+                &Outcome::Delivered,
                 Timestamp(day),
             )
             .unwrap_or_else(|e| panic!("{e}"));
@@ -744,12 +786,7 @@ mod tests {
             ..AttemptRecord::default()
         };
         store
-            .commit_attempt(
-                &due,
-                &record,
-                &DeliveryUpdate::RetryAt(Timestamp(9)),
-                Timestamp(2),
-            )
+            .commit_attempt(&due, &record, &Outcome::RetryAt(Timestamp(9)), Timestamp(2))
             .unwrap_or_else(|e| panic!("{e}"));
         let detail = store
             .delivery_detail(&due.id)
@@ -759,7 +796,7 @@ mod tests {
             detail.attempts[0].attempt.response_body.len(),
             MAX_STORED_BODY
         );
-        assert_eq!(detail.row.state, "pending");
+        assert_eq!(detail.row.state, DeliveryState::Pending);
         assert_eq!(detail.next_attempt_at, Timestamp(9));
         drop(store);
         // Reopening migrates nothing again and keeps the outbox.

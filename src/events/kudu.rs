@@ -1,5 +1,5 @@
-//! Payloads: the events a transition produces and the `kudu` body (SPEC §3), field
-//! order exactly Kudu's, then deployhook's additions.
+//! The `kudu` format: the events a transition produces and Kudu's PostDeployment body
+//! (SPEC §3), field order exactly Kudu's, then deployhook's additions.
 
 use serde::Serialize;
 

@@ -1,0 +1,222 @@
+//! The supervisor: every long-running task — one worker per hook, one health probe per
+//! site with a `health_url` — runs in one `JoinSet` under a name, and the loop hears at
+//! once when any of them ends (a worker whose HTTP client cannot be built is an error in
+//! the log right away, not at shutdown).
+//!
+//! Hook workers are reconciled against the wanted set, like everything else: an
+//! unchanged hook's worker keeps running; a removed or changed one is told to stop after
+//! the attempt it has in flight (never aborted, so a receiver never gets a duplicate for
+//! it); a changed hook's new worker starts once its old one has ended, so two workers
+//! never send the same queue. API-registered hooks (a later issue) are one more input to
+//! the same reconcile.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::health::{self, Probe};
+use super::site::SiteRuntime;
+use crate::config::{Config, HookConfig};
+use crate::deliver::{self, DeliverError, WorkerContext};
+use crate::store::Store;
+use crate::telemetry::{chain, escape};
+use crate::watch::Dirty;
+
+/// What a task is, for the log when it ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskName {
+    Hook(String),
+    Health(String),
+}
+
+type TaskResult = (TaskName, u64, Result<(), DeliverError>);
+
+struct HookWorker {
+    config: HookConfig,
+    stop: watch::Sender<bool>,
+    /// Which start of this hook's worker (to tell an old one's end from the new one's).
+    generation: u64,
+}
+
+pub struct Tasks {
+    set: JoinSet<TaskResult>,
+    store: Store,
+    in_flight: Arc<Semaphore>,
+    hooks: BTreeMap<String, HookWorker>,
+    /// Hooks whose old worker is finishing its attempt; started when it has ended.
+    waiting: BTreeMap<String, HookConfig>,
+    /// Each hook's wake-up, poked after a commit queued a delivery for it.
+    wakes: BTreeMap<String, Arc<Notify>>,
+    probes: watch::Sender<bool>,
+    next_generation: u64,
+}
+
+impl Tasks {
+    pub fn new(store: &Store, in_flight: Arc<Semaphore>) -> Self {
+        Tasks {
+            set: JoinSet::new(),
+            store: store.clone(),
+            in_flight,
+            hooks: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            wakes: BTreeMap::new(),
+            probes: watch::channel(false).0,
+            next_generation: 0,
+        }
+    }
+
+    pub fn wakes(&self) -> &BTreeMap<String, Arc<Notify>> {
+        &self.wakes
+    }
+
+    /// How many hook workers are running.
+    pub fn hook_workers(&self) -> usize {
+        self.hooks.len()
+    }
+
+    /// Makes the running hook workers match `wanted`.
+    pub fn reconcile_hooks(&mut self, wanted: &[HookConfig]) {
+        let wanted_by_name: BTreeMap<&str, &HookConfig> =
+            wanted.iter().map(|h| (h.name.as_str(), h)).collect();
+        let stale: Vec<String> = self
+            .hooks
+            .iter()
+            .filter(|(name, w)| wanted_by_name.get(name.as_str()) != Some(&&w.config))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(w) = self.hooks.remove(&name) {
+                let _ = w.stop.send(true);
+                tracing::info!(hook = %name, "hook worker stopping (after the attempt in flight)");
+                if let Some(h) = wanted_by_name.get(name.as_str()) {
+                    self.waiting.insert(name.clone(), (*h).clone());
+                }
+            }
+        }
+        self.waiting
+            .retain(|name, _| wanted_by_name.contains_key(name.as_str()));
+        for h in wanted {
+            if self.waiting.contains_key(&h.name) {
+                self.waiting.insert(h.name.clone(), h.clone());
+            } else if !self.hooks.contains_key(&h.name) {
+                self.start_hook(h.clone());
+            }
+        }
+    }
+
+    fn start_hook(&mut self, hook: HookConfig) {
+        let wake = self
+            .wakes
+            .entry(hook.name.clone())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone();
+        let (stop, stop_rx) = watch::channel(false);
+        let cx = WorkerContext {
+            store: self.store.clone(),
+            wake,
+            in_flight: self.in_flight.clone(),
+            shutdown: stop_rx,
+        };
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        tracing::info!(hook = %hook.name, url = %hook.display_url(), events = ?hook.events, "hook worker started");
+        let name = TaskName::Hook(hook.name.clone());
+        self.hooks.insert(
+            hook.name.clone(),
+            HookWorker {
+                config: hook.clone(),
+                stop,
+                generation,
+            },
+        );
+        self.set
+            .spawn(async move { (name, generation, deliver::run_hook(hook, cx).await) });
+    }
+
+    /// Restarts the health probes for the sites of `config` (they hold nothing that a
+    /// restart loses).
+    pub fn reconcile_probes(&mut self, config: &Config, sites: &[SiteRuntime], dirty: &Arc<Dirty>) {
+        let _ = self.probes.send(true);
+        let (tx, rx) = watch::channel(false);
+        self.probes = tx;
+        for (i, (site, rt)) in config.sites.iter().zip(sites).enumerate() {
+            if let (Some(url), Some(health)) = (&site.health_url, &rt.health) {
+                let probe = Probe {
+                    url: url.clone(),
+                    site: i,
+                    health: health.clone(),
+                    wanted: rt.health_wanted.clone(),
+                    dirty: dirty.clone(),
+                };
+                let name = TaskName::Health(site.name.clone());
+                let stop = rx.clone();
+                self.set
+                    .spawn(async move { (name, 0, health::run(probe, stop).await) });
+            }
+        }
+    }
+
+    /// The next task to end (pending forever while none runs).
+    pub async fn join_next(&mut self) -> Option<Result<TaskResult, tokio::task::JoinError>> {
+        if self.set.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        self.set.join_next().await
+    }
+
+    /// A task ended: says so at once; starts a hook's waiting worker.
+    pub fn ended(&mut self, r: Result<TaskResult, tokio::task::JoinError>) {
+        let Ok((name, generation, result)) = r else {
+            tracing::error!("a daemon task panicked (a bug: please report it)");
+            return;
+        };
+        match (&name, result) {
+            (TaskName::Hook(hook), result) => {
+                let current = self
+                    .hooks
+                    .get(hook)
+                    .is_some_and(|w| w.generation == generation);
+                if let Err(e) = result {
+                    tracing::error!(hook = %hook, error = %escape(&chain(&e)), "hook worker failed: its deliveries wait until the config is fixed and reloaded");
+                } else if current {
+                    tracing::warn!(hook = %hook, "hook worker ended");
+                }
+                if current {
+                    self.hooks.remove(hook);
+                }
+                if let Some(h) = self.waiting.remove(hook) {
+                    self.start_hook(h);
+                }
+            }
+            (TaskName::Health(site), Err(e)) => {
+                tracing::error!(site = %escape(site), error = %escape(&chain(&e)), "health probe failed");
+            }
+            (TaskName::Health(_), Ok(())) => {}
+        }
+    }
+
+    /// Stops everything; attempts in flight get up to `grace` to finish.
+    pub async fn shutdown(mut self, grace: Duration) {
+        for w in self.hooks.values() {
+            let _ = w.stop.send(true);
+        }
+        let _ = self.probes.send(true);
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(r) = self.set.join_next().await {
+                if let Ok((TaskName::Hook(hook), _, Err(e))) = r {
+                    tracing::error!(hook = %hook, error = %escape(&chain(&e)), "hook worker failed");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "attempts still in flight after the shutdown timeout; they will be sent again at the next start"
+            );
+            self.set.abort_all();
+        }
+    }
+}
