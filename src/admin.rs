@@ -244,10 +244,20 @@ pub fn redeliver(path: &std::path::Path, id: &str, out: &mut impl Write) -> Resu
 /// `deployhook hooks list`.
 pub fn hooks_list(path: &std::path::Path, out: &mut impl Write) -> Result<()> {
     let config = load(path)?;
+    // Before the daemon has ever run there is no outbox, and nothing is disabled.
+    let store = Store::open_read_only(&config.daemon.state_dir).ok();
     for h in &config.hooks {
+        let disabled = match &store {
+            Some(s) => s.hook_disabled(&h.name)?,
+            None => None,
+        };
+        let state = match disabled {
+            Some(reason) => format!("  DISABLED ({reason}; deployhook hooks enable {})", h.name),
+            None => String::new(),
+        };
         say!(
             out,
-            "{}  {}  events {:?}  signature {:?}",
+            "{}  {}  events {:?}  signature {:?}{state}",
             h.name,
             h.display_url(),
             h.events,

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use super::health::{self, Probe};
 use super::site::SiteRuntime;
 use crate::config::{Config, HookConfig};
-use crate::deliver::{self, DeliverError, WorkerContext};
+use crate::deliver::{self, WorkerContext};
 use crate::store::Store;
 use crate::telemetry::{chain, escape};
 use crate::watch::Dirty;
@@ -32,7 +32,10 @@ pub enum TaskName {
     Health(String),
 }
 
-type TaskResult = (TaskName, u64, Result<(), DeliverError>);
+/// Why a task ended with an error.
+pub type TaskError = Box<dyn std::error::Error + Send + Sync>;
+
+type TaskResult = (TaskName, u64, Result<(), TaskError>);
 
 struct HookWorker {
     config: HookConfig,
@@ -132,8 +135,10 @@ impl Tasks {
                 generation,
             },
         );
-        self.set
-            .spawn(async move { (name, generation, deliver::run_hook(hook, cx).await) });
+        self.set.spawn(async move {
+            let r = deliver::run_hook(hook, cx).await;
+            (name, generation, r.map_err(TaskError::from))
+        });
     }
 
     /// Restarts the health probes for the sites of `config` (they hold nothing that a
@@ -153,8 +158,10 @@ impl Tasks {
                 };
                 let name = TaskName::Health(site.name.clone());
                 let stop = rx.clone();
-                self.set
-                    .spawn(async move { (name, 0, health::run(probe, stop).await) });
+                self.set.spawn(async move {
+                    let r = health::run(probe, stop).await;
+                    (name, 0, r.map_err(TaskError::from))
+                });
             }
         }
     }
@@ -180,7 +187,7 @@ impl Tasks {
                     .get(hook)
                     .is_some_and(|w| w.generation == generation);
                 if let Err(e) = result {
-                    tracing::error!(hook = %hook, error = %escape(&chain(&e)), "hook worker failed: its deliveries wait until the config is fixed and reloaded");
+                    tracing::error!(hook = %hook, error = %escape(&chain(e.as_ref())), "hook worker failed: its deliveries wait until the config is fixed and reloaded");
                 } else if current {
                     tracing::warn!(hook = %hook, "hook worker ended");
                 }
@@ -192,7 +199,7 @@ impl Tasks {
                 }
             }
             (TaskName::Health(site), Err(e)) => {
-                tracing::error!(site = %escape(site), error = %escape(&chain(&e)), "health probe failed");
+                tracing::error!(site = %escape(site), error = %escape(&chain(e.as_ref())), "health probe failed");
             }
             (TaskName::Health(_), Ok(())) => {}
         }
@@ -207,7 +214,7 @@ impl Tasks {
         let drained = tokio::time::timeout(grace, async {
             while let Some(r) = self.set.join_next().await {
                 if let Ok((TaskName::Hook(hook), _, Err(e))) = r {
-                    tracing::error!(hook = %hook, error = %escape(&chain(&e)), "hook worker failed");
+                    tracing::error!(hook = %hook, error = %escape(&chain(e.as_ref())), "hook worker failed");
                 }
             }
         })
@@ -218,5 +225,84 @@ impl Tasks {
             );
             self.set.abort_all();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Format, SignatureKind};
+
+    fn hook(name: &str) -> HookConfig {
+        HookConfig {
+            name: name.into(),
+            url: url::Url::parse("http://127.0.0.1:9/").unwrap_or_else(|e| panic!("{e}")),
+            events: vec!["PostDeployment".into()],
+            sites: None,
+            statuses: None,
+            format: Format::Kudu,
+            secret: None,
+            signature: SignatureKind::None,
+            insecure_ssl: false,
+            timeout: Duration::from_secs(1),
+            retry: vec![],
+            headers: vec![],
+        }
+    }
+
+    /// A hook's worker that ends with an error (as one whose HTTP client cannot be
+    /// built does, at once) is heard at once, not at shutdown, and the next reconcile
+    /// starts it again; an unchanged hook's worker is left alone by a reconcile.
+    #[test]
+    fn a_worker_that_fails_is_heard_at_once_and_restarted_by_the_next_reconcile() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let mut tasks = Tasks::new(&store, Arc::new(Semaphore::new(4)));
+            tasks.reconcile_hooks(&[hook("good"), hook("bad")]);
+            assert_eq!(tasks.hook_workers(), 2);
+            let generation = tasks.hooks.get("bad").map(|w| w.generation);
+            // Stand in for the failing start of "bad"'s worker.
+            if let Some(w) = tasks.hooks.get("bad") {
+                let _ = w.stop.send(true);
+            }
+            let g = generation.unwrap_or(0);
+            tasks.set.spawn(async move {
+                let e: TaskError = "cannot build the HTTP client".into();
+                (TaskName::Hook("bad".into()), g, Err(e))
+            });
+            let ended = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    let r = tasks.join_next().await;
+                    let is_failure =
+                        matches!(&r, Some(Ok((TaskName::Hook(h), _, Err(_)))) if h == "bad");
+                    if let Some(r) = r {
+                        tasks.ended(r);
+                    }
+                    if is_failure {
+                        return true;
+                    }
+                }
+            })
+            .await;
+            assert_eq!(ended, Ok(true), "the failure is heard without a shutdown");
+            assert!(
+                !tasks.hooks.contains_key("bad"),
+                "a failed worker is not counted as running"
+            );
+            let good_generation = tasks.hooks.get("good").map(|w| w.generation);
+            tasks.reconcile_hooks(&[hook("good"), hook("bad")]);
+            assert!(tasks.hooks.contains_key("bad"), "started again");
+            assert_eq!(
+                tasks.hooks.get("good").map(|w| w.generation),
+                good_generation,
+                "the unchanged worker was not restarted"
+            );
+            tasks.shutdown(Duration::from_secs(1)).await;
+        });
     }
 }

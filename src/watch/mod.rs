@@ -216,6 +216,18 @@ fn is_real_dir(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
 }
 
+/// Whether an event kind can mean a change: creates, removes, renames, writes,
+/// metadata, a close after writing. Not: opens, reads, a close without a write.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// The watcher's callback: marks the sites an event touches; a `Rescan` (queue
 /// overflow) or a backend error marks every site.
 fn route_event(
@@ -225,6 +237,9 @@ fn route_event(
 ) {
     match res {
         Ok(event) if event.need_rescan() => dirty.rescan(),
+        // Opens, reads and closes without a write change nothing: they are mostly the
+        // daemon's own reads, which must never wake it.
+        Ok(event) if !is_change(&event.kind) => {}
         Ok(event) => {
             for path in event.paths.iter().filter(|p| !ignored(p)) {
                 for key in [Some(path.as_path()), path.parent()].into_iter().flatten() {
@@ -369,6 +384,37 @@ mod tests {
         assert!(m.all && m.rescans == 1);
         route_event(Err(notify::Error::generic("queue overflow")), &routes, &d);
         assert!(d.take().all);
+    }
+
+    #[test]
+    fn opens_reads_and_closes_without_writing_mark_nothing() {
+        use notify::event::{AccessKind, AccessMode, Event, EventKind, ModifyKind};
+        let routes: BTreeMap<PathBuf, BTreeSet<usize>> =
+            [(PathBuf::from("/srv/a"), BTreeSet::from([0]))].into();
+        let d = Dirty::default();
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+        ] {
+            route_event(
+                Ok(Event::new(kind).add_path("/srv/a/revisions.log".into())),
+                &routes,
+                &d,
+            );
+            assert!(d.take().is_empty(), "{kind:?} is not a change");
+        }
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Any),
+        ] {
+            route_event(
+                Ok(Event::new(kind).add_path("/srv/a/revisions.log".into())),
+                &routes,
+                &d,
+            );
+            assert_eq!(d.take().sites, BTreeSet::from([0]), "{kind:?} is a change");
+        }
     }
 
     #[test]

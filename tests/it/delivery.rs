@@ -593,3 +593,81 @@ fn proxies_from_the_environment_are_honoured_and_no_proxy_bypasses_them() {
         "only the hook not in NO_PROXY went through the proxy"
     );
 }
+
+#[test]
+fn a_password_with_plus_and_ampersand_is_sent_exactly() {
+    let env = TestEnv::new();
+    let site = site(&env);
+    let rx = Receiver::start();
+    // `+` and `&` are literal in a URL's userinfo: a form decoder would turn `+` into a
+    // space and cut at `&`.
+    let url = rx.url_with_credentials("deploy", "p+ss&word");
+    let _d = Daemon::start(&env, &config(&env, &site, &hook("h", &url, "")));
+    deploy(&site, 1);
+    eventually!(!rx.requests().is_empty(), "a request");
+    assert_eq!(
+        rx.requests()[0].header("authorization"),
+        Some(format!("Basic {}", STANDARD.encode("deploy:p+ss&word")).as_str())
+    );
+}
+
+/// The `at` of the first line of `deliveries show` output starting with `prefix`.
+fn time_after(text: &str, prefix: &str) -> Option<jiff::Timestamp> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+}
+
+#[test]
+fn a_retry_after_http_date_is_honoured() {
+    let env = TestEnv::new();
+    let site = site(&env);
+    let rx = Receiver::start();
+    // An hour from now: honoured up to twice the scheduled 10 s, i.e. 20 s; without the
+    // date, the retry would come after 10 s ± 20 %.
+    let in_an_hour = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    rx.behave(|b| {
+        b.statuses = [503].into();
+        b.retry_after = Some(httpdate::fmt_http_date(in_an_hour));
+    });
+    let d = Daemon::start(
+        &env,
+        &config(&env, &site, &hook("h", &rx.url, "retry = [\"10s\"]")),
+    );
+    deploy(&site, 1);
+    eventually!(!rx.requests().is_empty(), "the first attempt");
+    let id = delivery_id(&rx.requests()[0]);
+    let show = || {
+        out(&run(
+            &env,
+            &["deliveries", "show", &id, "--config", &cfg_path(&d)],
+        ))
+    };
+    eventually!(show().contains("< HTTP 503"), "the attempt recorded");
+    let text = show();
+    let attempted = time_after(&text, "attempt 1 at").unwrap_or_else(|| panic!("{text}"));
+    let next = time_after(&text, "next attempt at").unwrap_or_else(|| panic!("{text}"));
+    let waits = next.duration_since(attempted).as_secs_f64();
+    assert!(
+        (19.0..=21.0).contains(&waits),
+        "the next attempt is {waits} s after the first:\n{text}"
+    );
+}
+
+#[test]
+fn hooks_test_answered_410_disables_the_hook() {
+    let env = TestEnv::new();
+    let site = site(&env);
+    let rx = Receiver::start();
+    rx.behave(|b| b.statuses = [410].into());
+    let cfg = config(&env, &site, &hook("h", &rx.url, ""));
+    let path = env.join("deployhook.toml");
+    std::fs::write(&path, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    let path = path.to_string_lossy().into_owned();
+    let o = run(&env, &["hooks", "test", "h", "--config", &path]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("hook h is disabled"), "{}", out(&o));
+    let list = out(&run(&env, &["hooks", "list", "--config", &path]));
+    assert!(list.contains("DISABLED"), "{list}");
+}

@@ -58,3 +58,69 @@ fn a_broken_reload_keeps_the_old_config_and_a_good_one_applies() {
     );
     assert_eq!(d.stop(), Some(0));
 }
+
+fn reads_of(d: &Daemon<'_>, site: &str) -> usize {
+    d.logs()
+        .iter()
+        .filter(|l| l.contains("site read") && l.contains(&format!("site={site}")))
+        .count()
+}
+
+#[test]
+fn a_reload_keeps_the_attempt_in_flight_unchanged_workers_and_unchanged_sites() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let rx = Receiver::start();
+    rx.behave(|b| b.delay = Some(std::time::Duration::from_secs(2)));
+    let other = Receiver::start();
+    let cfg = config(&env, &site, &rx.url, "");
+    let d = Daemon::start(&env, &cfg);
+    site.commit("a.html", "In flight during a reload");
+    site.cap_deploy("20261120100000", "bob");
+    eventually!(!rx.requests().is_empty(), "an attempt in flight");
+
+    // The same site and hook, plus a new site and a new hook.
+    let second = Site::plain_at(&env, "second");
+    let reloaded = format!(
+        "{cfg}\n[[site]]\nname = \"second\"\npath = \"{}\"\n\n[[hook]]\nname = \"extra\"\nurl = \"{}\"\n",
+        second.root.display(),
+        other.url
+    );
+    std::fs::write(&d.config, reloaded).unwrap_or_else(|e| panic!("{e}"));
+    let shop_reads = reads_of(&d, "shop");
+    d.signal(1);
+    d.wait_log("config reloaded");
+    eventually!(reads_of(&d, "second") >= 1, "the new site is read");
+    assert_eq!(
+        reads_of(&d, "shop"),
+        shop_reads,
+        "the unchanged site is not read again"
+    );
+
+    eventually!(
+        rx.payloads("PostDeployment").len() == 1,
+        "every delivery of the deploy"
+    );
+    let ids: Vec<String> = rx
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("x-deployhook-delivery").map(str::to_string))
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "nothing sent twice: {ids:?}");
+    let started = d
+        .logs()
+        .iter()
+        .filter(|l| l.contains("hook worker started") && l.contains("hook=all"))
+        .count();
+    assert_eq!(started, 1, "the unchanged hook's worker kept running");
+    assert!(d.has_log("hook worker started hook=extra"));
+
+    site.commit("b.html", "After the reload");
+    site.cap_deploy("20261120110000", "carol");
+    eventually!(
+        other.payloads("PostDeployment").len() == 1,
+        "the new hook gets the next deploy"
+    );
+}

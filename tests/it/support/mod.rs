@@ -16,3 +16,4 @@ pub mod deploy;
 pub mod env;
 pub mod git;
 pub mod receiver;
+pub mod sites;

@@ -47,6 +47,8 @@ pub struct Behaviour {
     /// Never answer (until the client gives up).
     pub hang: bool,
     pub retry_after: Option<String>,
+    /// Answer each request only after this long.
+    pub delay: Option<Duration>,
 }
 
 #[derive(Clone, Default)]
@@ -64,14 +66,18 @@ pub struct Receiver {
 }
 
 async fn handle(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let (status, hang, retry_after) = {
+    let (status, hang, retry_after, delay) = {
         let mut b = s.behaviour.lock().unwrap_or_else(|e| e.into_inner());
         (
             b.statuses.pop_front().unwrap_or(200),
             b.hang,
             b.retry_after.clone(),
+            b.delay,
         )
     };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     s.requests
         .lock()
         .unwrap_or_else(|e| e.into_inner())

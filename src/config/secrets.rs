@@ -1,0 +1,114 @@
+//! Secrets: the `Secret` newtype (prints `***`), reading a hook's secret from a file or
+//! the environment, and URLs redacted for display.
+
+use std::fmt;
+
+use super::Env;
+use super::raw::RawHook;
+use super::validate::Checker;
+
+/// A signing secret. Never printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The text of the secret, for signing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A URL as it may be shown or logged: no `user:pass@`, and every query value `***`
+/// (`?token=…` is a credential as often as not); names of query keys are kept.
+pub fn redact_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    if u.query().is_some() {
+        let keys: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        u.set_query(None);
+        if !keys.is_empty() {
+            let mut q = u.query_pairs_mut();
+            for k in keys {
+                q.append_pair(&k, "***");
+            }
+        }
+    }
+    u.to_string()
+}
+
+/// The hook's signing secret, from `secret_file` or `secret_env` (never inline). A
+/// secret file readable by every user is a warning; an empty or unreadable one an error.
+pub(super) fn read_secret(
+    c: &mut Checker<'_>,
+    h: &RawHook,
+    key: &dyn Fn(&str) -> String,
+    env: &Env<'_>,
+    name: &str,
+    warnings: &mut Vec<String>,
+) -> Option<Secret> {
+    match (&h.secret_file, &h.secret_env) {
+        (Some(f), Some(_)) => {
+            c.at(
+                f.span(),
+                &key("secret_file"),
+                "set secret_file or secret_env, not both",
+            );
+            None
+        }
+        (Some(f), None) => {
+            let path = c.absolute(f, &key("secret_file"));
+            match (env.read_file)(&path) {
+                Ok(s) if !s.trim().is_empty() => {
+                    if (env.mode_of)(&path).is_some_and(|m| m & 0o004 != 0) {
+                        warnings.push(format!(
+                            "hook {name}: secret file {} is readable by every user; chmod 600 it",
+                            path.display()
+                        ));
+                    }
+                    Some(Secret::new(s.trim().to_string()))
+                }
+                Ok(_) => {
+                    c.at(f.span(), &key("secret_file"), "the secret file is empty");
+                    None
+                }
+                Err(e) => {
+                    c.at(
+                        f.span(),
+                        &key("secret_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+        (None, Some(v)) => match (env.read_env)(v.get_ref()) {
+            Some(s) if !s.trim().is_empty() => Some(Secret::new(s.trim().to_string())),
+            _ => {
+                c.at(
+                    v.span(),
+                    &key("secret_env"),
+                    format!("environment variable {} is not set or empty", v.get_ref()),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}

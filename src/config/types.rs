@@ -1,0 +1,196 @@
+//! The validated configuration: what the rest of the daemon reads. Every duration,
+//! path, URL and choice has been checked; defaults are filled in.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Secret, redact_url};
+use crate::model::Status;
+
+pub const DEFAULT_CONFIG: &str = "/etc/deployhook/deployhook.toml";
+/// The `marker` layout's status file, relative to the site's path.
+pub const DEFAULT_STATUS_FILE: &str = ".deployhook-status.json";
+pub const DEFAULT_RETRY: [u64; 9] = [5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub file: PathBuf,
+    pub daemon: DaemonConfig,
+    pub sites: Vec<SiteConfig>,
+    pub hooks: Vec<HookConfig>,
+    /// Things worth a warning at start-up (world-readable secrets, `insecure_ssl`).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub state_dir: PathBuf,
+    pub host_name: String,
+    pub resync: Duration,
+    pub history_max_age: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayoutChoice {
+    Auto,
+    Releases,
+    Kudu,
+    Git,
+    Marker,
+}
+
+impl LayoutChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayoutChoice::Auto => "auto",
+            LayoutChoice::Releases => "releases",
+            LayoutChoice::Kudu => "kudu",
+            LayoutChoice::Git => "git",
+            LayoutChoice::Marker => "marker",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchMode {
+    Inotify,
+    Poll,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteConfig {
+    pub name: String,
+    pub path: PathBuf,
+    pub layout: LayoutChoice,
+    pub repo: Option<PathBuf>,
+    pub branch: Option<String>,
+    pub deployer: Option<String>,
+    pub settle: Duration,
+    pub idle_timeout: Duration,
+    /// `marker` layout: the status file.
+    pub status_file: PathBuf,
+    pub health_url: Option<url::Url>,
+    pub health_timeout: Duration,
+    pub watch: WatchMode,
+    pub poll_interval: Duration,
+}
+
+impl SiteConfig {
+    /// A site with every default, for code that builds configs (demo, tests).
+    pub fn new(name: &str, path: &Path) -> SiteConfig {
+        SiteConfig {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            layout: LayoutChoice::Auto,
+            repo: None,
+            branch: None,
+            deployer: None,
+            settle: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(600),
+            status_file: path.join(DEFAULT_STATUS_FILE),
+            health_url: None,
+            health_timeout: Duration::from_secs(120),
+            watch: WatchMode::Inotify,
+            poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Kudu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignatureKind {
+    None,
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    Standard,
+    /// GitHub's `X-Hub-Signature-256`.
+    Github,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookConfig {
+    pub name: String,
+    pub url: url::Url,
+    /// Event types, compared case-insensitively.
+    pub events: Vec<String>,
+    pub sites: Option<Vec<String>>,
+    pub statuses: Option<Vec<Status>>,
+    pub format: Format,
+    pub secret: Option<Secret>,
+    pub signature: SignatureKind,
+    pub insecure_ssl: bool,
+    pub timeout: Duration,
+    pub retry: Vec<Duration>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl HookConfig {
+    pub fn wants_event(&self, event: &str) -> bool {
+        self.events.iter().any(|e| e.eq_ignore_ascii_case(event))
+    }
+
+    pub fn wants_site(&self, site: &str) -> bool {
+        self.sites
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|x| x == site))
+    }
+
+    pub fn wants_status(&self, status: Status) -> bool {
+        self.statuses.as_ref().is_none_or(|s| s.contains(&status))
+    }
+
+    /// The URL without credentials, for logs and output.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// One problem in the config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.key,
+            self.message
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config file {}", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigError>),
+}
+
+/// The events deployhook sends by itself; any other name is a custom event, sent only
+/// by `publish`.
+pub const KNOWN_EVENTS: [&str; 2] = ["PostDeployment", "StatusChanged"];
+
+/// Whether `name` is a known event (case-insensitive).
+pub fn is_known_event(name: &str) -> bool {
+    KNOWN_EVENTS.iter().any(|k| k.eq_ignore_ascii_case(name))
+}

@@ -1,0 +1,117 @@
+//! Tests of the outbox: migrations, commits, pruning, history, backoff.
+
+use super::*;
+
+/// A failing write backs off 1 s, 2 s, 4 s, … up to 30 s.
+#[test]
+fn failed_commits_back_off_up_to_30s() {
+    let mut b = None::<Duration>;
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        b = Some(next_backoff(b));
+        seen.extend(b.map(|w| w.as_secs()));
+    }
+    assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30, 30]);
+}
+
+#[test]
+fn pruning_drops_old_finished_history_and_keeps_anything_pending() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let event = |hook: &str| NewEvent {
+        kind: "PostDeployment".into(),
+        site: None,
+        status: None,
+        deployment_serial: None,
+        payload: b"{}".to_vec(),
+        deliveries: vec![NewDelivery {
+            hook: hook.into(),
+            body: b"{}".to_vec(),
+        }],
+    };
+    let day = 86_400_000_000;
+    store
+        .commit_events(&[event("done"), event("waiting")], Timestamp(day))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let done = store
+        .next_delivery("done")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("queued"));
+    store
+        .commit_attempt(
+            &done,
+            &AttemptRecord {
+                response_status: Some(200),
+                ..AttemptRecord::default()
+            },
+            &Outcome::Delivered,
+            Timestamp(day),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let max_age = Duration::from_secs(14 * 86_400);
+    assert_eq!(
+        store.prune(max_age, Timestamp(10 * day)).unwrap_or(9),
+        0,
+        "not old yet"
+    );
+    assert_eq!(store.prune(max_age, Timestamp(20 * day)).unwrap_or(9), 1);
+    let left = store.list_deliveries(None, false, 10).unwrap_or_default();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        left[0].hook, "waiting",
+        "a pending delivery is never pruned"
+    );
+}
+
+#[test]
+fn attempts_keep_at_most_64_kib_of_a_response_body_and_migrations_run_once() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let ev = NewEvent {
+        kind: "PostDeployment".into(),
+        site: Some("s".into()),
+        status: None,
+        deployment_serial: None,
+        payload: b"{}".to_vec(),
+        deliveries: vec![NewDelivery {
+            hook: "h".into(),
+            body: b"{}".to_vec(),
+        }],
+    };
+    let ids = store
+        .commit_events(&[ev], Timestamp(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let due = store
+        .next_delivery("h")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("queued"));
+    assert_eq!(due.id, ids[0]);
+    let record = AttemptRecord {
+        response_status: Some(500),
+        response_body: vec![b'x'; 200 * 1024],
+        ..AttemptRecord::default()
+    };
+    store
+        .commit_attempt(&due, &record, &Outcome::RetryAt(Timestamp(9)), Timestamp(2))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let detail = store
+        .delivery_detail(&due.id)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("stored"));
+    assert_eq!(
+        detail.attempts[0].attempt.response_body.len(),
+        MAX_STORED_BODY
+    );
+    assert_eq!(detail.row.state, DeliveryState::Pending);
+    assert_eq!(detail.next_attempt_at, Timestamp(9));
+    drop(store);
+    // Reopening migrates nothing again and keeps the outbox.
+    let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store
+            .list_deliveries(None, true, 10)
+            .map(|r| r.len())
+            .unwrap_or(0),
+        1
+    );
+}

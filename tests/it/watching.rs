@@ -1,0 +1,183 @@
+//! How a site is watched and gated: `health_url`, poll mode, and a burst of writes
+//! inside a building release.
+
+use crate::marker::{marker_site, wrap};
+use crate::support::daemon::Daemon;
+use crate::support::deploy::Site;
+use crate::support::env::TestEnv;
+use crate::support::receiver::Receiver;
+use crate::support::sites::app_config as config;
+
+// ---- health_url ---------------------------------------------------------------------------
+
+#[test]
+fn health_url_gates_success_until_it_answers_2xx() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let health = Receiver::start();
+    health.behave(|b| b.statuses = [503, 503].into());
+    let rx = Receiver::start();
+    let extra = format!("health_url = \"{}\"\nhealth_timeout = \"30s\"", health.url);
+    let d = Daemon::start(&env, &config(&env, &site.root, &extra, &rx.url));
+    site.commit("h.html", "Health");
+    site.cap_deploy("20261120100000", "bob");
+    eventually!(rx.payloads("PostDeployment").len() == 1, "a PostDeployment");
+    d.stop();
+    assert_eq!(rx.payloads("PostDeployment")[0]["status"], "success");
+    let answered: Vec<u16> = health.requests().iter().map(|r| r.answered).collect();
+    assert_eq!(&answered[..3], [503, 503, 200], "success only after a 2xx");
+}
+
+#[test]
+fn health_url_failing_past_health_timeout_fails_the_deployment() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let health = Receiver::start();
+    health.behave(|b| b.statuses = [500; 100].into());
+    let rx = Receiver::start();
+    let extra = format!("health_url = \"{}\"\nhealth_timeout = \"1s\"", health.url);
+    let _d = Daemon::start(&env, &config(&env, &site.root, &extra, &rx.url));
+    site.commit("h.html", "Unhealthy");
+    site.cap_deploy("20261120100000", "bob");
+    eventually!(rx.payloads("PostDeployment").len() == 1, "a PostDeployment");
+    let p = &rx.payloads("PostDeployment")[0];
+    assert_eq!(p["status"], "failed");
+    assert!(
+        p["statusText"]
+            .as_str()
+            .is_some_and(|t| t.contains("health_url did not answer 2xx") && t.contains("HTTP 500")),
+        "{p}"
+    );
+}
+
+// ---- poll mode ----------------------------------------------------------------------------
+
+#[test]
+fn poll_mode_sees_a_capistrano_deploy_and_a_marker_like_inotify_does() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let rx = Receiver::start();
+    let d = Daemon::start(
+        &env,
+        &config(
+            &env,
+            &site.root,
+            "watch = \"poll\"\npoll_interval = \"100ms\"",
+            &rx.url,
+        ),
+    );
+    assert!(d.has_log("watches=0 polled=1"), "{:?}", d.logs());
+    let sha = site.commit("p.html", "Polled");
+    site.cap_update();
+    eventually!(
+        rx.statuses() == ["pending"],
+        "pending, got {:?}",
+        rx.statuses()
+    );
+    site.cap_create_release("20261120100000");
+    eventually!(
+        rx.statuses().len() == 2,
+        "building, got {:?}",
+        rx.statuses()
+    );
+    site.write_revision("20261120100000", &sha);
+    site.cap_switch("20261120100000");
+    eventually!(
+        rx.statuses().len() == 3,
+        "deploying, got {:?}",
+        rx.statuses()
+    );
+    site.cap_log("20261120100000", &sha, "bob");
+    eventually!(rx.payloads("PostDeployment").len() == 1, "a PostDeployment");
+    d.stop();
+    assert_eq!(
+        rx.statuses(),
+        ["pending", "building", "deploying", "success"]
+    );
+    assert_eq!(rx.payloads("PostDeployment")[0]["id"], sha);
+
+    let env = TestEnv::new();
+    let dir = marker_site(&env);
+    let rx = Receiver::start();
+    let d = Daemon::start(
+        &env,
+        &config(
+            &env,
+            &dir,
+            "watch = \"poll\"\npoll_interval = \"100ms\"",
+            &rx.url,
+        ),
+    );
+    let o = wrap(&env, &d.config, "echo polled ok");
+    assert_eq!(o.status.code(), Some(0));
+    eventually!(rx.payloads("PostDeployment").len() == 1, "a PostDeployment");
+    assert_eq!(rx.payloads("PostDeployment")[0]["statusText"], "polled ok");
+}
+
+// ---- a burst of writes inside a release -------------------------------------------------------
+
+#[test]
+fn twenty_thousand_writes_inside_a_building_release_neither_delay_nor_lose_transitions() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let rx = Receiver::start();
+    let d = Daemon::start(&env, &config(&env, &site.root, "", &rx.url));
+    let sha = site.commit("x.html", "Burst");
+    let r = "20261120100000";
+    site.cap_create_release(r);
+    eventually!(
+        rx.statuses().last().is_some_and(|s| s == "building"),
+        "building"
+    );
+    let deep = site.release_dir(r).join("node_modules/pkg");
+    std::fs::create_dir_all(&deep).unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..20_000 {
+        std::fs::write(deep.join(format!("f{i}.js")), "x").unwrap_or_else(|e| panic!("{e}"));
+    }
+    site.write_revision(r, &sha);
+    site.cap_switch(r);
+    eventually!(
+        rx.statuses().len() == 2,
+        "deploying, got {:?}",
+        rx.statuses()
+    );
+    site.cap_log(r, &sha, "bob");
+    eventually!(rx.payloads("PostDeployment").len() == 1, "a PostDeployment");
+    assert!(
+        !d.has_log("rescan"),
+        "no overflow: the release tree is not watched"
+    );
+    d.stop();
+    assert_eq!(rx.statuses(), ["building", "deploying", "success"]);
+    assert_eq!(rx.payloads("PostDeployment")[0]["id"], sha);
+}
+
+#[test]
+fn after_a_deploy_a_quiet_site_is_not_read_again_and_again() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let rx = Receiver::start();
+    let d = Daemon::start(
+        &env,
+        &crate::support::deploy::config(&env, &site, &rx.url, ""),
+    );
+    site.commit("a.html", "A deploy, then quiet");
+    site.cap_deploy("20261120100000", "bob");
+    eventually!(rx.payloads("PostDeployment").len() == 1, "the deploy");
+    let reads = || {
+        d.logs()
+            .iter()
+            .filter(|l| l.contains("site read") && l.contains("site=shop"))
+            .count()
+    };
+    let before = reads();
+    // Three seconds of quiet: the daemon's own reads must not wake it.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let during = reads() - before;
+    assert!(during <= 2, "{during} reads in 3 s of quiet");
+}
