@@ -13,6 +13,7 @@ mod hostile;
 mod kudu;
 mod limits;
 mod marker;
+mod notify;
 mod releases;
 mod reload;
 mod tidy;

@@ -1,0 +1,61 @@
+//! systemd's notify protocol on a real `NOTIFY_SOCKET`: `READY=1` after the first
+//! reconcile, `WATCHDOG=1` from the loop when `WATCHDOG_USEC` is set, `RELOADING=1` then
+//! `READY=1` on SIGHUP, `STOPPING=1` on SIGTERM.
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, Mutex};
+
+use crate::support::daemon::Daemon;
+use crate::support::deploy::{Site, config};
+use crate::support::env::TestEnv;
+use crate::support::receiver::Receiver;
+
+#[test]
+fn ready_watchdog_reloading_and_stopping_reach_the_notify_socket() {
+    let env = TestEnv::new();
+    let site = Site::plain(&env);
+    let rx = Receiver::start();
+    let sock_path = env.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap_or_else(|e| panic!("{e}"));
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(msg.lines().map(str::to_string));
+        }
+    });
+    let messages = || got.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let count = |m: &str| messages().iter().filter(|l| *l == m).count();
+    let path = env.join("deployhook.toml");
+    std::fs::write(&path, config(&env, &site, &rx.url, "")).unwrap_or_else(|e| panic!("{e}"));
+    let sock_str = sock_path.to_string_lossy().into_owned();
+    let d = Daemon::start_with(
+        &env,
+        &path,
+        &[("NOTIFY_SOCKET", &sock_str), ("WATCHDOG_USEC", "400000")],
+    );
+    eventually!(count("READY=1") == 1, "READY=1: {:?}", messages());
+    eventually!(
+        count("WATCHDOG=1") >= 3,
+        "WATCHDOG=1 pings: {:?}",
+        messages()
+    );
+    d.signal(1);
+    eventually!(count("RELOADING=1") == 1, "RELOADING=1: {:?}", messages());
+    eventually!(
+        count("READY=1") == 2,
+        "READY=1 after the reload: {:?}",
+        messages()
+    );
+    assert!(
+        messages().iter().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "RELOADING=1 comes with MONOTONIC_USEC: {:?}",
+        messages()
+    );
+    assert_eq!(d.stop(), Some(0));
+    eventually!(count("STOPPING=1") == 1, "STOPPING=1: {:?}", messages());
+}
