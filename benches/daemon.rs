@@ -259,7 +259,7 @@ fn latency(n: usize, with_hanging_hook: bool) {
 }
 
 fn throughput(hooks: usize, events: usize) {
-    use deployhook::config::{Format, HookConfig, SignatureKind};
+    use deployhook::config::{HookConfig, SignatureKind};
     use deployhook::deliver::{self, WorkerContext};
     use deployhook::model::Timestamp;
     use deployhook::store::{NewDelivery, NewEvent, Store};
@@ -274,20 +274,15 @@ fn throughput(hooks: usize, events: usize) {
     let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let hook_configs: Vec<HookConfig> = (0..hooks)
         .map(|i| HookConfig {
-            name: format!("h{i}"),
-            url: url::Url::parse(&url).unwrap_or_else(|e| panic!("{e}")),
-            events: vec!["PostDeployment".into()],
-            sites: None,
-            statuses: None,
-            format: Format::Kudu,
             secret: Some(deployhook::config::Secret::new(
                 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             )),
             signature: SignatureKind::Standard,
-            insecure_ssl: false,
-            timeout: Duration::from_secs(10),
             retry: vec![Duration::from_secs(1)],
-            headers: vec![],
+            ..HookConfig::new(
+                &format!("h{i}"),
+                url::Url::parse(&url).unwrap_or_else(|e| panic!("{e}")),
+            )
         })
         .collect();
     let body = br#"{"id":"2f45d28c063eb367ee76b3c9a4b844b673ca2ad6","status":"success"}"#.to_vec();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{Config, DaemonConfig, Format, HookConfig, Secret, SignatureKind, SiteConfig};
+use crate::config::{Config, DaemonConfig, HookConfig, Secret, SignatureKind, SiteConfig};
 use crate::daemon::{self, Control};
 use crate::listen::{self, Received};
 
@@ -226,19 +226,16 @@ async fn run_in(root: &Path) -> Result<(), DemoError> {
         },
         sites: vec![SiteConfig::new("shop", &site)],
         hooks: vec![HookConfig {
-            name: "demo-receiver".into(),
-            url: url::Url::parse(&format!("http://{addr}/hooks"))
-                .map_err(|e| DemoError::Receiver(std::io::Error::other(e.to_string())))?,
             events: vec!["StatusChanged".into(), "PostDeployment".into()],
-            sites: None,
-            statuses: None,
-            format: Format::Kudu,
             secret: Some(secret.clone()),
             signature: SignatureKind::Standard,
-            insecure_ssl: false,
             timeout: Duration::from_secs(5),
             retry: vec![Duration::from_millis(200), Duration::from_secs(1)],
-            headers: Vec::new(),
+            ..HookConfig::new(
+                "demo-receiver",
+                url::Url::parse(&format!("http://{addr}/hooks"))
+                    .map_err(|e| DemoError::Receiver(std::io::Error::other(e.to_string())))?,
+            )
         }],
         warnings: Vec::new(),
     };

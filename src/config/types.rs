@@ -130,6 +130,28 @@ pub struct HookConfig {
 }
 
 impl HookConfig {
+    /// A hook with every default (`PostDeployment`, kudu, no secret, 10 s, the default
+    /// retry schedule), for code that builds configs (demo, tests, benches).
+    pub fn new(name: &str, url: url::Url) -> HookConfig {
+        HookConfig {
+            name: name.to_string(),
+            url,
+            events: vec!["PostDeployment".to_string()],
+            sites: None,
+            statuses: None,
+            format: Format::Kudu,
+            secret: None,
+            signature: SignatureKind::None,
+            insecure_ssl: false,
+            timeout: Duration::from_secs(10),
+            retry: DEFAULT_RETRY
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+            headers: Vec::new(),
+        }
+    }
+
     pub fn wants_event(&self, event: &str) -> bool {
         self.events.iter().any(|e| e.eq_ignore_ascii_case(event))
     }

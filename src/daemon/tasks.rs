@@ -231,23 +231,10 @@ impl Tasks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Format, SignatureKind};
 
     fn hook(name: &str) -> HookConfig {
-        HookConfig {
-            name: name.into(),
-            url: url::Url::parse("http://127.0.0.1:9/").unwrap_or_else(|e| panic!("{e}")),
-            events: vec!["PostDeployment".into()],
-            sites: None,
-            statuses: None,
-            format: Format::Kudu,
-            secret: None,
-            signature: SignatureKind::None,
-            insecure_ssl: false,
-            timeout: Duration::from_secs(1),
-            retry: vec![],
-            headers: vec![],
-        }
+        let url = url::Url::parse("http://127.0.0.1:9/").unwrap_or_else(|e| panic!("{e}"));
+        HookConfig::new(name, url)
     }
 
     /// A hook's worker that ends with an error (as one whose HTTP client cannot be

@@ -54,7 +54,7 @@ fn render(hook: &HookConfig, _payload: &kudu::KuduPayload, kudu_body: &[u8]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Format, HookConfig, SignatureKind};
+    use crate::config::HookConfig;
     use crate::infer::model::Deployment;
     use crate::model::Status;
     use crate::model::Timestamp;
@@ -67,18 +67,15 @@ mod tests {
         statuses: Option<&[Status]>,
     ) -> HookConfig {
         HookConfig {
-            name: name.into(),
-            url: url::Url::parse("http://127.0.0.1:1/").unwrap_or_else(|e| panic!("{e}")),
             events: events.iter().map(|e| e.to_string()).collect(),
             sites: sites.map(|s| s.iter().map(|x| x.to_string()).collect()),
             statuses: statuses.map(|s| s.to_vec()),
-            format: Format::Kudu,
-            secret: None,
-            signature: SignatureKind::None,
-            insecure_ssl: false,
             timeout: Duration::from_secs(1),
             retry: vec![],
-            headers: vec![],
+            ..HookConfig::new(
+                name,
+                url::Url::parse("http://127.0.0.1:1/").unwrap_or_else(|e| panic!("{e}")),
+            )
         }
     }
 

@@ -90,20 +90,22 @@ fn an_endless_response_body_is_read_up_to_64_kib() {
     assert!(rss > 0 && rss < 100 * 1024, "RSS {rss} KiB");
 }
 
+/// A `marker` site at `<env>/marker`, watched by a daemon that sends everything to `rx`.
+fn marker_daemon<'a>(env: &'a TestEnv, rx: &Receiver) -> (PathBuf, Daemon<'a>) {
+    let marker = env.join("marker");
+    std::fs::create_dir_all(&marker).unwrap_or_else(|e| panic!("{e}"));
+    let d = Daemon::start(
+        env,
+        &sites_config(env, &[("m", &marker, "layout = \"marker\"")], &hook_url(rx)),
+    );
+    (marker, d)
+}
+
 #[test]
 fn huge_fields_are_refused_or_capped_and_marked() {
     let env = TestEnv::new();
     let rx = Receiver::start();
-    let marker = env.join("marker");
-    std::fs::create_dir_all(&marker).unwrap_or_else(|e| panic!("{e}"));
-    let d = Daemon::start(
-        &env,
-        &sites_config(
-            &env,
-            &[("m", &marker, "layout = \"marker\"")],
-            &hook_url(&rx),
-        ),
-    );
+    let (marker, d) = marker_daemon(&env, &rx);
     let file = marker.join(".deployhook-status.json");
     // 10 MB: over the 1 MiB cap for a status file, refused.
     let huge = serde_json::json!({"status": "building", "id": "abc1234", "message": "m".repeat(10_000_000)});
@@ -305,16 +307,7 @@ fn mark_and_wrap_refuse_a_site_that_is_not_a_marker_site() {
 fn wrap_names_the_program_not_its_arguments() {
     let env = TestEnv::new();
     let rx = Receiver::start();
-    let marker = env.join("marker");
-    std::fs::create_dir_all(&marker).unwrap_or_else(|e| panic!("{e}"));
-    let d = Daemon::start(
-        &env,
-        &sites_config(
-            &env,
-            &[("m", &marker, "layout = \"marker\"")],
-            &hook_url(&rx),
-        ),
-    );
+    let (_marker, d) = marker_daemon(&env, &rx);
     let out = run(
         &env,
         &[
