@@ -75,7 +75,7 @@ pub fn run(path: &Path) -> bool {
                 say!("  current -> {}", (&current));
                 say!("  releases: {}", r.releases.len());
                 if let Some(log) = &r.revisions_log {
-                    say!("  revisions.log: {} lines", log.entries.len());
+                    say!("  revisions.log: {} lines", log.total());
                 }
             }
             LayoutSnapshot::Kudu(k) => {

@@ -31,8 +31,6 @@ use crate::watch::{self, Dirty, Watcher};
 use site::{ReadContext, ReadDone, SiteRuntime};
 use tasks::Tasks;
 
-/// How long marks are collected after the first one, so a burst is one read.
-const COALESCE: Duration = Duration::from_millis(5);
 /// Attempts in flight across all hooks.
 const MAX_IN_FLIGHT: usize = 64;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -172,7 +170,9 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 }
             };
             tokio::select! {
-                _ = dirty.notified() => tokio::time::sleep(COALESCE).await,
+                // Leading edge: the first mark of a burst starts a read at once; marks
+                // while it runs make one more read when it is back (`SiteRuntime::again`).
+                _ = dirty.notified() => {}
                 _ = tokio::time::sleep_until(wake) => {}
                 Some(done) = reads.join_next(), if !reads.is_empty() => {
                     finish_read(done, &mut sites, tasks.wakes());

@@ -129,6 +129,7 @@ impl RelFs {
         let mut s = ReleasesSnapshot::empty(flavour);
         if flavour == Flavour::Capistrano {
             s.revisions_log = Some(RevisionsLog {
+                first: 0,
                 entries: logs.log.clone(),
                 partial_tail: false,
             });

@@ -60,7 +60,7 @@ pub fn infer(
     st.known_releases = snap.releases.keys().cloned().collect();
     st.current = current;
     if let Some(log) = &snap.revisions_log {
-        st.log_seen = run.log.consumed.unwrap_or(log.entries.len());
+        st.log_seen = run.log.consumed.unwrap_or(log.total());
         st.log_hold_since = run.log.hold_since;
     }
     st.repo_head = snap.repo_head.clone();
@@ -140,7 +140,7 @@ impl Run<'_> {
         let Some(log) = &self.snap.revisions_log else {
             return;
         };
-        let start = if log.entries.len() < self.st.log_seen {
+        let start = if log.total() < self.st.log_seen {
             self.anomaly(
                 "revisions.log-shrank".into(),
                 "revisions.log is shorter than before (truncated or rotated); reading it from the start".into(),
@@ -150,7 +150,14 @@ impl Run<'_> {
             self.st.log_seen
         };
         let mut held: Option<(usize, String)> = None;
-        for (i, entry) in log.entries.iter().enumerate().skip(start) {
+        // The reader keeps a window of the newest lines: lines before it that were not
+        // consumed yet (held back for more than the window) are past recovery.
+        let entries = log
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(k, e)| (log.first + k, e));
+        for (i, entry) in entries.filter(|(i, _)| *i >= start) {
             let named = match entry {
                 LogEntry::Deployed { release, .. } | LogEntry::RolledBack { release, .. } => {
                     Some(release)

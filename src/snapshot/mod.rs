@@ -9,6 +9,7 @@
 pub mod file;
 pub mod git;
 pub mod kudu;
+pub mod logtail;
 pub mod marker;
 #[cfg(test)]
 mod parse_props;
@@ -108,6 +109,8 @@ pub fn detect_layout(path: &Path) -> (LayoutChoice, String) {
 pub struct Reader {
     site: SiteConfig,
     commits: BTreeMap<String, Option<CommitInfo>>,
+    /// Where the site's append-only logs were read up to.
+    tails: releases::LogTails,
     warned: HashSet<String>,
 }
 
@@ -123,6 +126,7 @@ impl Reader {
         Reader {
             site,
             commits: BTreeMap::new(),
+            tails: releases::LogTails::default(),
             warned: HashSet::new(),
         }
     }
@@ -206,6 +210,7 @@ impl Reader {
                         LayoutSnapshot::Releases(Box::new(releases::read_releases(
                             &self.site,
                             &mut self.commits,
+                            &mut self.tails,
                             &mut warnings,
                         )))
                     }

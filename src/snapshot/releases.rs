@@ -8,12 +8,17 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use super::file::{self, FileProblem};
+use super::logtail::LogTail;
 use super::{Warning, git};
 use crate::config::SiteConfig;
 use crate::model::{CommitInfo, Timestamp, cap_text, caps};
 
-/// The cap for one read of an append-only log (`revisions.log`, `.dep/releases_log`).
-pub const LOG_CAP: u64 = 64 * 1024 * 1024;
+/// Where the append-only logs of a site were last read up to (kept by the `Reader`).
+#[derive(Debug, Default)]
+pub struct LogTails {
+    pub revisions: LogTail<LogEntry>,
+    pub releases_log: LogTail<ReleasesLogEntry>,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavour {
@@ -107,10 +112,20 @@ pub enum LogEntry {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RevisionsLog {
+    /// How many complete lines came before `entries[0]` (the reader keeps a window of
+    /// the newest ones).
+    pub first: usize,
     /// Complete lines, in order (blank lines skipped).
     pub entries: Vec<LogEntry>,
     /// The file ends in a line still being written (no newline yet): not ready.
     pub partial_tail: bool,
+}
+
+impl RevisionsLog {
+    /// How many complete lines the log has.
+    pub fn total(&self) -> usize {
+        self.first + self.entries.len()
+    }
 }
 
 /// One line of Deployer's `.dep/releases_log`.
@@ -182,12 +197,14 @@ pub fn parse_revisions_log(text: &str) -> RevisionsLog {
         .map(parse_revisions_log_line)
         .collect();
     RevisionsLog {
+        first: 0,
         entries,
         partial_tail: !tail.trim().is_empty(),
     }
 }
 
-fn parse_revisions_log_line(line: &str) -> LogEntry {
+/// One complete line of `revisions.log`.
+pub fn parse_revisions_log_line(line: &str) -> LogEntry {
     let garbage = || LogEntry::Garbage(cap_text(line, 120));
     if let Some(rest) = line.strip_prefix("Branch ") {
         // Branch <branch> (at <sha>) deployed as release <release> by <user>
@@ -224,6 +241,16 @@ fn parse_revisions_log_line(line: &str) -> LogEntry {
 
 /// Parses Deployer's `.dep/releases_log` (one JSON object per line); bad lines are skipped.
 pub fn parse_releases_log(text: &str) -> Vec<ReleasesLogEntry> {
+    let mut parts: Vec<&str> = text.split('\n').collect();
+    parts.pop(); // a line without its newline is still being written
+    parts
+        .into_iter()
+        .filter_map(parse_releases_log_line)
+        .collect()
+}
+
+/// One complete line of `.dep/releases_log`; `None` if it is not one of its objects.
+pub fn parse_releases_log_line(line: &str) -> Option<ReleasesLogEntry> {
     #[derive(serde::Deserialize)]
     struct Line {
         release_name: serde_json::Value,
@@ -231,30 +258,25 @@ pub fn parse_releases_log(text: &str) -> Vec<ReleasesLogEntry> {
         user: Option<String>,
         target: Option<String>,
     }
-    let mut parts: Vec<&str> = text.split('\n').collect();
-    parts.pop(); // a line without its newline is still being written
-    parts
-        .into_iter()
-        .filter_map(|l| serde_json::from_str::<Line>(l.trim()).ok())
-        .map(|l| ReleasesLogEntry {
-            release_name: cap_text(
-                &match l.release_name {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                },
-                caps::SHORT,
-            ),
-            created_at: l.created_at.as_deref().and_then(parse_time),
-            user: l
-                .user
-                .filter(|u| !u.is_empty())
-                .map(|u| cap_text(&u, caps::SHORT)),
-            target: l
-                .target
-                .filter(|t| !t.is_empty())
-                .map(|t| cap_text(&t, caps::SHORT)),
-        })
-        .collect()
+    let l = serde_json::from_str::<Line>(line.trim()).ok()?;
+    Some(ReleasesLogEntry {
+        release_name: cap_text(
+            &match l.release_name {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            },
+            caps::SHORT,
+        ),
+        created_at: l.created_at.as_deref().and_then(parse_time),
+        user: l
+            .user
+            .filter(|u| !u.is_empty())
+            .map(|u| cap_text(&u, caps::SHORT)),
+        target: l
+            .target
+            .filter(|t| !t.is_empty())
+            .map(|t| cap_text(&t, caps::SHORT)),
+    })
 }
 
 /// Parses an RFC 3339 time with `Z` or a numeric offset (`2026-11-20T09:14:02+01:00`);
@@ -284,6 +306,7 @@ pub fn read_flavour(root: &Path) -> Flavour {
 pub fn read_releases(
     site: &SiteConfig,
     commits: &mut BTreeMap<String, Option<CommitInfo>>,
+    tails: &mut LogTails,
     warnings: &mut Vec<Warning>,
 ) -> ReleasesSnapshot {
     let root = &site.path;
@@ -293,9 +316,14 @@ pub fn read_releases(
 
     if flavour == Flavour::Capistrano || root.join("revisions.log").exists() {
         let path = root.join("revisions.log");
-        match file::read_capped(&path, LOG_CAP) {
-            Ok(r) => {
-                snap.revisions_log = Some(parse_revisions_log(&String::from_utf8_lossy(&r.bytes)))
+        let parse = |l: &str| (!l.trim().is_empty()).then(|| parse_revisions_log_line(l));
+        match tails.revisions.read(&path, parse) {
+            Ok(t) => {
+                snap.revisions_log = Some(RevisionsLog {
+                    first: t.first,
+                    entries: t.entries,
+                    partial_tail: t.partial_tail,
+                })
             }
             Err(FileProblem::Missing) => {}
             Err(e) => warnings.push(e.warning(&path)),
@@ -322,8 +350,8 @@ pub fn read_releases(
             _ => None,
         };
         let log_path = dep.join("releases_log");
-        let releases_log = match file::read_capped(&log_path, LOG_CAP) {
-            Ok(r) => parse_releases_log(&String::from_utf8_lossy(&r.bytes)),
+        let releases_log = match tails.releases_log.read(&log_path, parse_releases_log_line) {
+            Ok(t) => t.entries,
             Err(FileProblem::Missing) => Vec::new(),
             Err(e) => {
                 warnings.push(e.warning(&log_path));
@@ -584,7 +612,12 @@ mod tests {
         let mut site = crate::config::SiteConfig::new("s", root);
         site.layout = crate::config::LayoutChoice::Releases;
         let mut warnings = Vec::new();
-        let snap = read_releases(&site, &mut BTreeMap::new(), &mut warnings);
+        let snap = read_releases(
+            &site,
+            &mut BTreeMap::new(),
+            &mut LogTails::default(),
+            &mut warnings,
+        );
         assert_eq!(snap.releases.keys().collect::<Vec<_>>(), ["20261120090000"]);
         assert_eq!(snap.current, Current::Release("20261120090000".into()));
         assert_eq!(snap.flavour, Flavour::Plain);
