@@ -13,11 +13,19 @@ use super::{Warning, git};
 use crate::config::SiteConfig;
 use crate::model::{CommitInfo, Timestamp, cap_text, caps};
 
-/// Where the append-only logs of a site were last read up to (kept by the `Reader`).
+/// How long a release directory must have been unchanged before its reading is kept.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What a `Reader` keeps between reads of a releases site, so a read costs what changed:
+/// where the append-only logs were read up to, and each release directory as last read,
+/// keyed by its inode and modification time (writing `REVISION` or removing
+/// `DEPLOY_UNFINISHED` in it changes the directory's time; an unchanged release costs the
+/// one `lstat` of the listing).
 #[derive(Debug, Default)]
 pub struct LogTails {
     pub revisions: LogTail<LogEntry>,
     pub releases_log: LogTail<ReleasesLogEntry>,
+    releases: BTreeMap<String, (u64, i128, Release)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -382,6 +390,19 @@ pub fn read_releases(
             if !meta.is_dir() {
                 continue;
             }
+            let stamp = {
+                use std::os::unix::fs::MetadataExt;
+                (
+                    meta.ino(),
+                    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+                )
+            };
+            if let Some((ino, mtime, rel)) = tails.releases.get(&name)
+                && (*ino, *mtime) == stamp
+            {
+                snap.releases.insert(name, rel.clone());
+                continue;
+            }
             let dir = entry.path();
             let mut revision = read_revision(&dir);
             if revision == Revision::Missing
@@ -402,19 +423,30 @@ pub fn read_releases(
                 .modified()
                 .map(Timestamp::from_system)
                 .unwrap_or(Timestamp(0));
-            snap.releases.insert(
-                name.clone(),
-                Release {
-                    name,
-                    revision,
-                    unfinished: dir.join("DEPLOY_UNFINISHED").exists(),
-                    bad: dir.join("BAD_RELEASE").exists(),
-                    modified,
-                    commit: None,
-                },
-            );
+            let release = Release {
+                name: name.clone(),
+                revision,
+                unfinished: dir.join("DEPLOY_UNFINISHED").exists(),
+                bad: dir.join("BAD_RELEASE").exists(),
+                modified,
+                commit: None,
+            };
+            // Only a final answer is kept: a `REVISION` not there yet, or still being
+            // written (its content changes without the directory's time), is read again;
+            // and only for a directory quiet for a while, as file times are coarse (a
+            // change within the same tick would not show).
+            let settled = Timestamp::now().since(release.modified) > SETTLED;
+            if settled && matches!(release.revision, Revision::Sha(_)) {
+                tails
+                    .releases
+                    .insert(name.clone(), (stamp.0, stamp.1, release.clone()));
+            }
+            snap.releases.insert(name, release);
         }
     }
+    tails
+        .releases
+        .retain(|name, _| snap.releases.contains_key(name));
 
     let repos = candidate_repos(site, flavour);
     for release in snap.releases.values_mut() {
@@ -625,6 +657,45 @@ mod tests {
             snap.releases["20261120090000"].revision,
             Revision::Sha("abcdef1".into())
         );
+    }
+
+    #[test]
+    fn an_unchanged_release_is_not_read_again() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let root = dir.path();
+        let rel = root.join("releases/1");
+        std::fs::create_dir_all(&rel).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(rel.join("REVISION"), "aaaaaaa\n").unwrap_or_else(|e| panic!("{e}"));
+        let age = |p: &Path| {
+            let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let t = libc::timespec {
+                tv_sec: 1_000_000_000,
+                tv_nsec: 0,
+            };
+            // SAFETY: a valid path and two valid timespecs.
+            let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0) };
+            assert_eq!(rc, 0);
+        };
+        age(&rel);
+        let mut site = crate::config::SiteConfig::new("s", root);
+        site.layout = crate::config::LayoutChoice::Releases;
+        let mut tails = LogTails::default();
+        let read = |tails: &mut LogTails| {
+            read_releases(&site, &mut BTreeMap::new(), tails, &mut Vec::new()).releases["1"]
+                .revision
+                .clone()
+        };
+        assert_eq!(read(&mut tails), Revision::Sha("aaaaaaa".into()));
+        // Rewritten in place (the directory's time does not change): not read again.
+        std::fs::write(rel.join("REVISION"), "bbbbbbb\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read(&mut tails), Revision::Sha("aaaaaaa".into()));
+        // A change of the directory (a file added) makes it read again.
+        std::fs::write(rel.join("other"), "").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read(&mut tails), Revision::Sha("bbbbbbb".into()));
+        // A directory changed just now is not kept: file times are coarse.
+        std::fs::write(rel.join("REVISION"), "ccccccc\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read(&mut tails), Revision::Sha("ccccccc".into()));
     }
 
     #[test]
