@@ -314,9 +314,12 @@ fn throughput(hooks: usize, events: usize) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
     let t0 = Instant::now();
     let mut handles = Vec::new();
+    let (recorder, rx) = deliver::Recorder::new();
+    let recording = rt.spawn(deliver::run_recorder(store.clone(), rx));
     for h in hook_configs {
         let cx = WorkerContext {
             store: store.clone(),
+            recorder: recorder.clone(),
             wake: Arc::new(tokio::sync::Notify::new()),
             in_flight: in_flight.clone(),
             shutdown: stop_rx.clone(),
@@ -333,6 +336,8 @@ fn throughput(hooks: usize, events: usize) {
     for h in handles {
         let _ = rt.block_on(h);
     }
+    drop(recorder);
+    let _ = rt.block_on(recording);
     println!(
         "throughput: {hooks} hook(s) x {events} events = {total} deliveries in {:.2} s: {:.0} deliveries/s \
          (commit of {events} events, one transaction each: {:.0} events/s)",

@@ -30,6 +30,7 @@ use crate::watch::Dirty;
 pub enum TaskName {
     Hook(String),
     Health(String),
+    Recorder,
 }
 
 /// Why a task ended with an error.
@@ -47,6 +48,8 @@ struct HookWorker {
 pub struct Tasks {
     set: JoinSet<TaskResult>,
     store: Store,
+    /// Records the attempts of every worker, several in one transaction.
+    recorder: Option<deliver::Recorder>,
     in_flight: Arc<Semaphore>,
     hooks: BTreeMap<String, HookWorker>,
     /// Hooks whose old worker is finishing its attempt; started when it has ended.
@@ -59,8 +62,16 @@ pub struct Tasks {
 
 impl Tasks {
     pub fn new(store: &Store, in_flight: Arc<Semaphore>) -> Self {
+        let mut set = JoinSet::new();
+        let (recorder, rx) = deliver::Recorder::new();
+        let recorder_store = store.clone();
+        set.spawn(async move {
+            let r = deliver::run_recorder(recorder_store, rx).await;
+            (TaskName::Recorder, 0, r.map_err(TaskError::from))
+        });
         Tasks {
-            set: JoinSet::new(),
+            set,
+            recorder: Some(recorder),
             store: store.clone(),
             in_flight,
             hooks: BTreeMap::new(),
@@ -117,8 +128,12 @@ impl Tasks {
             .or_insert_with(|| Arc::new(Notify::new()))
             .clone();
         let (stop, stop_rx) = watch::channel(false);
+        let Some(recorder) = self.recorder.clone() else {
+            return;
+        };
         let cx = WorkerContext {
             store: self.store.clone(),
+            recorder,
             wake,
             in_flight: self.in_flight.clone(),
             shutdown: stop_rx,
@@ -202,6 +217,11 @@ impl Tasks {
                 tracing::error!(site = %escape(site), error = %escape(&chain(e.as_ref())), "health probe failed");
             }
             (TaskName::Health(_), Ok(())) => {}
+            (TaskName::Recorder, result) => {
+                if let Err(e) = result {
+                    tracing::error!(error = %escape(&chain(e.as_ref())), "the attempt recorder failed");
+                }
+            }
         }
     }
 
@@ -211,6 +231,8 @@ impl Tasks {
             let _ = w.stop.send(true);
         }
         let _ = self.probes.send(true);
+        // The recorder ends once the last worker (and this handle) is gone.
+        self.recorder = None;
         let drained = tokio::time::timeout(grace, async {
             while let Some(r) = self.set.join_next().await {
                 if let Ok((TaskName::Hook(hook), _, Err(e))) = r {

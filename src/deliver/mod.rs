@@ -12,11 +12,11 @@ pub mod sign;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
 use crate::config::{HookConfig, SignatureKind};
 use crate::model::Timestamp;
-use crate::store::{AttemptRecord, DueDelivery, Outcome, Store};
+use crate::store::{AttemptRecord, AttemptResult, DueDelivery, Outcome, Store, StoreError};
 use retry::Response;
 
 /// How often an idle worker looks at the outbox without being woken.
@@ -241,11 +241,69 @@ fn describe_error(e: &reqwest::Error) -> String {
 #[derive(Clone)]
 pub struct WorkerContext {
     pub store: Store,
+    /// Records attempts, several hooks' at once.
+    pub recorder: Recorder,
     /// Poked after a commit that may have queued deliveries.
     pub wake: Arc<Notify>,
     /// Global cap on attempts in flight.
     pub in_flight: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
+}
+
+/// How many attempts one transaction records at most.
+const MAX_BATCH: usize = 256;
+
+type RecordRequest = (AttemptResult, oneshot::Sender<Result<(), StoreError>>);
+
+/// The way to the recorder: each worker sends its attempt and waits until it is recorded.
+#[derive(Clone)]
+pub struct Recorder(mpsc::Sender<RecordRequest>);
+
+impl Recorder {
+    /// A recorder and the receiving end `run_recorder` takes.
+    pub fn new() -> (Recorder, mpsc::Receiver<RecordRequest>) {
+        let (tx, rx) = mpsc::channel(MAX_BATCH);
+        (Recorder(tx), rx)
+    }
+
+    /// Records one attempt; returns once it is committed (or failed to be).
+    pub async fn record(&self, result: AttemptResult) -> Result<(), StoreError> {
+        let (done, answer) = oneshot::channel();
+        if self.0.send((result, done)).await.is_err() {
+            return Err(StoreError::Closed);
+        }
+        answer.await.unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+/// Group commit: takes every attempt waiting (up to 256) and records them in one
+/// transaction, then answers each worker. Ends when every worker is gone.
+pub async fn run_recorder(
+    store: Store,
+    mut rx: mpsc::Receiver<RecordRequest>,
+) -> Result<(), DeliverError> {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let (results, answers): (Vec<AttemptResult>, Vec<_>) = batch.into_iter().unzip();
+        let store = store.clone();
+        let committed =
+            tokio::task::spawn_blocking(move || store.commit_attempts(&results, Timestamp::now()))
+                .await
+                .unwrap_or(Err(StoreError::Closed));
+        for answer in answers {
+            let _ = answer.send(match &committed {
+                Ok(()) => Ok(()),
+                Err(e) => Err(e.again()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One hook's worker: sends its deliveries in order, forever.
@@ -311,12 +369,17 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
         log_attempt(&hook, &d, attempts, &record, &decision);
         let update = decision;
         drop(permit);
-        let store = cx.store.clone();
-        let saved = tokio::task::spawn_blocking(move || {
-            store.commit_attempt(&d, &record, &update, Timestamp::now())
-        })
-        .await;
-        if let Ok(Err(e)) = saved {
+        // Recorded (with other hooks' attempts, in one transaction) before this hook's
+        // next attempt.
+        let saved = cx
+            .recorder
+            .record(AttemptResult {
+                delivery: d,
+                record,
+                outcome: update,
+            })
+            .await;
+        if let Err(e) = saved {
             let w = next_backoff(&mut store_backoff);
             tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), retry_in_s = w.as_secs(), "cannot record the attempt; it will be repeated");
             wait(&mut cx, w).await;

@@ -142,7 +142,23 @@ pub fn infer(
         common::advance(&mut st, &mut transitions, now, d, level, text);
     }
     active.retain(|d| !d.status.is_terminal());
+    // What this snapshot shows, plus what a directory whose file is being rewritten
+    // (not ready right now) showed before: a half-written read must not make a known
+    // deployment look new at the next read.
+    let not_ready: std::collections::BTreeSet<&str> = snap
+        .deployments
+        .iter()
+        .filter(|(_, e)| matches!(e, KuduEntry::NotReady { .. }))
+        .map(|(dir, _)| dir.as_str())
+        .collect();
+    let kept: Vec<String> = prev
+        .known_releases
+        .iter()
+        .filter(|k| not_ready.contains(dir_of(k)))
+        .cloned()
+        .collect();
     st.known_releases = ready().map(|(dir, s, _)| key_of(dir, s)).collect();
+    st.known_releases.extend(kept);
     // `active` names the live deployment once nothing is in progress.
     if active.is_empty()
         && let Some(a) = &snap.active

@@ -59,6 +59,18 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The same failure, told to each of the workers whose attempts were in one batch.
+    #[error("recording a batch of attempts failed: {0}")]
+    Batch(String),
+    #[error("the attempt recorder has stopped")]
+    Closed,
+}
+
+impl StoreError {
+    /// This error as told again to another party (errors of SQLite cannot be cloned).
+    pub fn again(&self) -> StoreError {
+        StoreError::Batch(crate::telemetry::chain(self))
+    }
 }
 
 fn q(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -112,6 +124,14 @@ pub struct AttemptRecord {
     pub response_headers: Vec<(String, String)>,
     pub response_body: Vec<u8>,
     pub error: Option<String>,
+}
+
+/// One attempt's result, waiting to be recorded with others (`commit_attempts`).
+#[derive(Clone, Debug)]
+pub struct AttemptResult {
+    pub delivery: DueDelivery,
+    pub record: AttemptRecord,
+    pub outcome: Outcome,
 }
 
 /// What one attempt decided for its delivery: the one outcome type, produced by
@@ -410,7 +430,7 @@ impl Store {
         .map_err(q("read next delivery"))
     }
 
-    /// Records an attempt and what becomes of its delivery, in one transaction.
+    /// Records one attempt and its outcome (one transaction).
     pub fn commit_attempt(
         &self,
         delivery: &DueDelivery,
@@ -420,53 +440,21 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(q("begin transaction"))?;
-        let n = delivery.attempts + 1;
-        let mut body = attempt.response_body.clone();
-        body.truncate(MAX_STORED_BODY);
-        tx.execute(
-            "INSERT INTO attempts (delivery_seq, n, started_at, duration_us, request_headers,
-               response_status, response_headers, response_body, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                delivery.seq,
-                n,
-                attempt.started_at.0,
-                i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX),
-                serde_json::to_string(&attempt.request_headers).unwrap_or_default(),
-                attempt.response_status,
-                serde_json::to_string(&attempt.response_headers).unwrap_or_default(),
-                body,
-                attempt.error,
-            ],
-        )
-        .map_err(q("write attempt"))?;
-        let (state, next) = match update {
-            Outcome::Delivered => (DeliveryState::Delivered.as_str(), now),
-            Outcome::RetryAt(t) => (DeliveryState::Pending.as_str(), *t),
-            Outcome::Dead | Outcome::DisableHook => (DeliveryState::Dead.as_str(), now),
-        };
-        tx.execute(
-            "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5,
-               last_status = ?6, last_error = ?7 WHERE seq = ?1",
-            params![
-                delivery.seq,
-                state,
-                n,
-                next.0,
-                now.0,
-                attempt.response_status,
-                attempt.error
-            ],
-        )
-        .map_err(q("update delivery"))?;
-        if *update == Outcome::DisableHook {
-            tx.execute(
-                "INSERT INTO hooks (name, disabled_at, disabled_reason) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(name) DO UPDATE SET disabled_at = excluded.disabled_at,
-                   disabled_reason = excluded.disabled_reason",
-                params![delivery.hook, now.0, "the receiver answered 410 Gone"],
-            )
-            .map_err(q("disable hook"))?;
+        write_attempt(&tx, delivery, attempt, update, now)?;
+        tx.commit().map_err(q("commit transaction"))
+    }
+
+    /// Records several attempts (of different hooks) in one transaction: one fsync for
+    /// all of them (group commit).
+    pub fn commit_attempts(
+        &self,
+        results: &[AttemptResult],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(q("begin transaction"))?;
+        for r in results {
+            write_attempt(&tx, &r.delivery, &r.record, &r.outcome, now)?;
         }
         tx.commit().map_err(q("commit transaction"))
     }
@@ -583,6 +571,65 @@ fn secure_database_files(path: &Path) {
         p.push(suffix);
         tighten(Path::new(&p), 0o600);
     }
+}
+
+/// One attempt and its outcome, written inside `tx`.
+fn write_attempt(
+    tx: &rusqlite::Transaction<'_>,
+    delivery: &DueDelivery,
+    attempt: &AttemptRecord,
+    update: &Outcome,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let n = delivery.attempts + 1;
+    let mut body = attempt.response_body.clone();
+    body.truncate(MAX_STORED_BODY);
+    tx.execute(
+        "INSERT INTO attempts (delivery_seq, n, started_at, duration_us, request_headers,
+           response_status, response_headers, response_body, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            delivery.seq,
+            n,
+            attempt.started_at.0,
+            i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX),
+            serde_json::to_string(&attempt.request_headers).unwrap_or_default(),
+            attempt.response_status,
+            serde_json::to_string(&attempt.response_headers).unwrap_or_default(),
+            body,
+            attempt.error,
+        ],
+    )
+    .map_err(q("write attempt"))?;
+    let (state, next) = match update {
+        Outcome::Delivered => (DeliveryState::Delivered.as_str(), now),
+        Outcome::RetryAt(t) => (DeliveryState::Pending.as_str(), *t),
+        Outcome::Dead | Outcome::DisableHook => (DeliveryState::Dead.as_str(), now),
+    };
+    tx.execute(
+        "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5,
+           last_status = ?6, last_error = ?7 WHERE seq = ?1",
+        params![
+            delivery.seq,
+            state,
+            n,
+            next.0,
+            now.0,
+            attempt.response_status,
+            attempt.error
+        ],
+    )
+    .map_err(q("update delivery"))?;
+    if *update == Outcome::DisableHook {
+        tx.execute(
+            "INSERT INTO hooks (name, disabled_at, disabled_reason) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET disabled_at = excluded.disabled_at,
+               disabled_reason = excluded.disabled_reason",
+            params![delivery.hook, now.0, "the receiver answered 410 Gone"],
+        )
+        .map_err(q("disable hook"))?;
+    }
+    Ok(())
 }
 
 fn insert_events(

@@ -150,6 +150,23 @@ mod kudu_rows {
     }
 
     #[test]
+    fn kudu_finished_file_rewritten_in_place_is_not_a_new_deployment() {
+        let st = live();
+        let done = || ("b", entry("b", Success, true, 1, 2));
+        let (st, tr) = run(&st, &snap(&[done()], Some("b")), 2);
+        assert_eq!(tr, [("b".to_string(), None, Success)]);
+        // Kudu rewrites the file in place: one read sees it half-written.
+        let half = KuduEntry::NotReady {
+            reason: "EOF".into(),
+            modified: t(3),
+        };
+        let (st, tr) = run(&st, &snap(&[("b", half)], Some("b")), 3);
+        assert!(tr.is_empty());
+        let (_, tr) = run(&st, &snap(&[done()], Some("b")), 4);
+        assert!(tr.is_empty(), "reported again: {tr:?}");
+    }
+
+    #[test]
     fn kudu_deployment_removed_before_completing_fails() {
         let st = live();
         let (st, _) = run(
