@@ -1,0 +1,991 @@
+//! End-to-end benchmarks (`harness = false`): the real release binary, real files and
+//! git, a loopback receiver; each scenario beside the baseline operators use today, in
+//! the same run. Prints one table and writes `target/bench/results.json`.
+//!
+//! ```text
+//! cargo bench --bench e2e                  every scenario
+//! cargo bench --bench e2e -- latency       one (latency, footprint, scale, fanout, backlog)
+//! ```
+//!
+//! Installs nothing: a baseline whose tool is missing (`inotifywait` from inotify-tools,
+//! `curl`) is skipped, and the table says so. Numbers, never assertions.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+
+const BIN: &str = env!("CARGO_BIN_EXE_deployhook");
+
+// ---- the receiver ------------------------------------------------------------------------
+
+/// (arrival, `x-baseline` header or "", body)
+type Log = Arc<Mutex<Vec<(Instant, String, Vec<u8>)>>>;
+
+async fn receive(State(log): State<Log>, headers: HeaderMap, body: Bytes) -> &'static str {
+    let who = headers
+        .get("x-baseline")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    log.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((Instant::now(), who, body.to_vec()));
+    "ok"
+}
+
+struct Receiver {
+    url: String,
+    log: Log,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        Self::start_on("127.0.0.1:0")
+    }
+
+    fn start_on(addr: &str) -> Receiver {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let log: Log = Arc::default();
+        let app = Router::new().fallback(receive).with_state(log.clone());
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        rt.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            url: format!("http://{addr}/hook"),
+            log,
+            _rt: rt,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Arrival of the first request after index `from` whose body contains `needle`
+    /// and that came from `who` ("" for deployhook).
+    fn arrival(&self, from: usize, who: &str, needle: &str) -> Option<Instant> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter().skip(from).find_map(|(t, w, b)| {
+            (w == who && String::from_utf8_lossy(b).contains(needle)).then_some(*t)
+        })
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    eprintln!("  (gave up waiting for {what})");
+    false
+}
+
+// ---- processes ----------------------------------------------------------------------------
+
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `deployhook run` on `config`; returns it once ready, and how long that took.
+fn daemon(config: &Path) -> (Proc, Duration) {
+    let t0 = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn,deployhook=info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = child.stderr.take();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Some(s) = stderr {
+            for line in std::io::BufReader::new(s).lines().map_while(Result::ok) {
+                if line.contains("daemon ready") {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("the daemon did not get ready"));
+    (Proc { child }, t0.elapsed())
+}
+
+fn shell(script: &str) -> Option<Proc> {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+        .map(|child| Proc { child })
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// CPU time (user + system, all threads and waited-for children) of a process tree's
+/// root and its direct children, in ms.
+fn cpu_ms(pid: u32) -> f64 {
+    let mut pids = vec![pid];
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        pids.extend(
+            children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    let tick = 100.0; // USER_HZ
+    pids.iter()
+        .map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = after.split_whitespace().collect();
+            // fields after the name: state=0 … utime=11 stime=12 cutime=13 cstime=14
+            let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            (n(11) + n(12) + n(13) + n(14)) * 1000.0 / tick
+        })
+        .sum()
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn ctx_switches(pid: u32) -> u64 {
+    ["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"]
+        .iter()
+        .map(|k| status_kib(pid, k))
+        .sum()
+}
+
+fn inotify_watches(pid: u32) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    fds.flatten()
+        .map(|fd| {
+            std::fs::read_to_string(fd.path())
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("inotify wd:"))
+                .count()
+        })
+        .sum()
+}
+
+// ---- sites --------------------------------------------------------------------------------
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Jane Doe")
+        .env("GIT_AUTHOR_EMAIL", "jane@example.com")
+        .env("GIT_COMMITTER_NAME", "Jane Doe")
+        .env("GIT_COMMITTER_EMAIL", "jane@example.com")
+        .output()
+        .unwrap_or_else(|e| panic!("git: {e}"));
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A Capistrano site at `root` (a mirror with `commits` commits made by fast-import, one
+/// live release); returns the head SHA.
+fn capistrano_site(root: &Path, commits: usize) -> String {
+    std::fs::create_dir_all(root.join("releases")).unwrap_or_else(|e| panic!("{e}"));
+    git(root, &["init", "-q", "--bare", "repo"]);
+    let mut stream = String::new();
+    for i in 1..=commits {
+        let content = format!("v{i}\n");
+        let message = format!("commit {i}");
+        stream.push_str(&format!(
+            "commit refs/heads/main\ncommitter Jane Doe <jane@example.com> {} +0000\n\
+             data {}\n{message}\nM 100644 inline index.html\ndata {}\n{content}\n",
+            1_700_000_000 + i,
+            message.len(),
+            content.len()
+        ));
+    }
+    let mut child = Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(root.join("repo"))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(stream.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(child.wait().is_ok_and(|s| s.success()), "fast-import");
+    let sha = git(&root.join("repo"), &["rev-parse", "main"]);
+    release(root, "10000000000000", &sha);
+    sha
+}
+
+/// Capistrano's file operations for one release, without the final log line.
+fn release(root: &Path, name: &str, sha: &str) {
+    let dir = root.join("releases").join(name);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("REVISION"), format!("{sha}\n")).unwrap_or_else(|e| panic!("{e}"));
+    let tmp = root.join("releases/current");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&dir, &tmp).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&tmp, root.join("current")).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The completing write of a Capistrano deploy: one appended `revisions.log` line.
+fn log_line(root: &Path, name: &str, sha: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("revisions.log"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.write_all(format!("Branch main (at {sha}) deployed as release {name} by bench\n").as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn config(dir: &Path, sites: &[(String, PathBuf, &str)], hooks: &[(String, String)]) -> PathBuf {
+    let mut s = format!(
+        "[daemon]\nstate_dir = \"{}\"\nhost_name = \"bench\"\n",
+        dir.join("state").display()
+    );
+    for (name, path, extra) in sites {
+        s.push_str(&format!(
+            "\n[[site]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n",
+            path.display()
+        ));
+    }
+    for (name, url) in hooks {
+        s.push_str(&format!(
+            "\n[[hook]]\nname = \"{name}\"\nurl = \"{url}\"\nretry = [\"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\"]\n"
+        ));
+    }
+    let path = dir.join("deployhook.toml");
+    std::fs::write(&path, s).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+// ---- results ------------------------------------------------------------------------------
+
+#[derive(serde::Serialize)]
+struct Row {
+    scenario: String,
+    metric: String,
+    deployhook: Option<f64>,
+    baseline: Option<f64>,
+    baseline_name: String,
+    unit: String,
+    target: String,
+}
+
+#[derive(Default)]
+struct Results(Vec<Row>);
+
+impl Results {
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        scenario: &str,
+        metric: &str,
+        value: Option<f64>,
+        baseline: Option<f64>,
+        baseline_name: &str,
+        unit: &str,
+        target: &str,
+    ) {
+        self.0.push(Row {
+            scenario: scenario.into(),
+            metric: metric.into(),
+            deployhook: value,
+            baseline,
+            baseline_name: baseline_name.into(),
+            unit: unit.into(),
+            target: target.into(),
+        });
+    }
+
+    fn print(&self) {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        println!(
+            "\n| scenario | metric | deployhook | baseline | unit | target |\n|---|---|---|---|---|---|"
+        );
+        for r in &self.0 {
+            let base = if r.baseline_name.is_empty() {
+                "".to_string()
+            } else {
+                format!("{} ({})", f(r.baseline), r.baseline_name)
+            };
+            println!(
+                "| {} | {} | {} | {} | {} | {} |",
+                r.scenario,
+                r.metric,
+                f(r.deployhook),
+                base,
+                r.unit,
+                r.target
+            );
+        }
+    }
+
+    fn write(&self) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+        let _ = std::fs::create_dir_all(&dir);
+        let json = serde_json::to_vec_pretty(&self.0).unwrap_or_default();
+        let _ = std::fs::write(dir.join("results.json"), json);
+        println!("\nwritten to {}", dir.join("results.json").display());
+    }
+}
+
+fn pct(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied()
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+// ---- scenarios ----------------------------------------------------------------------------
+
+/// Completing write → receiver read, for deployhook, the `inotifywait`+`curl` loop and a
+/// 1 s polling loop, all watching the same site in the same run.
+fn latency(res: &mut Results, n: usize) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let site = dir.path().join("site");
+    let sha = capistrano_site(&site, 1);
+    let rx = Receiver::start();
+    let cfg = config(
+        dir.path(),
+        &[("shop".into(), site.clone(), "layout = \"releases\"")],
+        &[("bench".into(), rx.url.clone())],
+    );
+    let (_d, _) = daemon(&cfg);
+    let log = site.join("revisions.log");
+    std::fs::write(&log, "").unwrap_or_else(|e| panic!("{e}"));
+    let inotify = (have("inotifywait") && have("curl")).then(|| {
+        shell(&format!(
+            "inotifywait -m -q -e close_write --format %w%f {} | while read f; do \
+             tail -n 1 \"$f\" | curl -s -o /dev/null -H 'x-baseline: inotify' --data-binary @- {}; done",
+            log.display(),
+            rx.url
+        ))
+    });
+    let poll = have("curl").then(|| {
+        shell(&format!(
+            "last=$(stat -c %s {f}); while sleep 1; do n=$(stat -c %s {f}); if [ \"$n\" != \"$last\" ]; then \
+             last=$n; tail -n 1 {f} | curl -s -o /dev/null -H 'x-baseline: poll' --data-binary @- {u}; fi; done",
+            f = log.display(),
+            u = rx.url
+        ))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut ours, mut theirs, mut polled) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let name = format!("2026112{:07}", i + 1);
+        release(&site, &name, &sha);
+        // Let every watcher see the switch before the completing write.
+        std::thread::sleep(Duration::from_millis(30));
+        let from = rx.len();
+        let t0 = Instant::now();
+        log_line(&site, &name, &sha);
+        let got = |who: &str| rx.arrival(from, who, &name);
+        wait_for("deployhook's POST", Duration::from_secs(10), || {
+            got("").is_some()
+        });
+        if inotify.is_some() {
+            wait_for(
+                "the inotifywait loop's POST",
+                Duration::from_secs(10),
+                || got("inotify").is_some(),
+            );
+        }
+        // The polling loop is slow: sample it on every tenth deploy only.
+        if poll.is_some() && i % 10 == 0 {
+            wait_for("the polling loop's POST", Duration::from_secs(5), || {
+                got("poll").is_some()
+            });
+        }
+        let ms = |t: Option<Instant>| t.map(|t| t.duration_since(t0).as_secs_f64() * 1000.0);
+        ours.extend(ms(got("")));
+        theirs.extend(ms(got("inotify")));
+        if i % 10 == 0 {
+            polled.extend(ms(got("poll")));
+        }
+    }
+    let (ours, theirs, polled) = (sorted(ours), sorted(theirs), sorted(polled));
+    let base = if inotify.is_some() {
+        "inotifywait+curl"
+    } else {
+        "inotifywait+curl: SKIPPED (install inotify-tools and curl)"
+    };
+    for (label, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
+        let target = match label {
+            "p50" => "≤ 1/5 of the baseline",
+            "p99" => "≤ 5 ms",
+            _ => "",
+        };
+        res.add(
+            "latency (revisions.log line → POST)",
+            label,
+            pct(&ours, p),
+            pct(&theirs, p),
+            base,
+            "ms",
+            target,
+        );
+    }
+    res.add(
+        "latency (revisions.log line → POST)",
+        "p50",
+        None,
+        pct(&polled, 0.5),
+        "1 s polling loop",
+        "ms",
+        "",
+    );
+    res.add(
+        "latency (revisions.log line → POST)",
+        "deploys",
+        Some(ours.len() as f64),
+        Some(theirs.len() as f64),
+        base,
+        "count",
+        "",
+    );
+}
+
+/// Idle cost: 1, 10 and 100 sites that have each deployed once, idle 60 s, side by side
+/// with an `inotifywait` watching the same directories.
+fn footprint(res: &mut Results, idle: Duration) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut runs = Vec::new();
+    for count in [1usize, 10, 100] {
+        let base = dir.path().join(format!("n{count}"));
+        std::fs::create_dir_all(&base).unwrap_or_else(|e| panic!("{e}"));
+        let rx = Receiver::start();
+        let mut sites = Vec::new();
+        let mut shas = Vec::new();
+        for i in 0..count {
+            let root = base.join(format!("site{i}"));
+            shas.push(capistrano_site(&root, 1));
+            sites.push((format!("s{i}"), root, "layout = \"releases\""));
+        }
+        let cfg = config(&base, &sites, &[("bench".into(), rx.url.clone())]);
+        let (d, _) = daemon(&cfg);
+        for (i, (_, root, _)) in sites.iter().enumerate() {
+            release(root, "20261120000000", &shas[i]);
+            log_line(root, "20261120000000", &shas[i]);
+        }
+        wait_for("every first deploy", Duration::from_secs(60), || {
+            rx.arrival(0, "", "20261120000000").is_some() && rx.len() >= count
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        let watched: Vec<String> = sites
+            .iter()
+            .flat_map(|(_, r, _)| {
+                [
+                    r.display().to_string(),
+                    r.join("releases").display().to_string(),
+                ]
+            })
+            .collect();
+        let baseline = have("inotifywait").then(|| {
+            shell(&format!(
+                "inotifywait -m -q -e close_write,create,moved_to,delete {} > /dev/null",
+                watched.join(" ")
+            ))
+        });
+        runs.push((count, d, rx, baseline));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let start: Vec<(f64, u64, Option<f64>)> = runs
+        .iter()
+        .map(|(_, d, _, b)| {
+            (
+                cpu_ms(d.pid()),
+                ctx_switches(d.pid()),
+                b.as_ref().and_then(|b| b.as_ref()).map(|b| cpu_ms(b.pid())),
+            )
+        })
+        .collect();
+    std::thread::sleep(idle);
+    let minutes = idle.as_secs_f64() / 60.0;
+    for ((count, d, _rx, b), (cpu0, ctx0, bcpu0)) in runs.iter().zip(start) {
+        let cpu = (cpu_ms(d.pid()) - cpu0) / minutes;
+        let ctx = (ctx_switches(d.pid()) - ctx0) as f64 / minutes;
+        let bpid = b.as_ref().and_then(|b| b.as_ref()).map(Proc::pid);
+        let bcpu = bpid.zip(bcpu0).map(|(p, c0)| (cpu_ms(p) - c0) / minutes);
+        let name = if bpid.is_some() {
+            "inotifywait"
+        } else {
+            "inotifywait: SKIPPED (install inotify-tools)"
+        };
+        let scen = format!("footprint, {count} site(s), idle after a deploy");
+        let cpu_target = if *count == 1 {
+            "≤ 10 ms/min"
+        } else if *count == 100 {
+            "≤ 100 ms/min (1 per site)"
+        } else {
+            ""
+        };
+        res.add(
+            &scen,
+            "CPU",
+            Some(cpu),
+            bcpu,
+            name,
+            "ms per minute",
+            cpu_target,
+        );
+        let rss_target = match count {
+            1 => "≤ 10 MB",
+            100 => "≤ 16 MB",
+            _ => "",
+        };
+        res.add(
+            &scen,
+            "RSS",
+            Some(status_kib(d.pid(), "VmRSS:") as f64 / 1024.0),
+            bpid.map(|p| status_kib(p, "VmRSS:") as f64 / 1024.0),
+            name,
+            "MB",
+            rss_target,
+        );
+        res.add(
+            &scen,
+            "context switches",
+            Some(ctx),
+            None,
+            "",
+            "per minute",
+            "",
+        );
+    }
+}
+
+/// One large site: 100 releases × 2,000 files, a 50,000-commit mirror, a 100,000-line
+/// `revisions.log`. Time to READY, RSS, watches; then a deploy's latency against a small
+/// site's, same run.
+fn scale(res: &mut Results) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let big = dir.path().join("big");
+    let sha = capistrano_site(&big, 50_000);
+    for r in 0..100 {
+        let rel = big.join(format!("releases/2025{r:010}"));
+        std::fs::create_dir_all(rel.join("app")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(rel.join("REVISION"), format!("{sha}\n")).unwrap_or_else(|e| panic!("{e}"));
+        for f in 0..2_000 {
+            std::fs::write(rel.join(format!("app/f{f}.txt")), "x")
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(big.join("revisions.log")).unwrap_or_else(|e| panic!("{e}")),
+        );
+        for i in 0..100_000 {
+            let _ = writeln!(
+                f,
+                "Branch main (at {sha}) deployed as release 2024{i:010} by bench"
+            );
+        }
+    }
+    let small = dir.path().join("small");
+    let small_sha = capistrano_site(&small, 1);
+    let rx = Receiver::start();
+    let cfg = config(
+        dir.path(),
+        &[
+            ("big".into(), big.clone(), "layout = \"releases\""),
+            ("small".into(), small.clone(), "layout = \"releases\""),
+        ],
+        &[("bench".into(), rx.url.clone())],
+    );
+    let (d, ready) = daemon(&cfg);
+    res.add(
+        "scale (100 releases × 2,000 files, 50,000 commits, 100,000-line log)",
+        "time to READY",
+        Some(ready.as_secs_f64() * 1000.0),
+        None,
+        "",
+        "ms",
+        "≤ 1000 ms",
+    );
+    let lat = |root: &Path, sha: &str, tag: &str| {
+        let mut v = Vec::new();
+        for i in 0..20 {
+            let name = format!("2026{tag}{i:08}");
+            release(root, &name, sha);
+            std::thread::sleep(Duration::from_millis(30));
+            let from = rx.len();
+            let t0 = Instant::now();
+            log_line(root, &name, sha);
+            wait_for("a POST", Duration::from_secs(10), || {
+                rx.arrival(from, "", &name).is_some()
+            });
+            if let Some(t) = rx.arrival(from, "", &name) {
+                v.push(t.duration_since(t0).as_secs_f64() * 1000.0);
+            }
+        }
+        sorted(v)
+    };
+    let big_lat = lat(&big, &sha, "11");
+    let small_lat = lat(&small, &small_sha, "22");
+    let scen = "scale (100 releases × 2,000 files, 50,000 commits, 100,000-line log)";
+    res.add(
+        scen,
+        "RSS",
+        Some(status_kib(d.pid(), "VmRSS:") as f64 / 1024.0),
+        None,
+        "",
+        "MB",
+        "",
+    );
+    res.add(
+        scen,
+        "inotify watches (2 sites)",
+        Some(inotify_watches(d.pid()) as f64),
+        None,
+        "",
+        "count",
+        "≤ 10 per site",
+    );
+    res.add(
+        scen,
+        "deploy latency p50, large vs small site",
+        pct(&big_lat, 0.5),
+        pct(&small_lat, 0.5),
+        "the small site, same run",
+        "ms",
+        "≤ 1.2 × the small site's",
+    );
+}
+
+/// Prefills the outbox of `state` with `events` events for each of `hooks` hooks (one
+/// delivery per hook and event; the body says which).
+fn prefill(state: &Path, hooks: usize, events: usize) {
+    use deployhook::model::Timestamp;
+    use deployhook::store::{NewDelivery, NewEvent, Store};
+    let store = Store::open(state).unwrap_or_else(|e| panic!("{e}"));
+    let batch: Vec<NewEvent> = (0..events)
+        .map(|n| NewEvent {
+            kind: "PostDeployment".into(),
+            site: Some("shop".into()),
+            status: None,
+            deployment_serial: None,
+            payload: Vec::new(),
+            deliveries: (0..hooks)
+                .map(|h| NewDelivery {
+                    hook: format!("h{h}"),
+                    body: format!("{{\"hook\":{h},\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(200))
+                        .into_bytes(),
+                })
+                .collect(),
+        })
+        .collect();
+    for chunk in batch.chunks(100) {
+        store
+            .commit_events(chunk, Timestamp::now())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Parses the receiver's log: deliveries per hook in arrival order.
+fn per_hook_order_kept(rx: &Receiver, hooks: usize) -> (usize, bool) {
+    let log = rx.log.lock().unwrap_or_else(|e| e.into_inner());
+    let mut last = vec![-1i64; hooks];
+    let mut ok = true;
+    let mut seen = std::collections::HashSet::new();
+    for (_, _, body) in log.iter() {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let (Some(h), Some(n)) = (v["hook"].as_u64(), v["n"].as_i64()) else {
+            continue;
+        };
+        let h = h as usize;
+        if h < hooks {
+            if n < last[h] {
+                ok = false;
+            }
+            last[h] = last[h].max(n);
+            seen.insert((h, n));
+        }
+    }
+    (seen.len(), ok)
+}
+
+fn attempt_latencies(state: &Path) -> Vec<f64> {
+    let conn = rusqlite::Connection::open(state.join("deployhook.sqlite"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stmt = conn
+        .prepare("SELECT duration_us FROM attempts")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v: Vec<f64> = stmt
+        .query_map([], |r| r.get::<_, i64>(0))
+        .map(|rows| rows.flatten().map(|us| us as f64 / 1000.0).collect())
+        .unwrap_or_default();
+    sorted(v)
+}
+
+fn hooks_of(url: &str, n: usize) -> Vec<(String, String)> {
+    (0..n).map(|i| (format!("h{i}"), url.to_string())).collect()
+}
+
+/// 100 hooks × 1,000 events through the real daemon, and the raw ceiling: the same
+/// receiver hit by plain keep-alive reqwest clients (100 at once), no outbox.
+fn fanout(res: &mut Results, hooks: usize, events: usize) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(&site).unwrap_or_else(|e| panic!("{e}"));
+    let rx = Receiver::start();
+    let cfg = config(
+        dir.path(),
+        &[("shop".into(), site, "layout = \"marker\"")],
+        &hooks_of(&rx.url, hooks),
+    );
+    prefill(&dir.path().join("state"), hooks, events);
+    let total = hooks * events;
+    let t0 = Instant::now();
+    let (_d, _) = daemon(&cfg);
+    wait_for("every delivery", Duration::from_secs(300), || {
+        rx.len() >= total
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let rate = rx.len() as f64 / secs;
+    let (unique, ordered) = per_hook_order_kept(&rx, hooks);
+    // The raw ceiling.
+    let ceiling = {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = rx.url.clone();
+        deployhook::deliver::init_tls();
+        let t0 = Instant::now();
+        rt.block_on(async move {
+            let mut set = tokio::task::JoinSet::new();
+            for h in 0..hooks {
+                let url = url.clone();
+                set.spawn(async move {
+                    let client = reqwest::Client::new();
+                    for n in 0..events {
+                        let _ = client
+                            .post(&url)
+                            .header("x-baseline", "raw")
+                            .body(format!("{{\"raw\":{h},\"n\":{n}}}"))
+                            .send()
+                            .await;
+                    }
+                });
+            }
+            while set.join_next().await.is_some() {}
+        });
+        total as f64 / t0.elapsed().as_secs_f64()
+    };
+    let lat = attempt_latencies(&dir.path().join("state"));
+    let scen = format!("fan-out ({hooks} hooks × {events} events)");
+    res.add(
+        &scen,
+        "deliveries/s",
+        Some(rate),
+        Some(ceiling),
+        "raw keep-alive reqwest, no outbox",
+        "per s",
+        "≥ 5,000 and ≥ 0.5 × raw",
+    );
+    res.add(
+        &scen,
+        "attempt latency p50",
+        pct(&lat, 0.5),
+        None,
+        "",
+        "ms",
+        "",
+    );
+    res.add(
+        &scen,
+        "attempt latency p99",
+        pct(&lat, 0.99),
+        None,
+        "",
+        "ms",
+        "",
+    );
+    res.add(
+        &scen,
+        "delivered once each, per-hook order kept",
+        Some(unique as f64),
+        None,
+        if ordered {
+            "order kept"
+        } else {
+            "ORDER BROKEN"
+        },
+        "count",
+        &format!("{total}"),
+    );
+}
+
+/// The receiver down with 100,000 deliveries queued: peak RSS; then it comes back: the
+/// drain rate; nothing lost, per-hook order kept.
+fn backlog(res: &mut Results, hooks: usize, events: usize) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(&site).unwrap_or_else(|e| panic!("{e}"));
+    // A free port, closed for now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let cfg = config(
+        dir.path(),
+        &[("shop".into(), site, "layout = \"marker\"")],
+        &hooks_of(&url, hooks),
+    );
+    prefill(&dir.path().join("state"), hooks, events);
+    let (d, _) = daemon(&cfg);
+    // Let every worker fail against the closed port for a while.
+    std::thread::sleep(Duration::from_secs(3));
+    let peak_down = status_kib(d.pid(), "VmHWM:") as f64 / 1024.0;
+    let rx = Receiver::start_on(&format!("127.0.0.1:{port}"));
+    let t0 = Instant::now();
+    let total = hooks * events;
+    wait_for("the backlog to drain", Duration::from_secs(300), || {
+        rx.len() >= total
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let (unique, ordered) = per_hook_order_kept(&rx, hooks);
+    let scen = format!("backlog ({total} queued, receiver down, then back)");
+    res.add(
+        &scen,
+        "peak RSS",
+        Some(peak_down.max(status_kib(d.pid(), "VmHWM:") as f64 / 1024.0)),
+        None,
+        "",
+        "MB",
+        "≤ 64 MB",
+    );
+    res.add(
+        &scen,
+        "drain rate",
+        Some(rx.len() as f64 / secs),
+        None,
+        "",
+        "per s",
+        "≥ 2,000",
+    );
+    res.add(
+        &scen,
+        "delivered once each, per-hook order kept",
+        Some(unique as f64),
+        None,
+        if ordered {
+            "order kept"
+        } else {
+            "ORDER BROKEN"
+        },
+        "count",
+        &format!("{total}"),
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let all = args.is_empty();
+    let want = |s: &str| all || args.iter().any(|a| a == s);
+    let mut res = Results::default();
+    let t0 = Instant::now();
+    if want("latency") {
+        eprintln!("latency: 500 deploys…");
+        latency(&mut res, 500);
+    }
+    if want("footprint") {
+        eprintln!("footprint: 1, 10 and 100 sites idle 60 s…");
+        footprint(&mut res, Duration::from_secs(60));
+    }
+    if want("scale") {
+        eprintln!("scale: building a large site…");
+        scale(&mut res);
+    }
+    if want("fanout") {
+        eprintln!("fan-out: 100 hooks × 1,000 events…");
+        fanout(&mut res, 100, 1_000);
+    }
+    if want("backlog") {
+        eprintln!("backlog: 100,000 deliveries queued…");
+        backlog(&mut res, 100, 1_000);
+    }
+    res.print();
+    res.write();
+    let machine = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name\t: ").map(str::to_string))
+        .unwrap_or_default();
+    println!(
+        "machine: {} cores, {machine}; scenarios took {:.0} s",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        t0.elapsed().as_secs_f64()
+    );
+}
