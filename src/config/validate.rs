@@ -245,7 +245,9 @@ pub fn parse(text: &str, file: &Path, env: &Env<'_>) -> Result<Config, Vec<Confi
         dropped_tables: 0,
     };
     let Some(raw) = deserialize_all(&mut c) else {
-        return Err(c.errors);
+        let mut errors = c.errors;
+        errors.sort_by_key(|e| (e.line, e.column));
+        return Err(errors);
     };
 
     let d = &raw.daemon;
@@ -309,7 +311,10 @@ pub fn parse(text: &str, file: &Path, env: &Env<'_>) -> Result<Config, Vec<Confi
             warnings,
         })
     } else {
-        Err(c.errors)
+        // In the order of the file, as an editor walks them.
+        let mut errors = c.errors;
+        errors.sort_by_key(|e| (e.line, e.column));
+        Err(errors)
     }
 }
 

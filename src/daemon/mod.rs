@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch as channel};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch as channel};
 use tokio::task::JoinSet;
 
 use crate::config::{self, Config, LoadError};
@@ -131,7 +131,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     let mut tasks = Tasks::new(&store, in_flight);
     tasks.reconcile_hooks(&config.hooks);
     tasks.reconcile_probes(&config, &sites, &dirty);
-    let mut read_cx = ReadContext::new(&config, &store);
+    let mut read_cx = ReadContext::new(&config, &store, tasks.wakes());
     // The watchdog is pinged from this loop, so a stuck loop stops the pings.
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut next_watchdog = tokio::time::Instant::now();
@@ -175,7 +175,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 _ = dirty.notified() => {}
                 _ = tokio::time::sleep_until(wake) => {}
                 Some(done) = reads.join_next(), if !reads.is_empty() => {
-                    finish_read(done, &mut sites, tasks.wakes());
+                    finish_read(done, &mut sites);
                 }
                 Some(ended) = tasks.join_next() => tasks.ended(ended),
                 Some(path) = reload => {
@@ -189,7 +189,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                             sites = new;
                             tasks.reconcile_hooks(&config.hooks);
                             tasks.reconcile_probes(&config, &sites, &dirty);
-                            read_cx = ReadContext::new(&config, &store);
+                            read_cx = ReadContext::new(&config, &store, tasks.wakes());
                             // Only new and changed sites are read again.
                             for i in changed {
                                 dirty.mark(i);
@@ -210,7 +210,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
         }
         // Results that are back already are taken before new reads start.
         while let Some(done) = reads.try_join_next() {
-            finish_read(done, &mut sites, tasks.wakes());
+            finish_read(done, &mut sites);
         }
         if let Some(every) = watchdog
             && tokio::time::Instant::now() >= next_watchdog
@@ -294,7 +294,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
             let deadline = tokio::time::Instant::now() + FIRST_READ_WAIT;
             while !reads.is_empty() {
                 match tokio::time::timeout_at(deadline, reads.join_next()).await {
-                    Ok(Some(done)) => finish_read(done, &mut sites, tasks.wakes()),
+                    Ok(Some(done)) => finish_read(done, &mut sites),
                     Ok(None) => break,
                     Err(_) => {
                         for s in sites.iter().filter(|s| s.in_flight()) {
@@ -327,16 +327,12 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     Ok(())
 }
 
-fn finish_read(
-    done: Result<ReadDone, tokio::task::JoinError>,
-    sites: &mut [SiteRuntime],
-    wakes: &BTreeMap<String, Arc<Notify>>,
-) {
+fn finish_read(done: Result<ReadDone, tokio::task::JoinError>, sites: &mut [SiteRuntime]) {
     let Ok(done) = done else {
         return;
     };
     if let Some(s) = sites.iter_mut().find(|s| s.name == done.site) {
-        s.finish_read(done, wakes);
+        s.finish_read(done);
     }
 }
 

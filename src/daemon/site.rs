@@ -105,11 +105,20 @@ impl SiteRuntime {
         let hooks = cx.hooks.clone();
         let host = cx.host_name.clone();
         let store = cx.store.clone();
+        let wakes = cx.wakes.clone();
         let name = self.name.clone();
         Some(tokio::task::spawn_blocking(move || {
             let mut reader = reader;
             let result = catch_panic(|| {
-                read_infer_commit(&mut reader, &prev, health, &hooks, &host, &store)
+                let read = read_infer_commit(&mut reader, &prev, health, &hooks, &host, &store);
+                if let Ok(queued) = &read.committed {
+                    for hook in queued {
+                        if let Some(w) = wakes.get(hook) {
+                            w.notify_one();
+                        }
+                    }
+                }
+                read
             });
             ReadDone {
                 site: name,
@@ -119,9 +128,9 @@ impl SiteRuntime {
         }))
     }
 
-    /// Takes a finished read back: logs what it found, keeps the new state if it was
-    /// committed, and wakes the workers of the hooks that got a delivery.
-    pub fn finish_read(&mut self, done: ReadDone, wakes: &BTreeMap<String, Arc<Notify>>) {
+    /// Takes a finished read back: logs what it found, and keeps the new state if it was
+    /// committed (the read already woke the workers of the hooks that got a delivery).
+    pub fn finish_read(&mut self, done: ReadDone) {
         self.reader = Some(if self.reader_is_stale(&done.reader) {
             Reader::new(self.config.clone())
         } else {
@@ -150,7 +159,7 @@ impl SiteRuntime {
             }
         }
         match read.committed {
-            Ok(queued) => {
+            Ok(_) => {
                 if self.backoff.take().is_some() {
                     tracing::info!(site = %escape(&self.name), "commits work again");
                 }
@@ -159,11 +168,6 @@ impl SiteRuntime {
                 self.wake_at = read.inference.wake_at;
                 let waiting = self.state.active.iter().any(|d| d.done_at.is_some());
                 self.health_wanted.store(waiting, Ordering::Relaxed);
-                for hook in &queued {
-                    if let Some(w) = wakes.get(hook) {
-                        w.notify_one();
-                    }
-                }
             }
             Err(e) => {
                 // Nothing was committed: the old state stays, so the same transitions are
@@ -193,14 +197,18 @@ pub struct ReadContext {
     pub store: Store,
     pub hooks: Arc<Vec<HookConfig>>,
     pub host_name: String,
+    /// Each hook worker's wake-up: a read that queued deliveries wakes their workers
+    /// right after its commit, from the read's own thread.
+    pub wakes: Arc<BTreeMap<String, Arc<Notify>>>,
 }
 
 impl ReadContext {
-    pub fn new(config: &Config, store: &Store) -> Self {
+    pub fn new(config: &Config, store: &Store, wakes: &BTreeMap<String, Arc<Notify>>) -> Self {
         ReadContext {
             store: store.clone(),
             hooks: Arc::new(config.hooks.clone()),
             host_name: config.daemon.host_name.clone(),
+            wakes: Arc::new(wakes.clone()),
         }
     }
 }
@@ -310,6 +318,7 @@ pub(super) mod tests {
             store: store.clone(),
             hooks: Arc::new(Vec::new()),
             host_name: "h".into(),
+            wakes: Arc::default(),
         };
         let tokio = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -321,7 +330,7 @@ pub(super) mod tests {
                     .unwrap_or_else(|| panic!("not in flight"));
                 task.await.unwrap_or_else(|e| panic!("{e}"))
             });
-            rt.finish_read(done, &BTreeMap::new());
+            rt.finish_read(done);
         };
 
         FORCE_PANIC.store(true, Ordering::SeqCst);
