@@ -121,10 +121,17 @@ impl Drop for Proc {
 /// Starts `deployhook run` on `config`; returns it once ready, and how long that took.
 fn daemon(config: &Path) -> (Proc, Duration) {
     let t0 = Instant::now();
+    // E2E_DAEMON_LOG=FILE keeps the daemon's debug log there (for a profile).
+    let log_to = std::env::var_os("E2E_DAEMON_LOG");
+    let level = if log_to.is_some() {
+        "warn,deployhook=debug"
+    } else {
+        "warn,deployhook=info"
+    };
     let mut child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn,deployhook=info")
+        .env("RUST_LOG", level)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -132,8 +139,12 @@ fn daemon(config: &Path) -> (Proc, Duration) {
     let stderr = child.stderr.take();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut keep = log_to.and_then(|p| std::fs::File::create(p).ok());
         if let Some(s) = stderr {
             for line in std::io::BufReader::new(s).lines().map_while(Result::ok) {
+                if let Some(f) = keep.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
                 if line.contains("daemon ready") {
                     let _ = tx.send(());
                 }

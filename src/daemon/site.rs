@@ -136,7 +136,6 @@ impl SiteRuntime {
         } else {
             done.reader
         });
-        tracing::debug!(site = %escape(&self.name), "site read");
         let now = Timestamp::now();
         let read = match done.result {
             Ok(read) => read,
@@ -148,6 +147,8 @@ impl SiteRuntime {
                 return;
             }
         };
+        let [snapshot_us, infer_us, commit_us] = read.timings;
+        tracing::debug!(site = %escape(&self.name), snapshot_us, infer_us, commit_us, "site read");
         for w in &read.warnings {
             if self.logged.insert(w.key.clone()) {
                 tracing::warn!(site = %escape(&self.name), detail = %escape(&w.message), "site read warning");
@@ -224,6 +225,8 @@ pub struct ReadDone {
 }
 
 struct SiteRead {
+    /// How long the snapshot, `infer` and the commit took (µs), for the debug log.
+    timings: [u128; 3],
     warnings: Vec<Warning>,
     inference: Inference,
     /// The hooks that got a delivery, or why the commit failed.
@@ -240,14 +243,19 @@ fn read_infer_commit(
     store: &Store,
 ) -> SiteRead {
     let now = Timestamp::now();
+    let t0 = std::time::Instant::now();
     let (mut snap, warnings) = reader.read(now);
+    let t_snapshot = t0.elapsed().as_micros();
     #[cfg(test)]
     if tests::FORCE_PANIC.swap(false, Ordering::SeqCst) {
         panic!("forced inside a read of {}: \u{1b}[2J", reader.site().name);
     }
     snap.health = health;
     let params = infer::model::Params::of(reader.site());
+    let t1 = std::time::Instant::now();
     let inference = infer::infer(prev, &snap, now, &params);
+    let t_infer = t1.elapsed().as_micros();
+    let t2 = std::time::Instant::now();
     let name = reader.site().name.clone();
     let committed = if inference.state != *prev || !inference.transitions.is_empty() {
         let cx = events::Context {
@@ -273,6 +281,7 @@ fn read_infer_commit(
         Ok(BTreeSet::new())
     };
     SiteRead {
+        timings: [t_snapshot, t_infer, t2.elapsed().as_micros()],
         warnings,
         inference,
         committed,
