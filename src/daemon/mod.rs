@@ -260,10 +260,11 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 && let Some(task) = site.start_read(&read_cx)
             {
                 reads.spawn(async move {
-                    task.await.unwrap_or_else(|e| {
+                    match task.await {
+                        Ok(Ok(done)) => done,
                         // Panics are caught inside the read; this is a cancelled task.
-                        std::panic::resume_unwind(e.into_panic())
-                    })
+                        Ok(Err(e)) | Err(e) => std::panic::resume_unwind(e.into_panic()),
+                    }
                 });
             }
         }

@@ -95,6 +95,7 @@ impl SiteRuntime {
 
     /// Starts a read of this site on the blocking pool; `None` if one is in flight.
     pub fn start_read(&mut self, cx: &ReadContext) -> Option<ReadTask> {
+        let slots = cx.slots.clone();
         let reader = self.reader.take()?;
         self.again = false;
         let prev = self.state.clone();
@@ -107,7 +108,7 @@ impl SiteRuntime {
         let store = cx.store.clone();
         let wakes = cx.wakes.clone();
         let name = self.name.clone();
-        Some(tokio::task::spawn_blocking(move || {
+        let read = move || {
             let mut reader = reader;
             let result = catch_panic(|| {
                 let read = read_infer_commit(&mut reader, &prev, health, &hooks, &host, &store);
@@ -125,6 +126,19 @@ impl SiteRuntime {
                 reader,
                 result,
             }
+        };
+        // At most `READ_SLOTS` reads run at once; one that takes longer than
+        // `SLOW_READ` (stuck on a hung mount) gives its slot back and goes on without it,
+        // so stuck sites never starve the others.
+        Some(tokio::spawn(async move {
+            let slot = slots.acquire_owned().await.ok();
+            let mut task = tokio::task::spawn_blocking(read);
+            tokio::select! {
+                done = &mut task => return done,
+                _ = tokio::time::sleep(SLOW_READ) => {}
+            }
+            drop(slot);
+            task.await
         }))
     }
 
@@ -201,6 +215,8 @@ pub struct ReadContext {
     /// Each hook worker's wake-up: a read that queued deliveries wakes their workers
     /// right after its commit, from the read's own thread.
     pub wakes: Arc<BTreeMap<String, Arc<Notify>>>,
+    /// Bounds the reads running at once (shared by every site).
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ReadContext {
@@ -210,11 +226,17 @@ impl ReadContext {
             hooks: Arc::new(config.hooks.clone()),
             host_name: config.daemon.host_name.clone(),
             wakes: Arc::new(wakes.clone()),
+            slots: Arc::new(tokio::sync::Semaphore::new(READ_SLOTS)),
         }
     }
 }
 
-pub type ReadTask = tokio::task::JoinHandle<ReadDone>;
+pub type ReadTask = tokio::task::JoinHandle<Result<ReadDone, tokio::task::JoinError>>;
+
+/// How many site reads run at once.
+pub const READ_SLOTS: usize = 8;
+/// A read running longer than this gives its slot back.
+const SLOW_READ: Duration = Duration::from_secs(5);
 
 /// A read that is back, with its reader.
 pub struct ReadDone {
@@ -328,8 +350,10 @@ pub(super) mod tests {
             hooks: Arc::new(Vec::new()),
             host_name: "h".into(),
             wakes: Arc::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
         let read = |rt: &mut SiteRuntime| {
@@ -337,7 +361,9 @@ pub(super) mod tests {
                 let task = rt
                     .start_read(&cx)
                     .unwrap_or_else(|| panic!("not in flight"));
-                task.await.unwrap_or_else(|e| panic!("{e}"))
+                task.await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .unwrap_or_else(|e| panic!("{e}"))
             });
             rt.finish_read(done);
         };

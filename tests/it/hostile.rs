@@ -3,6 +3,7 @@
 //! or a terminal.
 
 use std::io::Write;
+use std::path::Path;
 
 use crate::support::daemon::{Daemon, run};
 use crate::support::deploy::Site;
@@ -382,33 +383,36 @@ fn escapes_in_names_ids_and_texts_are_escaped_everywhere() {
 }
 
 #[test]
-fn a_read_stuck_in_libgit2_holds_up_no_other_site_and_not_shutdown() {
+fn reads_stuck_in_libgit2_hold_up_no_other_site_and_not_shutdown() {
     let env = TestEnv::new();
     let rx = Receiver::start();
-    // A git site whose .git/index is a FIFO: libgit2 blocks opening it, forever.
-    let stuck = env.join("stuck");
-    crate::support::git::init_source(&stuck);
-    std::fs::remove_file(stuck.join(".git/index")).unwrap_or_else(|e| panic!("{e}"));
-    mkfifo(&stuck.join(".git/index"));
+    // Git sites whose .git/index is a FIFO: libgit2 blocks opening it, forever. More of
+    // them than reads run at once (8): a stuck read gives its slot back.
+    let mut stuck = Vec::new();
+    for i in 0..9 {
+        let dir = env.join(&format!("stuck{i}"));
+        crate::support::git::init_source(&dir);
+        std::fs::remove_file(dir.join(".git/index")).unwrap_or_else(|e| panic!("{e}"));
+        mkfifo(&dir.join(".git/index"));
+        stuck.push((format!("stuck{i}"), dir));
+    }
     let good = Site::plain_at(&env, "good");
-    let d = Daemon::start(
-        &env,
-        &sites_config(
-            &env,
-            &[
-                ("stuck", &stuck, "layout = \"git\""),
-                ("good", &good.root, "layout = \"releases\""),
-            ],
-            &hook_url(&rx),
-        ),
-    );
+    let mut sites: Vec<(&str, &Path, &str)> = stuck
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_path(), "layout = \"git\""))
+        .collect();
+    sites.push(("good", &good.root, "layout = \"releases\""));
+    let d = Daemon::start(&env, &sites_config(&env, &sites, &hook_url(&rx)));
     d.wait_log("the first read of this site has not finished");
     let sha = good.plain_deploy("1");
-    eventually!(
-        rx.payloads("PostDeployment")
-            .iter()
-            .any(|p| p["siteName"] == "good" && p["id"] == sha.as_str()),
-        "the other site's deploy is reported"
+    wait_until(
+        || {
+            rx.payloads("PostDeployment")
+                .iter()
+                .any(|p| p["siteName"] == "good" && p["id"] == sha.as_str())
+        },
+        std::time::Duration::from_secs(30),
+        || "the other site's deploy is reported".to_string(),
     );
     assert_eq!(d.stop(), Some(0), "SIGTERM is honoured");
 }
