@@ -250,6 +250,9 @@ pub struct WorkerContext {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// How many of a hook's pending deliveries one queue read takes.
+const BATCH: usize = 32;
+
 /// How many attempts one transaction records at most.
 const MAX_BATCH: usize = 256;
 
@@ -317,32 +320,37 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
         *b = Some(w);
         w
     };
+    // The head of the queue and the deliveries after it, read in one query: after a
+    // delivery is done (delivered or dead) the next one goes without another read.
+    let mut batch: std::collections::VecDeque<DueDelivery> = std::collections::VecDeque::new();
     loop {
         if *cx.shutdown.borrow() {
             return Ok(());
         }
-        let store = cx.store.clone();
-        let name = hook.name.clone();
-        let head = tokio::task::spawn_blocking(move || {
-            match store.hook_disabled(&name) {
-                Ok(Some(_)) => return Ok(None),
-                Ok(None) => {}
-                Err(e) => return Err(e),
+        if batch.is_empty() {
+            let store = cx.store.clone();
+            let name = hook.name.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                match store.hook_disabled(&name) {
+                    Ok(Some(_)) => return Ok(Vec::new()),
+                    Ok(None) => {}
+                    Err(e) => return Err(e),
+                }
+                store.next_deliveries(&name, BATCH)
+            })
+            .await
+            .unwrap_or(Ok(Vec::new()));
+            match read {
+                Ok(ds) => batch.extend(ds),
+                Err(e) => {
+                    let w = next_backoff(&mut store_backoff);
+                    tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), retry_in_s = w.as_secs(), "cannot read the outbox");
+                    wait(&mut cx, w).await;
+                    continue;
+                }
             }
-            store.next_delivery(&name)
-        })
-        .await
-        .unwrap_or(Ok(None));
-        let head = match head {
-            Ok(h) => h,
-            Err(e) => {
-                let w = next_backoff(&mut store_backoff);
-                tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), retry_in_s = w.as_secs(), "cannot read the outbox");
-                wait(&mut cx, w).await;
-                continue;
-            }
-        };
-        let Some(d) = head else {
+        }
+        let Some(d) = batch.front().cloned() else {
             // Also look again now and then: `redeliver` and `hooks enable` write the
             // outbox from another process.
             wait(&mut cx, IDLE_RECHECK).await;
@@ -350,6 +358,7 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
         };
         let now = Timestamp::now();
         if d.next_attempt_at > now {
+            batch.clear();
             wait(&mut cx, d.next_attempt_at.since(now)).await;
             continue;
         }
@@ -380,11 +389,20 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
             })
             .await;
         if let Err(e) = saved {
+            batch.clear();
             let w = next_backoff(&mut store_backoff);
             tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), retry_in_s = w.as_secs(), "cannot record the attempt; it will be repeated");
             wait(&mut cx, w).await;
         } else {
             store_backoff = None;
+            match update {
+                // Done: the next one in the batch goes now.
+                Outcome::Delivered | Outcome::Dead => {
+                    batch.pop_front();
+                }
+                // Waits, or the hook is disabled: read the queue again.
+                Outcome::RetryAt(_) | Outcome::DisableHook => batch.clear(),
+            }
         }
     }
 }

@@ -81,6 +81,9 @@ fn q(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// A second, read-only connection for the workers' queue reads: with WAL they never
+    /// wait for a commit (and its fsync) on the writing connection.
+    reader: Option<Arc<Mutex<Connection>>>,
     path: PathBuf,
     _lock: Option<Arc<File>>,
 }
@@ -255,6 +258,7 @@ impl Store {
         }
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            reader: None,
             path,
             _lock: None,
         })
@@ -287,8 +291,20 @@ impl Store {
             .map_err(q("enable foreign keys"))?;
         migrate(&conn, &path)?;
         secure_database_files(&path);
+        let reader = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::OpenDatabase {
+            path: path.clone(),
+            source,
+        })?;
+        reader
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(q("set busy timeout"))?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            reader: Some(Arc::new(Mutex::new(reader))),
             path,
             _lock: lock.map(Arc::new),
         })
@@ -302,6 +318,14 @@ impl Store {
         // A panic while holding the lock leaves the connection usable: SQLite rolls
         // back an unfinished transaction when the next one begins.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The read-only connection where there is one, else the only one.
+    fn read_conn(&self) -> MutexGuard<'_, Connection> {
+        match &self.reader {
+            Some(r) => r.lock().unwrap_or_else(|e| e.into_inner()),
+            None => self.conn(),
+        }
     }
 
     /// The persisted state of a site, if it has been seen before.
@@ -408,13 +432,25 @@ impl Store {
 
     /// The oldest undelivered delivery of `hook`: deliveries of a hook go in order.
     pub fn next_delivery(&self, hook: &str) -> Result<Option<DueDelivery>, StoreError> {
-        let conn = self.conn();
-        conn.query_row(
-            "SELECT d.seq, d.id, d.hook, e.kind, d.body, d.attempts, d.next_attempt_at
-             FROM deliveries d JOIN events e ON e.id = d.event_id
-             WHERE d.hook = ?1 AND d.state = 'pending' ORDER BY d.seq LIMIT 1",
-            [hook],
-            |r| {
+        Ok(self.next_deliveries(hook, 1)?.into_iter().next())
+    }
+
+    /// The first `limit` pending deliveries of `hook`, in order.
+    pub fn next_deliveries(
+        &self,
+        hook: &str,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let conn = self.read_conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT d.seq, d.id, d.hook, e.kind, d.body, d.attempts, d.next_attempt_at
+                 FROM deliveries d JOIN events e ON e.id = d.event_id
+                 WHERE d.hook = ?1 AND d.state = 'pending' ORDER BY d.seq LIMIT ?2",
+            )
+            .map_err(q("read next deliveries"))?;
+        let rows = stmt
+            .query_map(params![hook, i64::try_from(limit).unwrap_or(1)], |r| {
                 Ok(DueDelivery {
                     seq: r.get(0)?,
                     id: r.get(1)?,
@@ -424,10 +460,10 @@ impl Store {
                     attempts: r.get(5)?,
                     next_attempt_at: Timestamp(r.get(6)?),
                 })
-            },
-        )
-        .optional()
-        .map_err(q("read next delivery"))
+            })
+            .map_err(q("read next deliveries"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(q("read next deliveries"))
     }
 
     /// Records one attempt and its outcome (one transaction).
@@ -461,7 +497,7 @@ impl Store {
 
     /// Why `hook` is disabled, if it is.
     pub fn hook_disabled(&self, hook: &str) -> Result<Option<String>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read_conn();
         conn.query_row(
             "SELECT disabled_reason FROM hooks WHERE name = ?1 AND disabled_at IS NOT NULL",
             [hook],
