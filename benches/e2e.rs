@@ -794,6 +794,21 @@ fn attempt_latencies(state: &Path) -> Vec<f64> {
     sorted(v)
 }
 
+/// A config with one quiet site and `hooks` hooks to `url`, with `events` deliveries
+/// already queued for each.
+fn queued(url: &str, hooks: usize, events: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(&site).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = config(
+        dir.path(),
+        &[("shop".into(), site, "layout = \"marker\"")],
+        &hooks_of(url, hooks),
+    );
+    prefill(&dir.path().join("state"), hooks, events);
+    (dir, cfg)
+}
+
 fn hooks_of(url: &str, n: usize) -> Vec<(String, String)> {
     (0..n).map(|i| (format!("h{i}"), url.to_string())).collect()
 }
@@ -801,16 +816,8 @@ fn hooks_of(url: &str, n: usize) -> Vec<(String, String)> {
 /// 100 hooks × 1,000 events through the real daemon, and the raw ceiling: the same
 /// receiver hit by plain keep-alive reqwest clients (100 at once), no outbox.
 fn fanout(res: &mut Results, hooks: usize, events: usize) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let site = dir.path().join("site");
-    std::fs::create_dir_all(&site).unwrap_or_else(|e| panic!("{e}"));
     let rx = Receiver::start();
-    let cfg = config(
-        dir.path(),
-        &[("shop".into(), site, "layout = \"marker\"")],
-        &hooks_of(&rx.url, hooks),
-    );
-    prefill(&dir.path().join("state"), hooks, events);
+    let (dir, cfg) = queued(&rx.url, hooks, events);
     let total = hooks * events;
     let t0 = Instant::now();
     let (_d, _) = daemon(&cfg);
@@ -897,21 +904,12 @@ fn fanout(res: &mut Results, hooks: usize, events: usize) {
 /// The receiver down with 100,000 deliveries queued: peak RSS; then it comes back: the
 /// drain rate; nothing lost, per-hook order kept.
 fn backlog(res: &mut Results, hooks: usize, events: usize) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let site = dir.path().join("site");
-    std::fs::create_dir_all(&site).unwrap_or_else(|e| panic!("{e}"));
     // A free port, closed for now.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("{e}"));
-    let url = format!("http://127.0.0.1:{port}/hook");
-    let cfg = config(
-        dir.path(),
-        &[("shop".into(), site, "layout = \"marker\"")],
-        &hooks_of(&url, hooks),
-    );
-    prefill(&dir.path().join("state"), hooks, events);
+    let (_dir, cfg) = queued(&format!("http://127.0.0.1:{port}/hook"), hooks, events);
     let (d, _) = daemon(&cfg);
     // Let every worker fail against the closed port for a while.
     std::thread::sleep(Duration::from_secs(3));

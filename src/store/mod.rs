@@ -237,16 +237,7 @@ impl Store {
         if !path.exists() {
             return Err(StoreError::NoDatabase { path });
         }
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StoreError::OpenDatabase {
-            path: path.clone(),
-            source,
-        })?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(q("set busy timeout"))?;
+        let conn = open_reader(&path)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| corrupt_or(e, &path, "read schema version"))?;
@@ -291,17 +282,7 @@ impl Store {
             .map_err(q("enable foreign keys"))?;
         migrate(&conn, &path)?;
         secure_database_files(&path);
-        let reader = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StoreError::OpenDatabase {
-            path: path.clone(),
-            source,
-        })?;
-        reader
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(q("set busy timeout"))?;
+        let reader = open_reader(&path)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             reader: Some(Arc::new(Mutex::new(reader))),
@@ -539,6 +520,21 @@ impl Store {
     pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
         f(&self.conn())
     }
+}
+
+/// A read-only connection to the database at `path`.
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::OpenDatabase {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(q("set busy timeout"))?;
+    Ok(conn)
 }
 
 /// The wait after one more failed write of the store (a full disk, an I/O error): 1 s,
