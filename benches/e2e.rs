@@ -451,6 +451,11 @@ fn latency(res: &mut Results, n: usize) {
     for i in 0..n {
         let name = format!("2026112{:07}", i + 1);
         release(&site, &name, &sha);
+        // Capistrano's cleanup keeps the newest five releases (`keep_releases`).
+        if i >= 5 {
+            let old = site.join(format!("releases/2026112{:07}", i - 4));
+            let _ = std::fs::remove_dir_all(old);
+        }
         // Let every watcher see the switch before the completing write.
         std::thread::sleep(Duration::from_millis(30));
         let from = rx.len();
