@@ -49,15 +49,13 @@ fn age(t: Timestamp, now: Timestamp) -> String {
 }
 
 /// `deployhook status`.
-pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<()> {
+/// `deployhook status`; returns whether the daemon is running.
+pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<bool> {
     let config = load(path)?;
     let store = Store::open_read_only(&config.daemon.state_dir)?;
     let now = Timestamp::now();
-    let running = if daemon_running(&config) {
-        "running"
-    } else {
-        "not running"
-    };
+    let is_running = daemon_running(&config);
+    let running = if is_running { "running" } else { "not running" };
     say!(out, "daemon: {running}  (state {})", store.path().display());
     let states = store.site_states()?;
     for site in &config.sites {
@@ -114,7 +112,7 @@ pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<()> {
             s.dead,
         );
     }
-    Ok(())
+    Ok(is_running)
 }
 
 /// `deployhook deliveries list`.

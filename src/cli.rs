@@ -16,6 +16,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// Usage error (bad arguments), as clap reports it.
     pub const USAGE: u8 = 2;
+    /// `status`: the daemon is not running (as `systemctl is-active` and LSB say).
+    pub const NOT_RUNNING: u8 = 3;
 }
 
 #[derive(Debug, Parser)]
@@ -23,7 +25,7 @@ pub mod exit {
     name = "deployhook",
     version,
     about = "Watches deployment directories and git repositories, infers each deployment's state and delivers webhooks about it",
-    after_long_help = "Exit codes: 0 success, 1 failure (invalid config, fatal error, check found problems), 2 usage error.\n\nQuick look: `deployhook demo` runs a real deploy against a scratch site and prints the payloads."
+    after_long_help = "Exit codes: 0 success, 1 failure (invalid config, fatal error, check found problems), 2 usage error, 3 `status`: the daemon is not running.\n\nQuick look: `deployhook demo` runs a real deploy against a scratch site and prints the payloads."
 )]
 pub struct Cli {
     /// Config file.
@@ -59,7 +61,9 @@ pub enum Command {
     /// Show each site's live and in-progress deployments, and each hook's queue depth,
     /// oldest pending delivery, last outcome and whether it is disabled.
     ///
-    /// Reads the outbox directly (read-only), whether or not the daemon runs.
+    /// Reads the outbox directly (read-only), whether or not the daemon runs. Exits 0
+    /// when the daemon is running, 3 when it is not (as `systemctl is-active`), 1 when
+    /// the config or the outbox cannot be read.
     Status,
     /// List, inspect and redeliver deliveries.
     #[command(subcommand)]
@@ -102,6 +106,13 @@ pub enum Command {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `deployhook man > deployhook.1`.
+    Man,
     /// A local receiver for setting up hooks: prints each request (event, delivery id,
     /// signature valid/invalid, pretty JSON) and answers 200 (or --status).
     Listen {

@@ -104,7 +104,27 @@ pub fn run(cli: Cli) -> u8 {
                 exit::FAILURE
             }
         },
-        Command::Status => admin_result(admin::status(&cli.config, &mut std::io::stdout())),
+        Command::Status => match admin::status(&cli.config, &mut std::io::stdout()) {
+            Ok(true) => exit::OK,
+            Ok(false) => exit::NOT_RUNNING,
+            Err(e) => admin_result(Err(e)),
+        },
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "deployhook", &mut std::io::stdout());
+            exit::OK
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("error: cannot write the man page: {e}");
+                    exit::FAILURE
+                }
+            }
+        }
         Command::Deliveries(d) => {
             let out = &mut std::io::stdout();
             admin_result(match d {

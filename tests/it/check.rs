@@ -1,4 +1,5 @@
-//! `deployhook check` explains a site in one screen.
+//! The commands an operator reads: `check` explains a site in one screen, `status`
+//! exits like `systemctl is-active`, completions and the man page are generated.
 
 use crate::support::daemon::run;
 use crate::support::deploy::{Site, config};
@@ -35,4 +36,62 @@ fn check_shows_layout_flavour_current_and_live_commit() {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
     assert!(!text.contains("secret-pw"), "credentials are never printed");
+}
+
+#[test]
+fn completions_and_the_man_page_are_generated() {
+    let env = TestEnv::new();
+    for (shell, marker) in [
+        ("bash", "_deployhook()"),
+        ("zsh", "#compdef deployhook"),
+        ("fish", "complete -c deployhook"),
+    ] {
+        let out = run(&env, &["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(marker),
+            "{shell}: {}",
+            &text[..text.len().min(300)]
+        );
+        assert!(text.contains("deliveries"), "{shell} completes subcommands");
+    }
+    let out = run(&env, &["man"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(".ie") || text.contains(".TH deployhook"),
+        "{}",
+        &text[..text.len().min(300)]
+    );
+    assert!(
+        text.contains("Exit codes"),
+        "the man page lists the exit codes"
+    );
+}
+
+#[test]
+fn status_exits_0_while_the_daemon_runs_and_3_when_it_does_not() {
+    let env = TestEnv::new();
+    let site = Site::plain(&env);
+    let rx = crate::support::receiver::Receiver::start();
+    let d = crate::support::daemon::Daemon::start(&env, &config(&env, &site, &rx.url, ""));
+    let cfg = d.config.to_string_lossy().into_owned();
+    let out = run(&env, &["status", "--config", &cfg]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("daemon: running"));
+    assert_eq!(d.stop(), Some(0));
+    let out = run(&env, &["status", "--config", &cfg]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("daemon: not running"));
 }
