@@ -99,9 +99,20 @@ pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<bool> {
             (Some(t), None, Some(e)) => format!("{} {}", escape(e), age(t, now)),
             (Some(t), None, None) => format!("no answer {}", age(t, now)),
         };
+        let next = s.next_retry.map_or(String::new(), |t| {
+            format!(
+                ", next retry {} (deployhook deliveries retry --hook {} makes it now)",
+                if t > now {
+                    format!("in {}", until(t, now))
+                } else {
+                    "now".to_string()
+                },
+                hook.name
+            )
+        });
         say!(
             out,
-            "hook {}: {}queue {} (oldest {}), delivered {}, dead {}, last attempt: {last}",
+            "hook {}: {}queue {} (oldest {}), delivered {}, dead {}, last attempt: {last}{next}",
             hook.name,
             s.disabled
                 .as_ref()
@@ -113,6 +124,43 @@ pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<bool> {
         );
     }
     Ok(is_running)
+}
+
+/// How many of `hook`'s deliveries wait for a retry after a failed attempt.
+fn store_summary_waiting(store: &Store, hook: &str) -> u64 {
+    store
+        .list_deliveries(Some(hook), true, 10_000)
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| r.state == DeliveryState::Pending && r.attempts > 0)
+                .count() as u64
+        })
+        .unwrap_or(0)
+}
+
+/// How long until `t`, to the second.
+fn until(t: Timestamp, now: Timestamp) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(t.since(now).as_secs())).to_string()
+}
+
+/// `deployhook deliveries retry [ID | --hook H]`: waiting deliveries become due now; the
+/// running daemon sends them within a second.
+pub fn retry(
+    path: &std::path::Path,
+    id: Option<&str>,
+    hook: Option<&str>,
+    out: &mut impl Write,
+) -> Result<()> {
+    let config = load(path)?;
+    let store = Store::open_shared(&config.daemon.state_dir)?;
+    let n = store.retry_now(id, hook, Timestamp::now())?;
+    say!(
+        out,
+        "{n} waiting deliver{} made due now; the running daemon sends {} within a second",
+        if n == 1 { "y" } else { "ies" },
+        if n == 1 { "it" } else { "them" }
+    );
+    Ok(())
 }
 
 /// `deployhook deliveries list`.
@@ -304,6 +352,16 @@ pub fn hooks_test(path: &std::path::Path, name: &str, out: &mut impl Write) -> R
                 record.duration.as_millis(),
                 d.id
             );
+            let waiting = store_summary_waiting(&store, &hook.name);
+            if outcome == Outcome::Delivered && waiting > 0 {
+                say!(
+                    out,
+                    "hook {} answers again, but {waiting} deliver{} wait for a scheduled retry: `deployhook deliveries retry --hook {}` sends them now",
+                    hook.name,
+                    if waiting == 1 { "y" } else { "ies" },
+                    hook.name
+                );
+            }
             if outcome == Outcome::DisableHook {
                 say!(
                     out,

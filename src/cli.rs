@@ -149,6 +149,16 @@ pub enum Deliveries {
     Show { id: String },
     /// Queue a new delivery with the same payload (sent by the daemon).
     Redeliver { id: String },
+    /// Make waiting deliveries due now (all, one hook's, or one), instead of at their
+    /// scheduled retry; the running daemon sends them within a second.
+    Retry {
+        /// One delivery (`msg_…`).
+        #[arg(conflicts_with = "hook")]
+        id: Option<String>,
+        /// Every waiting delivery of this hook.
+        #[arg(long)]
+        hook: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -135,6 +135,9 @@ pub fn run(cli: Cli) -> u8 {
                 } => admin::list(&cli.config, hook.as_deref(), failed, limit, out),
                 Deliveries::Show { id } => admin::show(&cli.config, &id, out),
                 Deliveries::Redeliver { id } => admin::redeliver(&cli.config, &id, out),
+                Deliveries::Retry { id, hook } => {
+                    admin::retry(&cli.config, id.as_deref(), hook.as_deref(), out)
+                }
             })
         }
         Command::Hooks(h) => {

@@ -19,6 +19,9 @@ use crate::model::Timestamp;
 use crate::store::{AttemptRecord, AttemptResult, DueDelivery, Outcome, Store, StoreError};
 use retry::Response;
 
+/// How often a worker whose head waits for its retry looks at the outbox again.
+const WAITING_RECHECK: Duration = Duration::from_secs(1);
+
 /// How often an idle worker looks at the outbox without being woken.
 const IDLE_RECHECK: Duration = Duration::from_secs(2);
 
@@ -221,9 +224,27 @@ fn recorded_headers(hook: &HookConfig, headers: Vec<(String, String)>) -> Vec<(S
         .collect()
 }
 
-/// What went wrong with a request: its kind and the chain of its causes, without the
-/// request's own text (which names the URL, and so its credentials).
+/// What went wrong with a request, in a few words (`connection refused`, `timed out`)
+/// or as the chain of its causes — never the request's own text (it names the URL, and
+/// so its credentials).
 fn describe_error(e: &reqwest::Error) -> String {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind;
+            let short = match io.kind() {
+                ErrorKind::ConnectionRefused => Some("connection refused"),
+                ErrorKind::ConnectionReset => Some("connection reset"),
+                ErrorKind::ConnectionAborted => Some("connection aborted"),
+                ErrorKind::TimedOut => Some("timed out"),
+                _ => None,
+            };
+            if let Some(short) = short {
+                return short.to_string();
+            }
+        }
+        source = s.source();
+    }
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -359,7 +380,9 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
         let now = Timestamp::now();
         if d.next_attempt_at > now {
             batch.clear();
-            wait(&mut cx, d.next_attempt_at.since(now)).await;
+            // Looked at again every second: `deliveries retry` from another process may
+            // have made it due now.
+            wait(&mut cx, d.next_attempt_at.since(now).min(WAITING_RECHECK)).await;
             continue;
         }
         let in_flight = cx.in_flight.clone();
@@ -414,10 +437,11 @@ fn log_attempt(
     record: &AttemptRecord,
     decision: &Outcome,
 ) {
-    let status = record.response_status.map(i64::from).unwrap_or(-1);
+    // No answer: no status at all (never a made-up -1), and the error says why.
+    let status = record.response_status.map(u64::from);
     let ms = record.duration.as_millis() as u64;
-    let error = crate::telemetry::escape(record.error.as_deref().unwrap_or(""));
-    let error = error.as_str();
+    let error = record.error.as_deref().map(crate::telemetry::escape);
+    let error = error.as_deref();
     match decision {
         Outcome::Delivered => {
             tracing::info!(hook = %hook.name, delivery = %d.id, attempt, status, ms, event = %d.event, "delivered")

@@ -80,6 +80,8 @@ pub struct DeploymentRow {
 pub struct HookSummary {
     pub pending: u64,
     pub oldest_pending: Option<Timestamp>,
+    /// When the next retry of a delivery that failed before is due.
+    pub next_retry: Option<Timestamp>,
     pub dead: u64,
     pub delivered: u64,
     pub last_attempt_at: Option<Timestamp>,
@@ -112,16 +114,18 @@ fn headers_of(json: Option<String>) -> Vec<(String, String)> {
 impl Store {
     pub fn hook_summary(&self, hook: &str) -> Result<HookSummary, StoreError> {
         self.with_conn(|c| {
-            let (pending, oldest, dead, delivered): (i64, Option<i64>, i64, i64) = c
+            type Counts = (i64, Option<i64>, i64, i64, Option<i64>);
+            let (pending, oldest, dead, delivered, next_retry): Counts = c
                 .query_row(
                     "SELECT
                        COALESCE(SUM(state = 'pending'), 0),
                        MIN(CASE WHEN state = 'pending' THEN created_at END),
                        COALESCE(SUM(state = 'dead'), 0),
-                       COALESCE(SUM(state = 'delivered'), 0)
+                       COALESCE(SUM(state = 'delivered'), 0),
+                       MIN(CASE WHEN state = 'pending' AND attempts > 0 THEN next_attempt_at END)
                      FROM deliveries WHERE hook = ?1",
                     [hook],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .map_err(q("summarise hook"))?;
             let last: Option<(i64, Option<u16>, Option<String>)> = c
@@ -145,6 +149,7 @@ impl Store {
             Ok(HookSummary {
                 pending: pending.unsigned_abs(),
                 oldest_pending: oldest.map(Timestamp),
+                next_retry: next_retry.map(Timestamp),
                 dead: dead.unsigned_abs(),
                 delivered: delivered.unsigned_abs(),
                 last_attempt_at: last.as_ref().map(|l| Timestamp(l.0)),
@@ -226,6 +231,25 @@ impl Store {
             .map_err(q("redeliver"))
         })?;
         Ok((n == 1).then_some(new_id))
+    }
+
+    /// Makes waiting deliveries due now: one (`id`), or every one of `hook`, or all.
+    /// Returns how many.
+    pub fn retry_now(
+        &self,
+        id: Option<&str>,
+        hook: Option<&str>,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        self.with_conn(|c| {
+            c.execute(
+                "UPDATE deliveries SET next_attempt_at = ?3, updated_at = ?3
+                 WHERE state = 'pending' AND next_attempt_at > ?3
+                   AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR hook = ?2)",
+                params![id, hook, now.0],
+            )
+            .map_err(q("retry now"))
+        })
     }
 
     /// Clears a hook's disabled flag.

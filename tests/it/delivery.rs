@@ -671,3 +671,56 @@ fn hooks_test_answered_410_disables_the_hook() {
     let list = out(&run(&env, &["hooks", "list", "--config", &path]));
     assert!(list.contains("DISABLED"), "{list}");
 }
+
+#[test]
+fn after_an_outage_status_tells_the_next_retry_and_deliveries_retry_sends_it_now() {
+    let env = TestEnv::new();
+    let site = site(&env);
+    let rx = Receiver::start();
+    rx.stop();
+    let d = Daemon::start(
+        &env,
+        &config(&env, &site, &hook("h", &rx.url, "retry = [\"1h\"]")),
+    );
+    deploy(&site, 1);
+    d.wait_log("attempt failed; will retry");
+    let failed: Vec<String> = d
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("attempt failed"))
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .all(|l| l.contains("error=\"connection refused\"") && !l.contains("status=")),
+        "{failed:?}"
+    );
+    let status = out(&run(&env, &["status", "--config", &cfg_path(&d)]));
+    assert!(status.contains("next retry in "), "{status}");
+    assert!(status.contains("deliveries retry --hook h"), "{status}");
+
+    rx.restart();
+    let test = out(&run(
+        &env,
+        &["hooks", "test", "h", "--config", &cfg_path(&d)],
+    ));
+    assert!(test.contains("HTTP 200"), "{test}");
+    assert!(test.contains("wait for a scheduled retry"), "{test}");
+    let retry = out(&run(
+        &env,
+        &[
+            "deliveries",
+            "retry",
+            "--hook",
+            "h",
+            "--config",
+            &cfg_path(&d),
+        ],
+    ));
+    assert!(retry.contains("made due now"), "{retry}");
+    // Within a second (the worker looks again every second), not in an hour.
+    eventually!(
+        rx.payloads("PostDeployment").len() == 1,
+        "the waiting delivery sent after `deliveries retry`"
+    );
+}
