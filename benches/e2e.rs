@@ -763,6 +763,24 @@ fn prefill(state: &Path, hooks: usize, events: usize) {
     }
 }
 
+/// The row that says every delivery arrived once and in per-hook order.
+fn add_delivered(res: &mut Results, scen: &str, rx: &Receiver, hooks: usize, total: usize) {
+    let (unique, ordered) = per_hook_order_kept(rx, hooks);
+    res.add(
+        scen,
+        "delivered once each, per-hook order kept",
+        Some(unique as f64),
+        None,
+        if ordered {
+            "order kept"
+        } else {
+            "ORDER BROKEN"
+        },
+        "count",
+        &format!("{total}"),
+    );
+}
+
 /// Parses the receiver's log: deliveries per hook in arrival order.
 fn per_hook_order_kept(rx: &Receiver, hooks: usize) -> (usize, bool) {
     let log = rx.log.lock().unwrap_or_else(|e| e.into_inner());
@@ -831,7 +849,6 @@ fn fanout(res: &mut Results, hooks: usize, events: usize) {
     });
     let secs = t0.elapsed().as_secs_f64();
     let rate = rx.len() as f64 / secs;
-    let (unique, ordered) = per_hook_order_kept(&rx, hooks);
     // The raw ceiling.
     let ceiling = {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -891,19 +908,7 @@ fn fanout(res: &mut Results, hooks: usize, events: usize) {
         "ms",
         "",
     );
-    res.add(
-        &scen,
-        "delivered once each, per-hook order kept",
-        Some(unique as f64),
-        None,
-        if ordered {
-            "order kept"
-        } else {
-            "ORDER BROKEN"
-        },
-        "count",
-        &format!("{total}"),
-    );
+    add_delivered(res, &scen, &rx, hooks, total);
 }
 
 /// The receiver down with 100,000 deliveries queued: peak RSS; then it comes back: the
@@ -926,7 +931,6 @@ fn backlog(res: &mut Results, hooks: usize, events: usize) {
         rx.len() >= total
     });
     let secs = t0.elapsed().as_secs_f64();
-    let (unique, ordered) = per_hook_order_kept(&rx, hooks);
     let scen = format!("backlog ({total} queued, receiver down, then back)");
     res.add(
         &scen,
@@ -946,19 +950,7 @@ fn backlog(res: &mut Results, hooks: usize, events: usize) {
         "per s",
         "≥ 2,000",
     );
-    res.add(
-        &scen,
-        "delivered once each, per-hook order kept",
-        Some(unique as f64),
-        None,
-        if ordered {
-            "order kept"
-        } else {
-            "ORDER BROKEN"
-        },
-        "count",
-        &format!("{total}"),
-    );
+    add_delivered(res, &scen, &rx, hooks, total);
 }
 
 fn main() {

@@ -77,21 +77,18 @@ fn status_exits_0_while_the_daemon_runs_and_3_when_it_does_not() {
     let rx = crate::support::receiver::Receiver::start();
     let d = crate::support::daemon::Daemon::start(&env, &config(&env, &site, &rx.url, ""));
     let cfg = d.config.to_string_lossy().into_owned();
-    let out = run(&env, &["status", "--config", &cfg]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("daemon: running"));
+    let status = || {
+        let out = run(&env, &["status", "--config", &cfg]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = status();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("daemon: running"), "{text}");
     assert_eq!(d.stop(), Some(0));
-    let out = run(&env, &["status", "--config", &cfg]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("daemon: not running"));
+    let (code, text) = status();
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("daemon: not running"), "{text}");
 }
