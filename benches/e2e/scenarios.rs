@@ -1,423 +1,17 @@
-//! End-to-end benchmarks (`harness = false`): the real release binary, real files and
-//! git, a loopback receiver; each scenario beside the baseline operators use today, in
-//! the same run. Prints one table and writes `target/bench/results.json`.
-//!
-//! ```text
-//! cargo bench --bench e2e                  every scenario
-//! cargo bench --bench e2e -- latency       one (latency, footprint, scale, fanout, backlog)
-//! ```
-//!
-//! Installs nothing: a baseline whose tool is missing (`inotifywait` from inotify-tools,
-//! `curl`) is skipped, and the table says so. Numbers, never assertions.
+//! The five scenarios: latency, footprint, scale, fan-out, backlog.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
-
-const BIN: &str = env!("CARGO_BIN_EXE_deployhook");
-
-// ---- the receiver ------------------------------------------------------------------------
-
-/// (arrival, `x-baseline` header or "", body)
-type Log = Arc<Mutex<Vec<(Instant, String, Vec<u8>)>>>;
-
-async fn receive(State(log): State<Log>, headers: HeaderMap, body: Bytes) -> &'static str {
-    let who = headers
-        .get("x-baseline")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    log.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((Instant::now(), who, body.to_vec()));
-    "ok"
-}
-
-struct Receiver {
-    url: String,
-    log: Log,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        Self::start_on("127.0.0.1:0")
-    }
-
-    fn start_on(addr: &str) -> Receiver {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let log: Log = Arc::default();
-        let app = Router::new().fallback(receive).with_state(log.clone());
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        rt.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Receiver {
-            url: format!("http://{addr}/hook"),
-            log,
-            _rt: rt,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Arrival of the first request after index `from` whose body contains `needle`
-    /// and that came from `who` ("" for deployhook).
-    fn arrival(&self, from: usize, who: &str, needle: &str) -> Option<Instant> {
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.iter().skip(from).find_map(|(t, w, b)| {
-            (w == who && String::from_utf8_lossy(b).contains(needle)).then_some(*t)
-        })
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    eprintln!("  (gave up waiting for {what})");
-    false
-}
-
-// ---- processes ----------------------------------------------------------------------------
-
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `deployhook run` on `config`; returns it once ready, and how long that took.
-fn daemon(config: &Path) -> (Proc, Duration) {
-    let t0 = Instant::now();
-    // E2E_DAEMON_LOG=FILE keeps the daemon's debug log there (for a profile).
-    let log_to = std::env::var_os("E2E_DAEMON_LOG");
-    let level = if log_to.is_some() {
-        "warn,deployhook=debug"
-    } else {
-        "warn,deployhook=info"
-    };
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", level)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stderr = child.stderr.take();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut keep = log_to.and_then(|p| std::fs::File::create(p).ok());
-        if let Some(s) = stderr {
-            for line in std::io::BufReader::new(s).lines().map_while(Result::ok) {
-                if let Some(f) = keep.as_mut() {
-                    let _ = writeln!(f, "{line}");
-                }
-                if line.contains("daemon ready") {
-                    let _ = tx.send(());
-                }
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(120))
-        .unwrap_or_else(|_| panic!("the daemon did not get ready"));
-    (Proc { child }, t0.elapsed())
-}
-
-fn shell(script: &str) -> Option<Proc> {
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()
-        .map(|child| Proc { child })
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// CPU time (user + system, all threads and waited-for children) of a process tree's
-/// root and its direct children, in ms.
-fn cpu_ms(pid: u32) -> f64 {
-    let mut pids = vec![pid];
-    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-        pids.extend(
-            children
-                .split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok()),
-        );
-    }
-    let tick = 100.0; // USER_HZ
-    pids.iter()
-        .map(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let f: Vec<&str> = after.split_whitespace().collect();
-            // fields after the name: state=0 … utime=11 stime=12 cutime=13 cstime=14
-            let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            (n(11) + n(12) + n(13) + n(14)) * 1000.0 / tick
-        })
-        .sum()
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn ctx_switches(pid: u32) -> u64 {
-    ["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"]
-        .iter()
-        .map(|k| status_kib(pid, k))
-        .sum()
-}
-
-fn inotify_watches(pid: u32) -> usize {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return 0;
-    };
-    fds.flatten()
-        .map(|fd| {
-            std::fs::read_to_string(fd.path())
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| l.starts_with("inotify wd:"))
-                .count()
-        })
-        .sum()
-}
-
-// ---- sites --------------------------------------------------------------------------------
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Jane Doe")
-        .env("GIT_AUTHOR_EMAIL", "jane@example.com")
-        .env("GIT_COMMITTER_NAME", "Jane Doe")
-        .env("GIT_COMMITTER_EMAIL", "jane@example.com")
-        .output()
-        .unwrap_or_else(|e| panic!("git: {e}"));
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-/// A Capistrano site at `root` (a mirror with `commits` commits made by fast-import, one
-/// live release); returns the head SHA.
-fn capistrano_site(root: &Path, commits: usize) -> String {
-    std::fs::create_dir_all(root.join("releases")).unwrap_or_else(|e| panic!("{e}"));
-    git(root, &["init", "-q", "--bare", "repo"]);
-    let mut stream = String::new();
-    for i in 1..=commits {
-        let content = format!("v{i}\n");
-        let message = format!("commit {i}");
-        stream.push_str(&format!(
-            "commit refs/heads/main\ncommitter Jane Doe <jane@example.com> {} +0000\n\
-             data {}\n{message}\nM 100644 inline index.html\ndata {}\n{content}\n",
-            1_700_000_000 + i,
-            message.len(),
-            content.len()
-        ));
-    }
-    let mut child = Command::new("git")
-        .args(["fast-import", "--quiet"])
-        .current_dir(root.join("repo"))
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(stream.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    assert!(child.wait().is_ok_and(|s| s.success()), "fast-import");
-    let sha = git(&root.join("repo"), &["rev-parse", "main"]);
-    release(root, "10000000000000", &sha);
-    sha
-}
-
-/// Capistrano's file operations for one release, without the final log line.
-fn release(root: &Path, name: &str, sha: &str) {
-    let dir = root.join("releases").join(name);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(dir.join("REVISION"), format!("{sha}\n")).unwrap_or_else(|e| panic!("{e}"));
-    let tmp = root.join("releases/current");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&dir, &tmp).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::rename(&tmp, root.join("current")).unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// The completing write of a Capistrano deploy: one appended `revisions.log` line.
-fn log_line(root: &Path, name: &str, sha: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(root.join("revisions.log"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    f.write_all(format!("Branch main (at {sha}) deployed as release {name} by bench\n").as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-}
-
-fn config(dir: &Path, sites: &[(String, PathBuf, &str)], hooks: &[(String, String)]) -> PathBuf {
-    let mut s = format!(
-        "[daemon]\nstate_dir = \"{}\"\nhost_name = \"bench\"\n",
-        dir.join("state").display()
-    );
-    for (name, path, extra) in sites {
-        s.push_str(&format!(
-            "\n[[site]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n",
-            path.display()
-        ));
-    }
-    for (name, url) in hooks {
-        s.push_str(&format!(
-            "\n[[hook]]\nname = \"{name}\"\nurl = \"{url}\"\nretry = [\"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\"]\n"
-        ));
-    }
-    let path = dir.join("deployhook.toml");
-    std::fs::write(&path, s).unwrap_or_else(|e| panic!("{e}"));
-    path
-}
-
-// ---- results ------------------------------------------------------------------------------
-
-#[derive(serde::Serialize)]
-struct Row {
-    scenario: String,
-    metric: String,
-    deployhook: Option<f64>,
-    baseline: Option<f64>,
-    baseline_name: String,
-    unit: String,
-    target: String,
-}
-
-#[derive(Default)]
-struct Results(Vec<Row>);
-
-impl Results {
-    #[allow(clippy::too_many_arguments)]
-    fn add(
-        &mut self,
-        scenario: &str,
-        metric: &str,
-        value: Option<f64>,
-        baseline: Option<f64>,
-        baseline_name: &str,
-        unit: &str,
-        target: &str,
-    ) {
-        self.0.push(Row {
-            scenario: scenario.into(),
-            metric: metric.into(),
-            deployhook: value,
-            baseline,
-            baseline_name: baseline_name.into(),
-            unit: unit.into(),
-            target: target.into(),
-        });
-    }
-
-    fn print(&self) {
-        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
-        println!(
-            "\n| scenario | metric | deployhook | baseline | unit | target |\n|---|---|---|---|---|---|"
-        );
-        for r in &self.0 {
-            let base = if r.baseline_name.is_empty() {
-                "".to_string()
-            } else {
-                format!("{} ({})", f(r.baseline), r.baseline_name)
-            };
-            println!(
-                "| {} | {} | {} | {} | {} | {} |",
-                r.scenario,
-                r.metric,
-                f(r.deployhook),
-                base,
-                r.unit,
-                r.target
-            );
-        }
-    }
-
-    fn write(&self) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-        let _ = std::fs::create_dir_all(&dir);
-        let json = serde_json::to_vec_pretty(&self.0).unwrap_or_default();
-        let _ = std::fs::write(dir.join("results.json"), json);
-        println!("\nwritten to {}", dir.join("results.json").display());
-    }
-}
-
-fn pct(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied()
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v
-}
+use crate::harness::*;
+use crate::results::{Results, pct, sorted};
 
 // ---- scenarios ----------------------------------------------------------------------------
 
 /// Completing write → receiver read, for deployhook, the `inotifywait`+`curl` loop and a
 /// 1 s polling loop, all watching the same site in the same run.
-fn latency(res: &mut Results, n: usize) {
+pub fn latency(res: &mut Results, n: usize) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let site = dir.path().join("site");
     let sha = capistrano_site(&site, 1);
@@ -529,7 +123,7 @@ fn latency(res: &mut Results, n: usize) {
 
 /// Idle cost: 1, 10 and 100 sites that have each deployed once, idle 60 s, side by side
 /// with an `inotifywait` watching the same directories.
-fn footprint(res: &mut Results, idle: Duration) {
+pub fn footprint(res: &mut Results, idle: Duration) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut runs = Vec::new();
     for count in [1usize, 10, 100] {
@@ -639,7 +233,7 @@ fn footprint(res: &mut Results, idle: Duration) {
 /// One large site: 100 releases × 2,000 files, a 50,000-commit mirror, a 100,000-line
 /// `revisions.log`. Time to READY, RSS, watches; then a deploy's latency against a small
 /// site's, same run.
-fn scale(res: &mut Results) {
+pub fn scale(res: &mut Results) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let big = dir.path().join("big");
     let sha = capistrano_site(&big, 50_000);
@@ -736,7 +330,7 @@ fn scale(res: &mut Results) {
 
 /// Prefills the outbox of `state` with `events` events for each of `hooks` hooks (one
 /// delivery per hook and event; the body says which).
-fn prefill(state: &Path, hooks: usize, events: usize) {
+pub fn prefill(state: &Path, hooks: usize, events: usize) {
     use deployhook::model::Timestamp;
     use deployhook::store::{NewDelivery, NewEvent, Store};
     let store = Store::open(state).unwrap_or_else(|e| panic!("{e}"));
@@ -764,7 +358,7 @@ fn prefill(state: &Path, hooks: usize, events: usize) {
 }
 
 /// The row that says every delivery arrived once and in per-hook order.
-fn add_delivered(res: &mut Results, scen: &str, rx: &Receiver, hooks: usize, total: usize) {
+pub fn add_delivered(res: &mut Results, scen: &str, rx: &Receiver, hooks: usize, total: usize) {
     let (unique, ordered) = per_hook_order_kept(rx, hooks);
     res.add(
         scen,
@@ -782,7 +376,7 @@ fn add_delivered(res: &mut Results, scen: &str, rx: &Receiver, hooks: usize, tot
 }
 
 /// Parses the receiver's log: deliveries per hook in arrival order.
-fn per_hook_order_kept(rx: &Receiver, hooks: usize) -> (usize, bool) {
+pub fn per_hook_order_kept(rx: &Receiver, hooks: usize) -> (usize, bool) {
     let log = rx.log.lock().unwrap_or_else(|e| e.into_inner());
     let mut last = vec![-1i64; hooks];
     let mut ok = true;
@@ -804,7 +398,7 @@ fn per_hook_order_kept(rx: &Receiver, hooks: usize) -> (usize, bool) {
     (seen.len(), ok)
 }
 
-fn attempt_latencies(state: &Path) -> Vec<f64> {
+pub fn attempt_latencies(state: &Path) -> Vec<f64> {
     let conn = rusqlite::Connection::open(state.join("deployhook.sqlite"))
         .unwrap_or_else(|e| panic!("{e}"));
     let mut stmt = conn
@@ -819,7 +413,7 @@ fn attempt_latencies(state: &Path) -> Vec<f64> {
 
 /// A config with one quiet site and `hooks` hooks to `url`, with `events` deliveries
 /// already queued for each.
-fn queued(url: &str, hooks: usize, events: usize) -> (tempfile::TempDir, PathBuf) {
+pub fn queued(url: &str, hooks: usize, events: usize) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let site = dir.path().join("site");
     std::fs::create_dir_all(&site).unwrap_or_else(|e| panic!("{e}"));
@@ -832,13 +426,13 @@ fn queued(url: &str, hooks: usize, events: usize) -> (tempfile::TempDir, PathBuf
     (dir, cfg)
 }
 
-fn hooks_of(url: &str, n: usize) -> Vec<(String, String)> {
+pub fn hooks_of(url: &str, n: usize) -> Vec<(String, String)> {
     (0..n).map(|i| (format!("h{i}"), url.to_string())).collect()
 }
 
 /// 100 hooks × 1,000 events through the real daemon, and the raw ceiling: the same
 /// receiver hit by plain keep-alive reqwest clients (100 at once), no outbox.
-fn fanout(res: &mut Results, hooks: usize, events: usize) {
+pub fn fanout(res: &mut Results, hooks: usize, events: usize) {
     let rx = Receiver::start();
     let (dir, cfg) = queued(&rx.url, hooks, events);
     let total = hooks * events;
@@ -913,7 +507,7 @@ fn fanout(res: &mut Results, hooks: usize, events: usize) {
 
 /// The receiver down with 100,000 deliveries queued: peak RSS; then it comes back: the
 /// drain rate; nothing lost, per-hook order kept.
-fn backlog(res: &mut Results, hooks: usize, events: usize) {
+pub fn backlog(res: &mut Results, hooks: usize, events: usize) {
     // A free port, closed for now.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -951,52 +545,4 @@ fn backlog(res: &mut Results, hooks: usize, events: usize) {
         "≥ 2,000",
     );
     add_delivered(res, &scen, &rx, hooks, total);
-}
-
-fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let all = args.is_empty();
-    let want = |s: &str| all || args.iter().any(|a| a == s);
-    let mut res = Results::default();
-    let t0 = Instant::now();
-    if want("latency") {
-        eprintln!("latency: 500 deploys…");
-        latency(&mut res, 500);
-    }
-    if want("footprint") {
-        eprintln!("footprint: 1, 10 and 100 sites idle 60 s…");
-        // E2E_IDLE_SECS shortens the idle window for a quick look (the table says 60).
-        let idle = std::env::var("E2E_IDLE_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(60);
-        footprint(&mut res, Duration::from_secs(idle));
-    }
-    if want("scale") {
-        eprintln!("scale: building a large site…");
-        scale(&mut res);
-    }
-    if want("fanout") {
-        eprintln!("fan-out: 100 hooks × 1,000 events…");
-        fanout(&mut res, 100, 1_000);
-    }
-    if want("backlog") {
-        eprintln!("backlog: 100,000 deliveries queued…");
-        backlog(&mut res, 100, 1_000);
-    }
-    res.print();
-    res.write();
-    let machine = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name\t: ").map(str::to_string))
-        .unwrap_or_default();
-    println!(
-        "machine: {} cores, {machine}; scenarios took {:.0} s",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        t0.elapsed().as_secs_f64()
-    );
 }
