@@ -1,5 +1,5 @@
-//! Keeps habits honest: every source file starts with a `//!` module doc, and every
-//! module in `lib.rs` appears in ARCHITECTURE.md's code map.
+//! Keeps habits honest: every source file starts with a `//!` module doc, no source file
+//! is over 800 lines, and every module in `lib.rs` appears in ARCHITECTURE.md's code map.
 
 use std::path::{Path, PathBuf};
 
@@ -58,4 +58,25 @@ fn every_module_is_in_the_architecture_code_map() {
             "module {m} is not in ARCHITECTURE.md's code map"
         );
     }
+}
+
+#[test]
+fn no_source_file_is_over_800_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "tests", "benches"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let long: Vec<_> = files
+        .iter()
+        .map(|f| {
+            let n = std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .count();
+            (f.strip_prefix(root).unwrap_or(f).display().to_string(), n)
+        })
+        .filter(|(_, n)| *n > 800)
+        .collect();
+    assert!(long.is_empty(), "split these along their stages: {long:?}");
 }
