@@ -8,6 +8,7 @@ fuzz_target!(|text: &str| {
     let env = deployhook::config::Env {
         host_name: "fuzz".into(),
         state_directory: None,
+        credentials_directory: None,
         read_file: &|_| Ok("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
         read_env: &|_| None,
         mode_of: &|_| Some(0o600),

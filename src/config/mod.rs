@@ -27,6 +27,7 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
     let env = Env {
         host_name: machine_host_name(),
         state_directory: std::env::var_os("STATE_DIRECTORY").map(PathBuf::from),
+        credentials_directory: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
         read_file: &|p| std::fs::read_to_string(p),
         read_env: &|k| std::env::var(k).ok(),
         mode_of: &mode_of,
@@ -38,6 +39,9 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
 pub struct Env<'a> {
     pub host_name: String,
     pub state_directory: Option<PathBuf>,
+    /// systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`): a relative `secret_file`
+    /// is read from there.
+    pub credentials_directory: Option<PathBuf>,
     pub read_file: &'a dyn Fn(&Path) -> std::io::Result<String>,
     pub read_env: &'a dyn Fn(&str) -> Option<String>,
     pub mode_of: &'a dyn Fn(&Path) -> Option<u32>,

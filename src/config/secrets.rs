@@ -73,7 +73,23 @@ pub(super) fn read_secret(
             None
         }
         (Some(f), None) => {
-            let path = c.absolute(f, &key("secret_file"));
+            // A relative path names a systemd credential (`LoadCredential=NAME:…`).
+            let given = std::path::PathBuf::from(f.get_ref());
+            let path = match (&env.credentials_directory, given.is_absolute()) {
+                (_, true) => given,
+                (Some(dir), false) => dir.join(&given),
+                (None, false) => {
+                    c.at(
+                        f.span(),
+                        &key("secret_file"),
+                        format!(
+                            "{:?} is relative: use an absolute path, or a credential name with systemd's LoadCredential= (read from $CREDENTIALS_DIRECTORY, which is not set)",
+                            f.get_ref()
+                        ),
+                    );
+                    return None;
+                }
+            };
             match (env.read_file)(&path) {
                 Ok(s) if !s.trim().is_empty() => {
                     if (env.mode_of)(&path).is_some_and(|m| m & 0o004 != 0) {

@@ -8,6 +8,7 @@ fn env() -> Env<'static> {
     Env {
         host_name: "test-host".into(),
         state_directory: None,
+        credentials_directory: None,
         read_file: &|p| {
             if p == Path::new("/etc/dh/secret") {
                 Ok("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n".into())
@@ -219,4 +220,32 @@ proptest::proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_relative_secret_file_is_a_systemd_credential() {
+    let text = "[[site]]\nname = \"a\"\npath = \"/a\"\n[[hook]]\nname = \"h\"\nurl = \"http://x/\"\nsecret_file = \"hook-secret\"\n";
+    let creds = Env {
+        credentials_directory: Some("/run/credentials/deployhook.service".into()),
+        read_file: &|p| {
+            if p == Path::new("/run/credentials/deployhook.service/hook-secret") {
+                Ok("from-a-credential\n".into())
+            } else {
+                Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+            }
+        },
+        mode_of: &|_| Some(0o400),
+        ..env()
+    };
+    let c = parse(text, Path::new("/etc/dh.toml"), &creds).map_err(|e| format!("{e:?}"));
+    let secret = c.as_ref().ok().and_then(|c| c.hooks[0].secret.clone());
+    assert_eq!(
+        secret.as_ref().map(Secret::expose),
+        Some("from-a-credential"),
+        "{c:?}"
+    );
+    // Without $CREDENTIALS_DIRECTORY a relative path is an error that says what to do.
+    let e = errors(text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("LoadCredential="), "{e:?}");
 }
