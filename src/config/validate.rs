@@ -120,16 +120,16 @@ fn deserialize_all(c: &mut Checker<'_>) -> Option<RawConfig> {
             return None;
         };
         let message = e.message().trim().to_string();
-        let table = blank_region(&masked, span.clone());
+        // The lines (or the table) the error sits in: what is blanked next.
+        let region = blank_region(&masked, span.clone());
         let caused_by_blanking = message.starts_with("missing field")
             && blanked
                 .iter()
-                .any(|b| b.start < table.end.max(span.end) && b.end > table.start);
+                .any(|b| b.start < region.end.max(span.end) && b.end > region.start);
         if !caused_by_blanking {
             let key = key_at(text, span.clone());
             c.at(span.clone(), &key, message);
         }
-        let region = blank_region(&masked, span);
         if region.is_empty() || masked[region.clone()].trim().is_empty() {
             return None;
         }

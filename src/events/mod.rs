@@ -27,7 +27,7 @@ pub fn plan(
                 .filter(|h| h.wants_event(kind) && h.wants_site(cx.site) && h.wants_status(t.to))
                 .map(|h| NewDelivery {
                     hook: h.name.clone(),
-                    body: render(h, &p, &body),
+                    body: render(h, &body),
                 })
                 .collect();
             events.push(NewEvent {
@@ -45,7 +45,7 @@ pub fn plan(
 
 /// The body of one delivery for `hook`, in its format. `kudu_body` is the kudu object
 /// already serialised (the event's own payload), shared by every kudu hook.
-fn render(hook: &HookConfig, _payload: &kudu::KuduPayload, kudu_body: &[u8]) -> Vec<u8> {
+fn render(hook: &HookConfig, kudu_body: &[u8]) -> Vec<u8> {
     match hook.format {
         Format::Kudu => kudu_body.to_vec(),
     }

@@ -25,14 +25,9 @@ fn t(secs: i64) -> Timestamp {
     Timestamp::from_unix_seconds(T0 + secs)
 }
 
+/// Settle 2 s, idle timeout 10 min: the defaults.
 fn params() -> Params {
-    Params {
-        settle: Duration::from_secs(2),
-        idle_timeout: Duration::from_secs(600),
-        deployer: None,
-        branch: None,
-        health_timeout: None,
-    }
+    Params::default()
 }
 
 /// A snapshot builder.
