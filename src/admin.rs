@@ -126,18 +126,6 @@ pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<bool> {
     Ok(is_running)
 }
 
-/// How many of `hook`'s deliveries wait for a retry after a failed attempt.
-fn store_summary_waiting(store: &Store, hook: &str) -> u64 {
-    store
-        .list_deliveries(Some(hook), true, 10_000)
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| r.state == DeliveryState::Pending && r.attempts > 0)
-                .count() as u64
-        })
-        .unwrap_or(0)
-}
-
 /// How long until `t`, to the second.
 fn until(t: Timestamp, now: Timestamp) -> String {
     humantime::format_duration(std::time::Duration::from_secs(t.since(now).as_secs())).to_string()
@@ -352,7 +340,7 @@ pub fn hooks_test(path: &std::path::Path, name: &str, out: &mut impl Write) -> R
                 record.duration.as_millis(),
                 d.id
             );
-            let waiting = store_summary_waiting(&store, &hook.name);
+            let waiting = store.hook_summary(&hook.name)?.retrying;
             if outcome == Outcome::Delivered && waiting > 0 {
                 say!(
                     out,

@@ -80,6 +80,8 @@ pub struct DeploymentRow {
 pub struct HookSummary {
     pub pending: u64,
     pub oldest_pending: Option<Timestamp>,
+    /// Pending deliveries that failed before and wait for their retry.
+    pub retrying: u64,
     /// When the next retry of a delivery that failed before is due.
     pub next_retry: Option<Timestamp>,
     pub dead: u64,
@@ -114,18 +116,19 @@ fn headers_of(json: Option<String>) -> Vec<(String, String)> {
 impl Store {
     pub fn hook_summary(&self, hook: &str) -> Result<HookSummary, StoreError> {
         self.with_conn(|c| {
-            type Counts = (i64, Option<i64>, i64, i64, Option<i64>);
-            let (pending, oldest, dead, delivered, next_retry): Counts = c
+            type Counts = (i64, Option<i64>, i64, i64, i64, Option<i64>);
+            let (pending, oldest, dead, delivered, retrying, next_retry): Counts = c
                 .query_row(
                     "SELECT
                        COALESCE(SUM(state = 'pending'), 0),
                        MIN(CASE WHEN state = 'pending' THEN created_at END),
                        COALESCE(SUM(state = 'dead'), 0),
                        COALESCE(SUM(state = 'delivered'), 0),
+                       COALESCE(SUM(state = 'pending' AND attempts > 0), 0),
                        MIN(CASE WHEN state = 'pending' AND attempts > 0 THEN next_attempt_at END)
                      FROM deliveries WHERE hook = ?1",
                     [hook],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
                 )
                 .map_err(q("summarise hook"))?;
             let last: Option<(i64, Option<u16>, Option<String>)> = c
@@ -149,6 +152,7 @@ impl Store {
             Ok(HookSummary {
                 pending: pending.unsigned_abs(),
                 oldest_pending: oldest.map(Timestamp),
+                retrying: retrying.unsigned_abs(),
                 next_retry: next_retry.map(Timestamp),
                 dead: dead.unsigned_abs(),
                 delivered: delivered.unsigned_abs(),
