@@ -257,15 +257,9 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
             if site.in_flight() {
                 site.again = true;
             } else if !site.backing_off(now)
-                && let Some(task) = site.start_read(&read_cx)
+                && let Some(read) = site.start_read(&read_cx)
             {
-                reads.spawn(async move {
-                    match task.await {
-                        Ok(Ok(done)) => done,
-                        // Panics are caught inside the read; this is a cancelled task.
-                        Ok(Err(e)) | Err(e) => std::panic::resume_unwind(e.into_panic()),
-                    }
-                });
+                reads.spawn(read);
             }
         }
         if let Some(w) = watcher.as_mut() {
@@ -371,15 +365,18 @@ fn load_sites(
     let mut changed = Vec::new();
     let mut sites = Vec::new();
     for (i, s) in config.sites.iter().enumerate() {
-        let mut rt = SiteRuntime::load(s, store, poll_all)?;
-        match old.remove(&s.name) {
-            Some(prev) if prev.config() == s => rt.carry_over(prev),
+        let rt = match old.remove(&s.name) {
             Some(prev) => {
-                rt.carry_over(prev);
-                changed.push(i);
+                if prev.config() != s {
+                    changed.push(i);
+                }
+                SiteRuntime::reconfigured(prev, s, poll_all)
             }
-            None => changed.push(i),
-        }
+            None => {
+                changed.push(i);
+                SiteRuntime::load(s, store, poll_all)?
+            }
+        };
         sites.push(rt);
     }
     Ok((sites, changed))

@@ -45,11 +45,17 @@ pub struct SiteRuntime {
 }
 
 impl SiteRuntime {
+    /// A site as the store last committed it (a new site, or the daemon starting).
     pub fn load(site: &SiteConfig, store: &Store, poll_all: bool) -> Result<Self, StoreError> {
-        Ok(SiteRuntime {
+        let state = store.read_site_state(&site.name)?.unwrap_or_default();
+        Ok(Self::with_state(site, state, poll_all))
+    }
+
+    fn with_state(site: &SiteConfig, state: SiteState, poll_all: bool) -> Self {
+        SiteRuntime {
             name: site.name.clone(),
             config: site.clone(),
-            state: store.read_site_state(&site.name)?.unwrap_or_default(),
+            state,
             reader: Some(Reader::new(site.clone())),
             again: false,
             wake_at: None,
@@ -59,25 +65,27 @@ impl SiteRuntime {
             next_poll: tokio::time::Instant::now(),
             health: site.health_url.as_ref().map(|_| Arc::default()),
             health_wanted: Arc::default(),
-        })
+        }
     }
 
-    /// Takes over what a reload keeps of a site that is still configured: its state
-    /// (already committed), deadlines, logged keys and a read in flight. A changed site
-    /// config gets a new reader (now, or when the read in flight is back).
-    pub fn carry_over(&mut self, old: SiteRuntime) {
-        self.state = old.state;
-        self.wake_at = old.wake_at;
-        self.logged = old.logged;
-        self.backoff = old.backoff;
-        self.again = old.again;
-        if old.config == self.config {
-            self.reader = old.reader;
+    /// A running site under its (possibly changed) config after a reload: it keeps its
+    /// state (already committed: nothing is read from the store again), deadlines,
+    /// logged keys and a read in flight. A changed config gets a new reader (now, or when
+    /// the read in flight is back).
+    pub fn reconfigured(old: SiteRuntime, site: &SiteConfig, poll_all: bool) -> Self {
+        let mut rt = Self::with_state(site, old.state, poll_all);
+        rt.wake_at = old.wake_at;
+        rt.logged = old.logged;
+        rt.backoff = old.backoff;
+        rt.again = old.again;
+        if old.config == rt.config {
+            rt.reader = old.reader;
         } else if old.reader.is_none() {
             // In flight: the reader that comes back is replaced by a new one then.
-            self.reader = None;
-            self.again = true;
+            rt.reader = None;
+            rt.again = true;
         }
+        rt
     }
 
     pub fn config(&self) -> &SiteConfig {
@@ -94,7 +102,10 @@ impl SiteRuntime {
     }
 
     /// Starts a read of this site on the blocking pool; `None` if one is in flight.
-    pub fn start_read(&mut self, cx: &ReadContext) -> Option<ReadTask> {
+    pub fn start_read(
+        &mut self,
+        cx: &ReadContext,
+    ) -> Option<impl std::future::Future<Output = ReadDone> + Send + 'static> {
         let slots = cx.slots.clone();
         let reader = self.reader.take()?;
         self.again = false;
@@ -130,16 +141,20 @@ impl SiteRuntime {
         // At most `READ_SLOTS` reads run at once; one that takes longer than
         // `SLOW_READ` (stuck on a hung mount) gives its slot back and goes on without it,
         // so stuck sites never starve the others.
-        Some(tokio::spawn(async move {
+        Some(async move {
             let slot = slots.acquire_owned().await.ok();
             let mut task = tokio::task::spawn_blocking(read);
-            tokio::select! {
-                done = &mut task => return done,
-                _ = tokio::time::sleep(SLOW_READ) => {}
-            }
-            drop(slot);
-            task.await
-        }))
+            let done = tokio::select! {
+                done = &mut task => done,
+                _ = tokio::time::sleep(SLOW_READ) => {
+                    drop(slot);
+                    task.await
+                }
+            };
+            // Panics are caught inside the read: an error here is a cancelled task (the
+            // runtime shutting down), which ends this one too.
+            done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        })
     }
 
     /// Takes a finished read back: logs what it found, and keeps the new state if it was
@@ -230,8 +245,6 @@ impl ReadContext {
         }
     }
 }
-
-pub type ReadTask = tokio::task::JoinHandle<Result<ReadDone, tokio::task::JoinError>>;
 
 /// How many site reads run at once.
 pub const READ_SLOTS: usize = 8;
@@ -358,12 +371,9 @@ pub(super) mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let read = |rt: &mut SiteRuntime| {
             let done = tokio.block_on(async {
-                let task = rt
-                    .start_read(&cx)
-                    .unwrap_or_else(|| panic!("not in flight"));
-                task.await
-                    .unwrap_or_else(|e| panic!("{e}"))
-                    .unwrap_or_else(|e| panic!("{e}"))
+                rt.start_read(&cx)
+                    .unwrap_or_else(|| panic!("not in flight"))
+                    .await
             });
             rt.finish_read(done);
         };

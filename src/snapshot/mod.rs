@@ -109,8 +109,8 @@ pub fn detect_layout(path: &Path) -> (LayoutChoice, String) {
 pub struct Reader {
     site: SiteConfig,
     commits: BTreeMap<String, Option<CommitInfo>>,
-    /// Where the site's append-only logs were read up to.
-    tails: releases::LogTails,
+    /// What a releases site read last time (log offsets, settled releases).
+    cache: releases::ReleasesCache,
     warned: HashSet<String>,
 }
 
@@ -126,7 +126,7 @@ impl Reader {
         Reader {
             site,
             commits: BTreeMap::new(),
-            tails: releases::LogTails::default(),
+            cache: releases::ReleasesCache::default(),
             warned: HashSet::new(),
         }
     }
@@ -210,7 +210,7 @@ impl Reader {
                         LayoutSnapshot::Releases(Box::new(releases::read_releases(
                             &self.site,
                             &mut self.commits,
-                            &mut self.tails,
+                            &mut self.cache,
                             &mut warnings,
                         )))
                     }

@@ -22,7 +22,7 @@ const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
 /// `DEPLOY_UNFINISHED` in it changes the directory's time; an unchanged release costs the
 /// one `lstat` of the listing).
 #[derive(Debug, Default)]
-pub struct LogTails {
+pub struct ReleasesCache {
     pub revisions: LogTail<LogEntry>,
     pub releases_log: LogTail<ReleasesLogEntry>,
     releases: BTreeMap<String, (u64, i128, Release)>,
@@ -314,7 +314,7 @@ pub fn read_flavour(root: &Path) -> Flavour {
 pub fn read_releases(
     site: &SiteConfig,
     commits: &mut BTreeMap<String, Option<CommitInfo>>,
-    tails: &mut LogTails,
+    cache: &mut ReleasesCache,
     warnings: &mut Vec<Warning>,
 ) -> ReleasesSnapshot {
     let root = &site.path;
@@ -325,7 +325,7 @@ pub fn read_releases(
     if flavour == Flavour::Capistrano || root.join("revisions.log").exists() {
         let path = root.join("revisions.log");
         let parse = |l: &str| (!l.trim().is_empty()).then(|| parse_revisions_log_line(l));
-        match tails.revisions.read(&path, parse) {
+        match cache.revisions.read(&path, parse) {
             Ok(t) => {
                 snap.revisions_log = Some(RevisionsLog {
                     first: t.first,
@@ -358,7 +358,7 @@ pub fn read_releases(
             _ => None,
         };
         let log_path = dep.join("releases_log");
-        let releases_log = match tails.releases_log.read(&log_path, parse_releases_log_line) {
+        let releases_log = match cache.releases_log.read(&log_path, parse_releases_log_line) {
             Ok(t) => t.entries,
             Err(FileProblem::Missing) => Vec::new(),
             Err(e) => {
@@ -397,7 +397,7 @@ pub fn read_releases(
                     i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
                 )
             };
-            if let Some((ino, mtime, rel)) = tails.releases.get(&name)
+            if let Some((ino, mtime, rel)) = cache.releases.get(&name)
                 && (*ino, *mtime) == stamp
             {
                 snap.releases.insert(name, rel.clone());
@@ -437,14 +437,14 @@ pub fn read_releases(
             // change within the same tick would not show).
             let settled = Timestamp::now().since(release.modified) > SETTLED;
             if settled && matches!(release.revision, Revision::Sha(_)) {
-                tails
+                cache
                     .releases
                     .insert(name.clone(), (stamp.0, stamp.1, release.clone()));
             }
             snap.releases.insert(name, release);
         }
     }
-    tails
+    cache
         .releases
         .retain(|name, _| snap.releases.contains_key(name));
 
@@ -647,7 +647,7 @@ mod tests {
         let snap = read_releases(
             &site,
             &mut BTreeMap::new(),
-            &mut LogTails::default(),
+            &mut ReleasesCache::default(),
             &mut warnings,
         );
         assert_eq!(snap.releases.keys().collect::<Vec<_>>(), ["20261120090000"]);
@@ -680,22 +680,22 @@ mod tests {
         age(&rel);
         let mut site = crate::config::SiteConfig::new("s", root);
         site.layout = crate::config::LayoutChoice::Releases;
-        let mut tails = LogTails::default();
-        let read = |tails: &mut LogTails| {
-            read_releases(&site, &mut BTreeMap::new(), tails, &mut Vec::new()).releases["1"]
+        let mut cache = ReleasesCache::default();
+        let read = |cache: &mut ReleasesCache| {
+            read_releases(&site, &mut BTreeMap::new(), cache, &mut Vec::new()).releases["1"]
                 .revision
                 .clone()
         };
-        assert_eq!(read(&mut tails), Revision::Sha("aaaaaaa".into()));
+        assert_eq!(read(&mut cache), Revision::Sha("aaaaaaa".into()));
         // Rewritten in place (the directory's time does not change): not read again.
         std::fs::write(rel.join("REVISION"), "bbbbbbb\n").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(read(&mut tails), Revision::Sha("aaaaaaa".into()));
+        assert_eq!(read(&mut cache), Revision::Sha("aaaaaaa".into()));
         // A change of the directory (a file added) makes it read again.
         std::fs::write(rel.join("other"), "").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(read(&mut tails), Revision::Sha("bbbbbbb".into()));
+        assert_eq!(read(&mut cache), Revision::Sha("bbbbbbb".into()));
         // A directory changed just now is not kept: file times are coarse.
         std::fs::write(rel.join("REVISION"), "ccccccc\n").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(read(&mut tails), Revision::Sha("ccccccc".into()));
+        assert_eq!(read(&mut cache), Revision::Sha("ccccccc".into()));
     }
 
     #[test]

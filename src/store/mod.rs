@@ -281,7 +281,6 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(q("enable foreign keys"))?;
         migrate(&conn, &path)?;
-        secure_database_files(&path);
         let reader = open_reader(&path)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),

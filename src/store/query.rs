@@ -128,7 +128,16 @@ impl Store {
                        MIN(CASE WHEN state = 'pending' AND attempts > 0 THEN next_attempt_at END)
                      FROM deliveries WHERE hook = ?1",
                     [hook],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    },
                 )
                 .map_err(q("summarise hook"))?;
             let last: Option<(i64, Option<u16>, Option<String>)> = c
