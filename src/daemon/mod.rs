@@ -189,7 +189,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                             sites = new;
                             tasks.reconcile_hooks(&config.hooks);
                             tasks.reconcile_probes(&config, &sites, &dirty);
-                            read_cx = ReadContext::new(&config, &store, tasks.wakes());
+                            read_cx = read_cx.reconfigured(&config, tasks.wakes());
                             // Only new and changed sites are read again.
                             for i in changed {
                                 dirty.mark(i);

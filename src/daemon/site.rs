@@ -244,6 +244,15 @@ impl ReadContext {
             slots: Arc::new(tokio::sync::Semaphore::new(READ_SLOTS)),
         }
     }
+
+    /// The same context under a reloaded config; the read slots stay (reads in flight
+    /// hold some).
+    pub fn reconfigured(&self, config: &Config, wakes: &BTreeMap<String, Arc<Notify>>) -> Self {
+        ReadContext {
+            slots: self.slots.clone(),
+            ..Self::new(config, &self.store, wakes)
+        }
+    }
 }
 
 /// How many site reads run at once.
