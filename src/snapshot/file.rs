@@ -31,10 +31,6 @@ pub enum FileProblem {
 }
 
 impl FileProblem {
-    pub fn is_missing(&self) -> bool {
-        matches!(self, FileProblem::Missing)
-    }
-
     /// A warning about `path`: the file and why, never its content; logged once.
     pub fn warning(&self, path: &Path) -> super::Warning {
         super::Warning {
@@ -129,6 +125,15 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<FileRead, FileProblem> {
             .map(Timestamp::from_system)
             .unwrap_or_default(),
     })
+}
+
+/// The modification time of `path` itself (not of what a symlink points at), for a file
+/// that was refused; zero if even that cannot be read.
+pub fn modified_no_follow(path: &Path) -> Timestamp {
+    std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .map(Timestamp::from_system)
+        .unwrap_or_default()
 }
 
 /// Reads a small file (status, marker, lock, `REVISION`): capped at 1 MiB.

@@ -156,16 +156,13 @@ pub fn read_kudu(root: &Path, warnings: &mut Vec<Warning>) -> KuduSnapshot {
         let path = entry.path().join("status.xml");
         let entry = match file::read_small(&path) {
             Err(FileProblem::Missing) => continue, // not a deployment (yet)
-            Err(e) => KuduEntry::NotReady {
-                reason: {
-                    warnings.push(e.warning(&path));
-                    e.to_string()
-                },
-                modified: std::fs::symlink_metadata(&path)
-                    .and_then(|m| m.modified())
-                    .map(Timestamp::from_system)
-                    .unwrap_or_default(),
-            },
+            Err(e) => {
+                warnings.push(e.warning(&path));
+                KuduEntry::NotReady {
+                    reason: e.to_string(),
+                    modified: file::modified_no_follow(&path),
+                }
+            }
             Ok(read) => {
                 let parsed = String::from_utf8(read.bytes)
                     .map_err(|_| "not UTF-8".to_string())

@@ -92,10 +92,7 @@ pub fn read_marker(path: &Path, warnings: &mut Vec<super::Warning>) -> MarkerFil
         Err(FileProblem::Missing) => return MarkerFile::Absent,
         Err(e) => {
             warnings.push(e.warning(path));
-            let modified = std::fs::symlink_metadata(path)
-                .and_then(|m| m.modified())
-                .map(Timestamp::from_system)
-                .unwrap_or_default();
+            let modified = file::modified_no_follow(path);
             return MarkerFile::NotReady {
                 reason: e.to_string(),
                 modified,
