@@ -43,6 +43,42 @@ pub fn daemon_running(config: &Config) -> bool {
     matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
 }
 
+/// The pid of the daemon holding the state directory's lock (it writes it there).
+pub fn daemon_pid(config: &Config) -> Option<i32> {
+    if !daemon_running(config) {
+        return None;
+    }
+    let text = std::fs::read_to_string(config.daemon.state_dir.join(LOCK_FILE)).ok()?;
+    text.trim().parse().ok().filter(|p| *p > 0)
+}
+
+/// `deployhook reload`: validates the config as the daemon will, and only then asks the
+/// daemon to load it (SIGHUP), so `systemctl reload` fails visibly on a bad config.
+pub fn reload(path: &std::path::Path, pid: Option<i32>, out: &mut impl Write) -> Result<()> {
+    let config = load(path)?;
+    let pid = match pid {
+        Some(p) if p > 0 => p,
+        Some(p) => return Err(Failed(format!("--pid {p} is not a process id"))),
+        None => daemon_pid(&config).ok_or_else(|| {
+            Failed(format!(
+                "no running daemon holds {}; nothing to reload (start it, or pass --pid)",
+                config.daemon.state_dir.display()
+            ))
+        })?,
+    };
+    // SAFETY: kill(2) with a positive pid and a valid signal number has no memory effects.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Failed(format!("cannot signal the daemon (pid {pid}): {e}")));
+    }
+    say!(
+        out,
+        "config {}: valid; daemon (pid {pid}) asked to reload",
+        path.display()
+    );
+    Ok(())
+}
+
 fn age(t: Timestamp, now: Timestamp) -> String {
     let d = now.since(t);
     humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string() + " ago"

@@ -55,6 +55,16 @@ pub enum Command {
     ///
     /// Exits 0 when the config is valid and every site can be read, 1 otherwise.
     Check,
+    /// Validate the config, then ask the running daemon to reload it (SIGHUP).
+    ///
+    /// A config that fails validation is reported and the daemon is not signalled (exit
+    /// 1), so the unit's `ExecReload=` makes `systemctl reload` fail visibly. The daemon
+    /// is found by its lock in `state_dir`, or by `--pid` (systemd passes `$MAINPID`).
+    Reload {
+        /// The daemon's pid.
+        #[arg(long, env = "MAINPID")]
+        pid: Option<i32>,
+    },
     /// Run a self-contained demo: scratch site, real daemon, real local receiver, a real
     /// Capistrano-style deploy; prints the payloads received. Needs `git` and `tar`.
     Demo,

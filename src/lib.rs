@@ -104,6 +104,9 @@ pub fn run(cli: Cli) -> u8 {
                 exit::FAILURE
             }
         },
+        Command::Reload { pid } => {
+            admin_result(admin::reload(&cli.config, pid, &mut std::io::stdout()))
+        }
         Command::Status => match admin::status(&cli.config, &mut std::io::stdout()) {
             Ok(true) => exit::OK,
             Ok(false) => exit::NOT_RUNNING,

@@ -20,7 +20,7 @@ pub use validate::{check_event_name, parse};
 
 /// Reads and validates the config file.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::ReadConfig {
+    let text = read_config_text(path).map_err(|source| LoadError::ReadConfig {
         path: path.to_path_buf(),
         source,
     })?;
@@ -33,6 +33,33 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
         mode_of: &mode_of,
     };
     parse(&text, path, &env).map_err(LoadError::Invalid)
+}
+
+/// The largest config file read.
+const MAX_CONFIG: u64 = 1024 * 1024;
+
+/// Reads the config file without blocking on a FIFO or device put in its place (the
+/// running daemon reads it again on every change) and without reading more than 1 MiB.
+/// Symlinks are followed: a Kubernetes ConfigMap's file is one.
+pub fn read_config_text(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut text = String::new();
+    f.take(MAX_CONFIG + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            "larger than 1 MiB; is this the config file?",
+        ));
+    }
+    Ok(text)
 }
 
 /// What `parse` needs from outside the file (so tests can supply it).

@@ -36,6 +36,8 @@ const MAX_IN_FLIGHT: usize = 64;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How long the first reads may take before the daemon says it is ready without them.
 const FIRST_READ_WAIT: Duration = Duration::from_secs(5);
+/// How often systemd's `STATUS=` line is refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Fatal {
@@ -79,9 +81,17 @@ fn notify(state: &[NotifyState<'_>]) {
 /// Runs the daemon from the command line: loads the config, handles signals.
 pub async fn run_from_config_file(path: PathBuf) -> Result<(), Fatal> {
     use tokio::signal::unix::{SignalKind, signal};
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    // Watched before it is loaded, so an edit in between is not missed.
+    let _config_watch = match watch::ConfigWatch::start(&path, reload_tx.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "config file changes are not watched; reload with `deployhook reload` or SIGHUP");
+            None
+        }
+    };
     let config = config::load(&path)?;
     let (stop_tx, stop_rx) = channel::channel(false);
-    let (reload_tx, reload_rx) = mpsc::channel(4);
     let mut term = signal(SignalKind::terminate()).map_err(Fatal::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Fatal::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(Fatal::Signals)?;
@@ -135,6 +145,9 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     // The watchdog is pinged from this loop, so a stuck loop stops the pings.
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut next_watchdog = tokio::time::Instant::now();
+    // STATUS= is refreshed only under systemd (a query every STATUS_EVERY).
+    let status_every = std::env::var_os("NOTIFY_SOCKET").map(|_| STATUS_EVERY);
+    let mut next_status = tokio::time::Instant::now();
     let mut reads: JoinSet<ReadDone> = JoinSet::new();
 
     dirty.mark_all();
@@ -160,6 +173,10 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 .fold(wake, |a, b| a.min(b));
             let wake = match watchdog {
                 Some(_) => wake.min(next_watchdog),
+                None => wake,
+            };
+            let wake = match status_every {
+                Some(_) => wake.min(next_status),
                 None => wake,
             };
             // Reloads need a file to read again; without one (the demo) nothing asks.
@@ -205,6 +222,8 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 _ = control.shutdown.changed() => {}
             }
         }
+        #[cfg(debug_assertions)]
+        debug_stall();
         if *control.shutdown.borrow() {
             break;
         }
@@ -217,6 +236,13 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
         {
             notify(&[NotifyState::Watchdog]);
             next_watchdog = tokio::time::Instant::now() + every;
+        }
+        if let Some(every) = status_every
+            && !first
+            && tokio::time::Instant::now() >= next_status
+        {
+            next_status = tokio::time::Instant::now() + every;
+            send_status(config.sites.len(), &store);
         }
         let now = Timestamp::now();
         let mut marks = dirty.take();
@@ -308,6 +334,9 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 "daemon ready"
             );
             notify(&[NotifyState::Ready]);
+            if status_every.is_some() {
+                send_status(config.sites.len(), &store);
+            }
             if let Some(r) = ready.take() {
                 let _ = r.send(());
             }
@@ -320,6 +349,36 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     reads.detach_all();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Sends systemd a one-line summary (`systemctl status` shows it): the sites, the
+/// deliveries waiting and how long the oldest has waited. The query runs off the loop.
+fn send_status(sites: usize, store: &Store) {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let line = match store.queue_totals() {
+            Ok((0, _)) => format!("{sites} sites; no deliveries waiting"),
+            Ok((n, oldest)) => {
+                let waited = oldest.map_or(Duration::ZERO, |t| Timestamp::now().since(t));
+                let waited = humantime::format_duration(Duration::from_secs(waited.as_secs()));
+                format!("{sites} sites; {n} deliveries waiting, the oldest for {waited}")
+            }
+            Err(e) => format!("{sites} sites; the outbox cannot be read: {}", chain(&e)),
+        };
+        notify(&[NotifyState::Status(&escape(&line))]);
+    });
+}
+
+/// Debug builds only: blocks the loop while the file `$DEPLOYHOOK_DEBUG_STALL_FILE`
+/// exists, so a test can show that a stuck loop stops the watchdog pings.
+#[cfg(debug_assertions)]
+fn debug_stall() {
+    let Some(path) = std::env::var_os("DEPLOYHOOK_DEBUG_STALL_FILE") else {
+        return;
+    };
+    while std::path::Path::new(&path).exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn finish_read(done: Result<ReadDone, tokio::task::JoinError>, sites: &mut [SiteRuntime]) {

@@ -10,6 +10,7 @@
 pub mod query;
 
 use std::fs::File;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -215,7 +216,11 @@ impl Store {
             source,
         })?;
         match lock.try_lock() {
-            Ok(()) => {}
+            Ok(()) => {
+                // The holder's pid, for `deployhook reload` run by hand.
+                let _ = lock.set_len(0);
+                let _ = (&lock).write_all(format!("{}\n", std::process::id()).as_bytes());
+            }
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(StoreError::Locked {
                     dir: dir.to_path_buf(),

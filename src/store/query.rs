@@ -114,6 +114,20 @@ fn headers_of(json: Option<String>) -> Vec<(String, String)> {
 }
 
 impl Store {
+    /// Deliveries waiting across all hooks, and when the oldest was queued (systemd's
+    /// `STATUS=` line).
+    pub fn queue_totals(&self) -> Result<(u64, Option<Timestamp>), StoreError> {
+        let (n, oldest): (i64, Option<i64>) = self
+            .read_conn()
+            .query_row(
+                "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE state = 'pending'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(q("count pending deliveries"))?;
+        Ok((n.unsigned_abs(), oldest.map(Timestamp)))
+    }
+
     pub fn hook_summary(&self, hook: &str) -> Result<HookSummary, StoreError> {
         self.with_conn(|c| {
             type Counts = (i64, Option<i64>, i64, i64, i64, Option<i64>);

@@ -14,6 +14,10 @@ use std::sync::{Arc, Mutex};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 
+pub mod config_file;
+
+pub use config_file::ConfigWatch;
+
 use crate::config::{LayoutChoice, SiteConfig, WatchMode};
 use crate::snapshot::detect_layout;
 
@@ -87,6 +91,12 @@ type Routes = Arc<Mutex<BTreeMap<PathBuf, BTreeSet<usize>>>>;
 pub enum WatchError {
     #[error("cannot start the inotify watcher")]
     Start {
+        #[source]
+        source: notify::Error,
+    },
+    #[error("cannot watch {} for config file changes", dir.display())]
+    Config {
+        dir: PathBuf,
         #[source]
         source: notify::Error,
     },

@@ -10,6 +10,7 @@ mod delivery;
 mod demo;
 mod git_layout;
 mod hostile;
+mod hot_reload;
 mod kudu;
 mod limits;
 mod marker;

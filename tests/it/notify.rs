@@ -1,6 +1,7 @@
 //! systemd's notify protocol on a real `NOTIFY_SOCKET`: `READY=1` after the first
-//! reconcile, `WATCHDOG=1` from the loop when `WATCHDOG_USEC` is set, `RELOADING=1` then
-//! `READY=1` on SIGHUP, `STOPPING=1` on SIGTERM.
+//! reconcile, a `STATUS=` summary, `WATCHDOG=1` from the loop when `WATCHDOG_USEC` is
+//! set and none while the loop is stuck, `RELOADING=1` then `READY=1` on SIGHUP,
+//! `STOPPING=1` on SIGTERM.
 
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
@@ -33,15 +34,46 @@ fn ready_watchdog_reloading_and_stopping_reach_the_notify_socket() {
     let path = env.join("deployhook.toml");
     std::fs::write(&path, config(&env, &site, &rx.url, "")).unwrap_or_else(|e| panic!("{e}"));
     let sock_str = sock_path.to_string_lossy().into_owned();
+    let stall = env.join("stall");
+    let stall_str = stall.to_string_lossy().into_owned();
     let d = Daemon::start_with(
         &env,
         &path,
-        &[("NOTIFY_SOCKET", &sock_str), ("WATCHDOG_USEC", "400000")],
+        &[
+            ("NOTIFY_SOCKET", &sock_str),
+            ("WATCHDOG_USEC", "400000"),
+            ("DEPLOYHOOK_DEBUG_STALL_FILE", &stall_str),
+        ],
     );
     eventually!(count("READY=1") == 1, "READY=1: {:?}", messages());
     eventually!(
+        messages()
+            .iter()
+            .any(|l| l == "STATUS=1 sites; no deliveries waiting"),
+        "a STATUS= summary: {:?}",
+        messages()
+    );
+    eventually!(
         count("WATCHDOG=1") >= 3,
         "WATCHDOG=1 pings: {:?}",
+        messages()
+    );
+
+    // A stuck loop (debug builds block it while the file exists) stops the pings: the
+    // watchdog must not be fed by anything but the loop.
+    std::fs::write(&stall, "").unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let stuck_at = count("WATCHDOG=1");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        count("WATCHDOG=1"),
+        stuck_at,
+        "no WATCHDOG=1 while the loop is stuck (pings every 200 ms otherwise)"
+    );
+    std::fs::remove_file(&stall).unwrap_or_else(|e| panic!("{e}"));
+    eventually!(
+        count("WATCHDOG=1") >= stuck_at + 2,
+        "pings resume with the loop: {:?}",
         messages()
     );
     d.signal(1);

@@ -1,0 +1,198 @@
+//! Reload from the file: an edit of the config file reloads like SIGHUP (validated
+//! first, the old config kept on error, an attempt in flight not aborted), and so do an
+//! editor's write-then-rename and a Kubernetes ConfigMap's `..data` symlink swap.
+//! `deployhook reload` validates before it signals.
+
+use std::path::Path;
+
+use crate::support::daemon::{self, Daemon};
+use crate::support::deploy::{Site, config};
+use crate::support::env::TestEnv;
+use crate::support::receiver::Receiver;
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+fn count_logs(d: &Daemon<'_>, needle: &str) -> usize {
+    d.logs().iter().filter(|l| l.contains(needle)).count()
+}
+
+fn with_hook(cfg: &str, name: &str, url: &str) -> String {
+    format!("{cfg}\n[[hook]]\nname = \"{name}\"\nurl = \"{url}\"\nevents = [\"PostDeployment\"]\n")
+}
+
+#[test]
+fn an_edit_of_the_config_file_reloads_it_without_aborting_an_attempt_in_flight() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let slow = Receiver::start();
+    slow.behave(|b| b.delay = Some(std::time::Duration::from_secs(2)));
+    let added = Receiver::start();
+    let cfg = config(&env, &site, &slow.url, "");
+    let d = Daemon::start(&env, &cfg);
+    site.commit("a.html", "In flight during the edit");
+    site.cap_deploy("20261120100000", "bob");
+    eventually!(!slow.requests().is_empty(), "an attempt in flight");
+
+    // Edited in place: a new hook.
+    write(&d.config, &with_hook(&cfg, "added", &added.url));
+    d.wait_log("config file changed: reloading");
+    d.wait_log("config reloaded");
+    assert!(d.has_log("hook worker started hook=added"));
+    // Only the attempt in flight is slow.
+    slow.behave(|b| b.delay = None);
+    eventually!(
+        slow.payloads("PostDeployment").len() == 1,
+        "the attempt in flight completes"
+    );
+
+    site.commit("b.html", "After the edit");
+    site.cap_deploy("20261120110000", "carol");
+    eventually!(
+        added.payloads("PostDeployment").len() == 1,
+        "the new hook gets the next deploy"
+    );
+
+    // A broken edit, saved as editors do (write a temp file, rename it over).
+    let broken = with_hook(&cfg, "added", &added.url).replace("[[site]]", "colour = 1\n[[site]]");
+    let tmp = env.join("deployhook.toml.swp");
+    write(&tmp, &broken);
+    std::fs::rename(&tmp, &d.config).unwrap_or_else(|e| panic!("{e}"));
+    d.wait_log("reload rejected");
+    assert!(d.has_log("colour: unknown field"), "{:?}", d.logs());
+    site.commit("c.html", "After the broken edit");
+    site.cap_deploy("20261120120000", "dave");
+    eventually!(
+        added.payloads("PostDeployment").len() == 2,
+        "the running config keeps delivering"
+    );
+    eventually!(
+        slow.payloads("PostDeployment").len() == 3,
+        "to both hooks: {:?}",
+        slow.statuses()
+    );
+    let ids: Vec<String> = slow
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("x-deployhook-delivery").map(str::to_string))
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "nothing sent twice: {ids:?}");
+    assert_eq!(
+        count_logs(&d, "config reloaded"),
+        1,
+        "one reload per edit: {:?}",
+        d.logs()
+    );
+    assert_eq!(d.stop(), Some(0));
+}
+
+#[test]
+fn a_configmap_data_swap_reloads() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let old = Receiver::start();
+    let new = Receiver::start();
+    // What the kubelet makes of a ConfigMap volume.
+    let dir = env.join("configmap");
+    let first = dir.join("..2026_12_01_10_00_00.000000001");
+    std::fs::create_dir_all(&first).unwrap_or_else(|e| panic!("{e}"));
+    write(
+        &first.join("deployhook.toml"),
+        &config(&env, &site, &old.url, ""),
+    );
+    let link = |target: &str, at: &Path| {
+        std::os::unix::fs::symlink(target, at).unwrap_or_else(|e| panic!("{e}"))
+    };
+    link("..2026_12_01_10_00_00.000000001", &dir.join("..data"));
+    link("..data/deployhook.toml", &dir.join("deployhook.toml"));
+    let d = Daemon::start_with(&env, &dir.join("deployhook.toml"), &[]);
+
+    // The swap: a new timestamped directory, `..data_tmp` pointing at it renamed over
+    // `..data`, the old directory removed.
+    let second = dir.join("..2026_12_01_10_05_00.000000002");
+    std::fs::create_dir_all(&second).unwrap_or_else(|e| panic!("{e}"));
+    write(
+        &second.join("deployhook.toml"),
+        &config(&env, &site, &new.url, ""),
+    );
+    link("..2026_12_01_10_05_00.000000002", &dir.join("..data_tmp"));
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_dir_all(&first).unwrap_or_else(|e| panic!("{e}"));
+    d.wait_log("config reloaded");
+
+    site.commit("a.html", "After the swap");
+    site.cap_deploy("20261120100000", "bob");
+    eventually!(
+        new.payloads("PostDeployment").len() == 1,
+        "the hook of the new ConfigMap gets it"
+    );
+    assert!(old.payloads("PostDeployment").is_empty());
+
+    // And the next swap too (the watch follows the new directory).
+    let third = dir.join("..2026_12_01_10_10_00.000000003");
+    std::fs::create_dir_all(&third).unwrap_or_else(|e| panic!("{e}"));
+    write(
+        &third.join("deployhook.toml"),
+        &config(&env, &site, &old.url, ""),
+    );
+    link("..2026_12_01_10_10_00.000000003", &dir.join("..data_tmp"));
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_dir_all(&second).unwrap_or_else(|e| panic!("{e}"));
+    eventually!(
+        count_logs(&d, "config reloaded") == 2,
+        "the second swap reloads: {:?}",
+        d.logs()
+    );
+    assert_eq!(d.stop(), Some(0));
+}
+
+#[test]
+fn deployhook_reload_validates_before_it_signals() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    let rx = Receiver::start();
+    let cfg = config(&env, &site, &rx.url, "");
+    let d = Daemon::start(&env, &cfg);
+    let config_arg = d.config.to_string_lossy().into_owned();
+
+    // Unchanged file: only the signal can make this reload; the daemon is found by
+    // the pid in its lock file.
+    let out = daemon::run(&env, &["reload", "--config", &config_arg]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("pid {}", d.pid())));
+    d.wait_log("config reloaded");
+
+    // A broken config in another file: reported with its line, and no signal sent.
+    let broken = env.join("broken.toml");
+    write(&broken, &cfg.replace("[[hook]]", "colour = 1\n[[hook]]"));
+    let out = daemon::run(
+        &env,
+        &[
+            "reload",
+            "--config",
+            &broken.to_string_lossy(),
+            "--pid",
+            &d.pid().to_string(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("colour: unknown field"), "{err}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        count_logs(&d, "RELOADING") + count_logs(&d, "config reloaded"),
+        1,
+        "the daemon was not signalled: {:?}",
+        d.logs()
+    );
+    assert_eq!(d.stop(), Some(0));
+
+    // No daemon: says so and fails.
+    let out = daemon::run(&env, &["reload", "--config", &config_arg]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no running daemon"));
+}
