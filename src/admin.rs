@@ -52,10 +52,15 @@ pub fn daemon_pid(config: &Config) -> Option<i32> {
     text.trim().parse().ok().filter(|p| *p > 0)
 }
 
-/// `deployhook reload`: validates the config as the daemon will, and only then asks the
-/// daemon to load it (SIGHUP), so `systemctl reload` fails visibly on a bad config.
+/// How long `deployhook reload` waits for the daemon's verdict.
+const RELOAD_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `deployhook reload`: validates the config (all but the systemd credentials, which
+/// `ExecReload=` cannot read), asks the daemon to load it (SIGHUP), and waits for the
+/// daemon's verdict, so `systemctl reload` fails visibly on a config the daemon rejects.
 pub fn reload(path: &std::path::Path, pid: Option<i32>, out: &mut impl Write) -> Result<()> {
-    let config = load(path)?;
+    use crate::daemon::verdict;
+    let config = crate::config::load_without_credentials(path)?;
     let pid = match pid {
         Some(p) if p > 0 => p,
         Some(p) => return Err(Failed(format!("--pid {p} is not a process id"))),
@@ -66,17 +71,51 @@ pub fn reload(path: &std::path::Path, pid: Option<i32>, out: &mut impl Write) ->
             ))
         })?,
     };
+    let dir = &config.daemon.state_dir;
+    let before = verdict::read(dir);
     // SAFETY: kill(2) with a positive pid and a valid signal number has no memory effects.
     if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
         let e = std::io::Error::last_os_error();
         return Err(Failed(format!("cannot signal the daemon (pid {pid}): {e}")));
     }
-    say!(
-        out,
-        "config {}: valid; daemon (pid {pid}) asked to reload",
-        path.display()
-    );
-    Ok(())
+    let before = match before {
+        Ok(v) => v,
+        Err(e) => {
+            say!(
+                out,
+                "config {}: valid; daemon (pid {pid}) asked to reload (its answer in {} cannot be read: {e}; see its log)",
+                path.display(),
+                dir.join(verdict::FILE).display()
+            );
+            return Ok(());
+        }
+    };
+    let deadline = std::time::Instant::now() + RELOAD_ANSWER_WAIT;
+    loop {
+        let now = verdict::read(dir).ok().flatten();
+        if now.is_some() && now != before {
+            return match now.and_then(|v| v.rejected) {
+                None => {
+                    say!(
+                        out,
+                        "config {}: valid; daemon (pid {pid}) reloaded it",
+                        path.display()
+                    );
+                    Ok(())
+                }
+                Some(errors) => Err(Failed(format!(
+                    "the daemon (pid {pid}) rejected the config and keeps running the old one: {errors}"
+                ))),
+            };
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Failed(format!(
+                "daemon (pid {pid}) was asked to reload but did not answer within {} s; see its log",
+                RELOAD_ANSWER_WAIT.as_secs()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 fn age(t: Timestamp, now: Timestamp) -> String {

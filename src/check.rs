@@ -22,7 +22,7 @@ use crate::telemetry::chain;
 
 /// Returns true when the config is valid and every site can be read.
 pub fn run(path: &Path) -> bool {
-    let config = match config::load(path) {
+    let config = match config::load_for_check(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {}", chain(&e));

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::DEFAULT_CONFIG;
-use crate::telemetry::LogFormat;
+use crate::telemetry::{LogFormat, LogOutput};
 
 /// Exit codes.
 pub mod exit {
@@ -32,9 +32,20 @@ pub struct Cli {
     #[arg(long, short, global = true, env = "DEPLOYHOOK_CONFIG", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
 
-    /// Log format (logs go to stderr).
+    /// Log format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Where logs go: stderr (the journal, under systemd) or stdout (the image's default,
+    /// for a container's log collector).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "DEPLOYHOOK_LOG_OUTPUT",
+        default_value = "stderr"
+    )]
+    pub log_output: LogOutput,
 
     /// Log level or filter (`info`, `debug`, `deployhook=debug`); `RUST_LOG` wins.
     #[arg(long, global = true)]

@@ -38,6 +38,7 @@ pub fn run(cli: Cli) -> u8 {
     };
     telemetry::init(
         cli.log_format,
+        cli.log_output,
         cli.log_level.as_deref().unwrap_or(default_level),
     );
     match cli.command {

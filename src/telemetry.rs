@@ -1,4 +1,4 @@
-//! Logging (tracing to stderr, text or JSON), error chains for log lines, escaping of
+//! Logging (tracing to stderr or stdout, text or JSON), error chains for log lines, escaping of
 //! outside text, and the panic hook. (systemd's notify protocol is the `sd-notify`
 //! crate's, used by `daemon`.)
 
@@ -10,15 +10,34 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where log lines go: stderr (the journal under systemd), or stdout (a container's
+/// log collector, beside nothing else the daemon prints).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogOutput {
+    Stderr,
+    Stdout,
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides `level`.
-pub fn init(format: LogFormat, level: &str) {
+pub fn init(format: LogFormat, output: LogOutput, level: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    use std::io::IsTerminal;
+    let (writer, ansi) = match output {
+        LogOutput::Stderr => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
+        LogOutput::Stdout => (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        ),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_writer(writer)
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -20,6 +20,29 @@ pub use validate::{check_event_name, parse};
 
 /// Reads and validates the config file.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    load_with(path, credentials, false)
+}
+
+/// As `load`, for `deployhook check` run by hand: a `secret_file` naming a systemd
+/// credential, which only the service can read, is a warning instead of an error.
+pub fn load_for_check(path: &Path) -> Result<Config, LoadError> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    load_with(path, credentials, true)
+}
+
+/// As `load`, but credentials are not read (a warning names each): for `deployhook
+/// reload`, which runs as the unit's `ExecReload=` where systemd hides the service's
+/// credentials; the daemon checks them when it loads the file.
+pub fn load_without_credentials(path: &Path) -> Result<Config, LoadError> {
+    load_with(path, None, true)
+}
+
+fn load_with(
+    path: &Path,
+    credentials_directory: Option<PathBuf>,
+    credentials_unchecked: bool,
+) -> Result<Config, LoadError> {
     let text = read_config_text(path).map_err(|source| LoadError::ReadConfig {
         path: path.to_path_buf(),
         source,
@@ -27,7 +50,8 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
     let env = Env {
         host_name: machine_host_name(),
         state_directory: std::env::var_os("STATE_DIRECTORY").map(PathBuf::from),
-        credentials_directory: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        credentials_directory,
+        credentials_unchecked,
         read_file: &|p| std::fs::read_to_string(p),
         read_env: &|k| std::env::var(k).ok(),
         mode_of: &mode_of,
@@ -69,6 +93,9 @@ pub struct Env<'a> {
     /// systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`): a relative `secret_file`
     /// is read from there.
     pub credentials_directory: Option<PathBuf>,
+    /// Without `credentials_directory`, a credential name is a warning, not an error
+    /// (`check` by hand: only the service gets the credentials).
+    pub credentials_unchecked: bool,
     pub read_file: &'a dyn Fn(&Path) -> std::io::Result<String>,
     pub read_env: &'a dyn Fn(&str) -> Option<String>,
     pub mode_of: &'a dyn Fn(&Path) -> Option<u32>,

@@ -78,6 +78,13 @@ pub(super) fn read_secret(
             let path = match (&env.credentials_directory, given.is_absolute()) {
                 (_, true) => given,
                 (Some(dir), false) => dir.join(&given),
+                (None, false) if env.credentials_unchecked => {
+                    warnings.push(format!(
+                        "hook {name}: secret_file {:?} names a systemd credential (LoadCredential=), which only the service can read; not checked here",
+                        f.get_ref()
+                    ));
+                    return Some(Secret::new("unchecked systemd credential"));
+                }
                 (None, false) => {
                     c.at(
                         f.span(),

@@ -9,6 +9,7 @@ fn env() -> Env<'static> {
         host_name: "test-host".into(),
         state_directory: None,
         credentials_directory: None,
+        credentials_unchecked: false,
         read_file: &|p| {
             if p == Path::new("/etc/dh/secret") {
                 Ok("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n".into())
@@ -248,4 +249,17 @@ fn a_relative_secret_file_is_a_systemd_credential() {
     let e = errors(text);
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].contains("LoadCredential="), "{e:?}");
+    // `check` by hand: a warning, and the rest is checked.
+    let by_hand = Env {
+        credentials_unchecked: true,
+        ..env()
+    };
+    let c = parse(text, Path::new("/etc/dh.toml"), &by_hand).map_err(|e| format!("{e:?}"));
+    let warnings = c.as_ref().map(|c| c.warnings.clone()).unwrap_or_default();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("only the service can read")),
+        "{c:?}"
+    );
 }

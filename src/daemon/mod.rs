@@ -11,6 +11,7 @@
 pub mod health;
 pub mod site;
 pub mod tasks;
+pub mod verdict;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -144,6 +145,8 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     let mut read_cx = ReadContext::new(&config, &store, tasks.wakes());
     // The watchdog is pinged from this loop, so a stuck loop stops the pings.
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    // Reloads done, for `deployhook reload` (`verdict.rs`).
+    let mut reloads: u64 = 0;
     let mut next_watchdog = tokio::time::Instant::now();
     // STATUS= is refreshed only under systemd (a query every STATUS_EVERY).
     let status_every = std::env::var_os("NOTIFY_SOCKET").map(|_| STATUS_EVERY);
@@ -199,7 +202,20 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                     let mut states = vec![NotifyState::Reloading];
                     states.extend(NotifyState::monotonic_usec_now().ok());
                     notify(&states);
-                    match reload_config(path, &mut config) {
+                    reloads += 1;
+                    let outcome = reload_config(path, &mut config);
+                    let answer = verdict::Verdict {
+                        pid: std::process::id(),
+                        seq: reloads,
+                        rejected: match &outcome {
+                            Reload::Applied => None,
+                            Reload::Rejected(e) => Some(chain(e)),
+                        },
+                    };
+                    if let Err(e) = verdict::write(&config.daemon.state_dir, &answer) {
+                        tracing::warn!(error = %e, "cannot write {} for `deployhook reload`", verdict::FILE);
+                    }
+                    match outcome {
                         Reload::Applied => {
                             let old = std::mem::take(&mut sites);
                             let (new, changed) = load_sites(&config, &store, watcher.is_none(), old)?;

@@ -92,3 +92,62 @@ fn status_exits_0_while_the_daemon_runs_and_3_when_it_does_not() {
     assert_eq!(code, Some(3), "{text}");
     assert!(text.contains("daemon: not running"), "{text}");
 }
+
+/// `--log-output stdout` (the image's default): the daemon's JSON log lines go to stdout,
+/// and nothing of them to stderr.
+#[test]
+fn log_output_stdout_puts_json_lines_on_stdout() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    let env = TestEnv::new();
+    let site = Site::plain(&env);
+    let cfg = env.join("deployhook.toml");
+    std::fs::write(&cfg, config(&env, &site, "http://127.0.0.1:9/hook", ""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = crate::support::daemon::command(&env)
+        .args(["--log-format", "json", "--log-output", "stdout", "run"])
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = lines.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+    });
+    let got = || lines.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let ready = || {
+        got().iter().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["message"] == "daemon ready" && v["level"] == "INFO")
+        })
+    };
+    let waited = std::panic::catch_unwind(|| {
+        eventually!(
+            ready(),
+            "a JSON \"daemon ready\" line on stdout: {:?}",
+            got()
+        )
+    });
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let _ = reader.join();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(waited.is_ok(), "stderr: {stderr}");
+    for l in got() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&l).is_ok(),
+            "not a JSON line: {l}"
+        );
+    }
+    assert!(
+        !stderr.contains("daemon ready"),
+        "log lines also on stderr: {stderr}"
+    );
+}

@@ -1,7 +1,8 @@
 //! Reload from the file: an edit of the config file reloads like SIGHUP (validated
 //! first, the old config kept on error, an attempt in flight not aborted), and so do an
 //! editor's write-then-rename and a Kubernetes ConfigMap's `..data` symlink swap.
-//! `deployhook reload` validates before it signals.
+//! `deployhook reload` validates before it signals, and reports the daemon's verdict
+//! (which alone can read systemd credentials).
 
 use std::path::Path;
 
@@ -163,7 +164,10 @@ fn deployhook_reload_validates_before_it_signals() {
     // the pid in its lock file.
     let out = daemon::run(&env, &["reload", "--config", &config_arg]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("pid {}", d.pid())));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("pid {}) reloaded it", d.pid())),
+        "{out:?}"
+    );
     d.wait_log("config reloaded");
 
     // A broken config in another file: reported with its line, and no signal sent.
@@ -195,4 +199,42 @@ fn deployhook_reload_validates_before_it_signals() {
     let out = daemon::run(&env, &["reload", "--config", &config_arg]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no running daemon"));
+}
+
+/// The daemon is the judge: a config `deployhook reload` cannot fully check (the
+/// credential it names is readable only by the service, as under `ExecReload=`) but the
+/// daemon rejects makes the command fail with the daemon's errors.
+#[test]
+fn deployhook_reload_fails_when_the_daemon_rejects_the_config() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    let rx = Receiver::start();
+    let creds = env.join("credentials");
+    std::fs::create_dir_all(&creds).unwrap_or_else(|e| panic!("{e}"));
+    write(&creds.join("hook-secret"), "s3cret-s3cret-s3cret\n");
+    let cfg = format!(
+        "{}secret_file = \"hook-secret\"\n",
+        config(&env, &site, &rx.url, "")
+    );
+    let path = env.join("deployhook.toml");
+    write(&path, &cfg);
+    let creds_str = creds.to_string_lossy().into_owned();
+    let d = Daemon::start_with(&env, &path, &[("CREDENTIALS_DIRECTORY", &creds_str)]);
+    let config_arg = path.to_string_lossy().into_owned();
+
+    let out = daemon::run(&env, &["reload", "--config", &config_arg]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    d.wait_log("config reloaded");
+
+    std::fs::remove_file(creds.join("hook-secret")).unwrap_or_else(|e| panic!("{e}"));
+    let out = daemon::run(&env, &["reload", "--config", &config_arg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        err.contains("rejected the config and keeps running the old one")
+            && err.contains("hook-secret"),
+        "{err}"
+    );
+    d.wait_log("reload rejected");
+    assert_eq!(d.stop(), Some(0));
 }
