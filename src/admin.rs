@@ -388,13 +388,7 @@ pub fn hooks_test(path: &std::path::Path, name: &str, out: &mut impl Write) -> R
         .clone();
     let store = Store::open_shared(&config.daemon.state_dir)?;
     let now = Timestamp::now();
-    let body = serde_json::to_vec(&serde_json::json!({
-        "event": "ping",
-        "hook": hook.name,
-        "hostName": config.daemon.host_name,
-        "time": now.rfc3339(),
-    }))
-    .unwrap_or_default();
+    let body = crate::events::ping_body(&hook.name, &config.daemon.host_name, now);
     let d = store.commit_direct("ping", &hook.name, &body, now)?;
     let client = deliver::client_for(&hook)?;
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -237,6 +237,7 @@ async fn run_in(root: &Path) -> Result<(), DemoError> {
                     .map_err(|e| DemoError::Receiver(std::io::Error::other(e.to_string())))?,
             )
         }],
+        api: None,
         warnings: Vec::new(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -6,6 +6,7 @@
 //! keeps them out of output. `load` adds the I/O: reading the file, the secrets and the
 //! machine's host name.
 
+pub mod api;
 pub mod raw;
 pub mod secrets;
 pub mod types;

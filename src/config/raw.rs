@@ -20,6 +20,24 @@ pub struct RawConfig {
     /// One `[[hook]]` table per receiver.
     #[serde(default, rename = "hook")]
     pub hooks: Vec<RawHook>,
+    /// The HTTP API (Kudu's `/api/hooks` and more). Absent: nothing listens.
+    pub api: Option<RawApi>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// `IP:PORT` or `unix:/path/to.sock` (created mode 0660). Default `127.0.0.1:8791`.
+    pub listen: Option<Spanned<String>>,
+    /// File holding the API token (`Authorization: Bearer <token>`, or Basic with the
+    /// token as password). Required when `listen` is not loopback or a unix socket. A
+    /// relative path names a systemd credential.
+    pub token_file: Option<Spanned<String>>,
+    /// The URL the API is reached at from outside (for callback URLs).
+    pub public_url: Option<Spanned<String>>,
+    /// Let hooks registered through the API target loopback, private and link-local
+    /// addresses. Default false.
+    pub allow_private_targets: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

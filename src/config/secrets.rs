@@ -72,55 +72,14 @@ pub(super) fn read_secret(
             );
             None
         }
-        (Some(f), None) => {
-            // A relative path names a systemd credential (`LoadCredential=NAME:…`).
-            let given = std::path::PathBuf::from(f.get_ref());
-            let path = match (&env.credentials_directory, given.is_absolute()) {
-                (_, true) => given,
-                (Some(dir), false) => dir.join(&given),
-                (None, false) if env.credentials_unchecked => {
-                    warnings.push(format!(
-                        "hook {name}: secret_file {:?} names a systemd credential (LoadCredential=), which only the service can read; not checked here",
-                        f.get_ref()
-                    ));
-                    return Some(Secret::new("unchecked systemd credential"));
-                }
-                (None, false) => {
-                    c.at(
-                        f.span(),
-                        &key("secret_file"),
-                        format!(
-                            "{:?} is relative: use an absolute path, or a credential name with systemd's LoadCredential= (read from $CREDENTIALS_DIRECTORY, which is not set)",
-                            f.get_ref()
-                        ),
-                    );
-                    return None;
-                }
-            };
-            match (env.read_file)(&path) {
-                Ok(s) if !s.trim().is_empty() => {
-                    if (env.mode_of)(&path).is_some_and(|m| m & 0o004 != 0) {
-                        warnings.push(format!(
-                            "hook {name}: secret file {} is readable by every user; chmod 600 it",
-                            path.display()
-                        ));
-                    }
-                    Some(Secret::new(s.trim().to_string()))
-                }
-                Ok(_) => {
-                    c.at(f.span(), &key("secret_file"), "the secret file is empty");
-                    None
-                }
-                Err(e) => {
-                    c.at(
-                        f.span(),
-                        &key("secret_file"),
-                        format!("cannot read {}: {e}", path.display()),
-                    );
-                    None
-                }
-            }
-        }
+        (Some(f), None) => read_secret_file(
+            c,
+            f,
+            &key("secret_file"),
+            env,
+            &format!("hook {name}"),
+            warnings,
+        ),
         (None, Some(v)) => match (env.read_env)(v.get_ref()) {
             Some(s) if !s.trim().is_empty() => Some(Secret::new(s.trim().to_string())),
             _ => {
@@ -133,5 +92,65 @@ pub(super) fn read_secret(
             }
         },
         (None, None) => None,
+    }
+}
+
+/// A secret from a file (a hook's `secret_file`, the API's `token_file`). A relative
+/// path names a systemd credential (`LoadCredential=NAME:…`), read from
+/// `$CREDENTIALS_DIRECTORY`. A file readable by every user is a warning; an empty or
+/// unreadable one an error. `owner` names what the secret is for, in warnings.
+pub(super) fn read_secret_file(
+    c: &mut Checker<'_>,
+    f: &toml::Spanned<String>,
+    key: &str,
+    env: &Env<'_>,
+    owner: &str,
+    warnings: &mut Vec<String>,
+) -> Option<Secret> {
+    let given = std::path::PathBuf::from(f.get_ref());
+    let path = match (&env.credentials_directory, given.is_absolute()) {
+        (_, true) => given,
+        (Some(dir), false) => dir.join(&given),
+        (None, false) if env.credentials_unchecked => {
+            warnings.push(format!(
+                "{owner}: {key} {:?} names a systemd credential (LoadCredential=), which only the service can read; not checked here",
+                f.get_ref()
+            ));
+            return Some(Secret::new("unchecked systemd credential"));
+        }
+        (None, false) => {
+            c.at(
+                f.span(),
+                key,
+                format!(
+                    "{:?} is relative: use an absolute path, or a credential name with systemd's LoadCredential= (read from $CREDENTIALS_DIRECTORY, which is not set)",
+                    f.get_ref()
+                ),
+            );
+            return None;
+        }
+    };
+    match (env.read_file)(&path) {
+        Ok(s) if !s.trim().is_empty() => {
+            if (env.mode_of)(&path).is_some_and(|m| m & 0o004 != 0) {
+                warnings.push(format!(
+                    "{owner}: {} is readable by every user; chmod 600 it",
+                    path.display()
+                ));
+            }
+            Some(Secret::new(s.trim().to_string()))
+        }
+        Ok(_) => {
+            c.at(f.span(), key, format!("{} is empty", path.display()));
+            None
+        }
+        Err(e) => {
+            c.at(
+                f.span(),
+                key,
+                format!("cannot read {}: {e}", path.display()),
+            );
+            None
+        }
     }
 }

@@ -19,6 +19,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub sites: Vec<SiteConfig>,
     pub hooks: Vec<HookConfig>,
+    /// `[api]`: `None` when absent (nothing listens).
+    pub api: Option<ApiConfig>,
     /// Things worth a warning at start-up (world-readable secrets, `insecure_ssl`).
     pub warnings: Vec<String>,
 }
@@ -30,6 +32,51 @@ pub struct DaemonConfig {
     pub resync: Duration,
     pub history_max_age: Duration,
     pub shutdown_timeout: Duration,
+}
+
+/// Where the API listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+pub const DEFAULT_API_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8791);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiConfig {
+    pub listen: Listen,
+    /// Required for a TCP address that is not loopback.
+    pub token: Option<Secret>,
+    pub public_url: Option<url::Url>,
+    pub allow_private_targets: bool,
+}
+
+impl ApiConfig {
+    /// Loopback, no token, private targets refused: for code that builds configs.
+    pub fn new(listen: Listen) -> ApiConfig {
+        ApiConfig {
+            listen,
+            token: None,
+            public_url: None,
+            allow_private_targets: false,
+        }
+    }
+}
+
+/// Hook names of this form belong to hooks registered through the API.
+pub fn is_api_hook_name(name: &str) -> bool {
+    name.strip_prefix("api-")
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +174,9 @@ pub struct HookConfig {
     pub timeout: Duration,
     pub retry: Vec<Duration>,
     pub headers: Vec<(String, String)>,
+    /// Refuse to connect to loopback, private and link-local addresses (hooks
+    /// registered through the API, unless `api.allow_private_targets`).
+    pub public_only: bool,
 }
 
 impl HookConfig {
@@ -149,6 +199,7 @@ impl HookConfig {
                 .map(|s| Duration::from_secs(*s))
                 .collect(),
             headers: Vec::new(),
+            public_only: false,
         }
     }
 

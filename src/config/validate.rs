@@ -302,12 +302,18 @@ pub fn parse(text: &str, file: &Path, env: &Env<'_>) -> Result<Config, Vec<Confi
         .map(|(i, h)| validate_hook(&mut c, i, h, &mut seen, &site_names, env, &mut warnings))
         .collect();
 
+    let api = raw
+        .api
+        .as_ref()
+        .map(|a| super::api::validate_api(&mut c, a, env, &mut warnings));
+
     if c.errors.is_empty() {
         Ok(Config {
             file: file.to_path_buf(),
             daemon,
             sites,
             hooks,
+            api,
             warnings,
         })
     } else {
@@ -440,6 +446,13 @@ fn validate_hook(
     let key = |k: &str| format!("hook[{i}].{k}");
     let name = h.name.get_ref().clone();
     c.name(&h.name, &key("name"), &[]);
+    if is_api_hook_name(&name) {
+        c.at(
+            h.name.span(),
+            &key("name"),
+            format!("{name:?} is reserved: names api-<number> belong to hooks registered through the API"),
+        );
+    }
     if !seen.insert(name.clone()) {
         c.at(
             h.name.span(),
@@ -646,6 +659,7 @@ fn validate_hook(
         timeout,
         retry,
         headers,
+        public_only: false,
     }
 }
 

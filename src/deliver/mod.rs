@@ -6,6 +6,7 @@
 //! `Store::commit_attempt`. A worker reads only the outbox, so a restart resumes exactly
 //! where the database says: unsent and in-flight deliveries are sent again.
 
+pub mod guard;
 pub mod retry;
 pub mod sign;
 
@@ -46,17 +47,22 @@ pub fn init_tls() {
 /// followed, connect and total timeouts, proxies from `HTTPS_PROXY`/`NO_PROXY`.
 pub fn client_for(hook: &HookConfig) -> Result<reqwest::Client, DeliverError> {
     init_tls();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5).min(hook.timeout))
         .timeout(hook.timeout)
         .danger_accept_invalid_certs(hook.insecure_ssl)
-        .user_agent(USER_AGENT)
-        .build()
-        .map_err(|source| DeliverError::BuildClient {
-            hook: hook.name.clone(),
-            source,
-        })
+        .user_agent(USER_AGENT);
+    if hook.public_only {
+        // Connect only to the addresses the guard checked: no proxy in between.
+        builder = builder
+            .dns_resolver(std::sync::Arc::new(guard::PublicOnly))
+            .no_proxy();
+    }
+    builder.build().map_err(|source| DeliverError::BuildClient {
+        hook: hook.name.clone(),
+        source,
+    })
 }
 
 /// One GET of a site's `health_url`: `Ok` for a 2xx, else why not.
@@ -130,6 +136,16 @@ pub async fn send_attempt(
     d: &DueDelivery,
     now: Timestamp,
 ) -> (AttemptRecord, Response) {
+    if hook.public_only
+        && let Some(why) = guard::refuse_literal(&hook.url)
+    {
+        let record = AttemptRecord {
+            started_at: now,
+            error: Some(why),
+            ..AttemptRecord::default()
+        };
+        return (record, Response::Error);
+    }
     let headers = build_headers(hook, &d.id, &d.event, &d.body, now);
     // `user:pass@` in the URL goes as Basic auth: reqwest takes it out of the URL and
     // percent-decodes it.

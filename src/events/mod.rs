@@ -45,6 +45,37 @@ pub fn plan(
 
 /// The body of one delivery for `hook`, in its format. `kudu_body` is the kudu object
 /// already serialised (the event's own payload), shared by every kudu hook.
+/// A published event (`POST /api/hooks/publish/{eventType}`): `body` goes to every
+/// hook of that event type (compared case-insensitively), in its format.
+pub fn plan_published(kind: &str, body: &[u8], hooks: &[HookConfig]) -> NewEvent {
+    NewEvent {
+        kind: kind.to_string(),
+        site: None,
+        status: None,
+        deployment_serial: None,
+        payload: body.to_vec(),
+        deliveries: hooks
+            .iter()
+            .filter(|h| h.wants_event(kind))
+            .map(|h| NewDelivery {
+                hook: h.name.clone(),
+                body: render(h, body),
+            })
+            .collect(),
+    }
+}
+
+/// A `ping` event for one hook (`hooks test`, `POST /api/hooks/{id}/ping`).
+pub fn ping_body(hook: &str, host_name: &str, now: crate::model::Timestamp) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "event": "ping",
+        "hook": hook,
+        "hostName": host_name,
+        "time": now.rfc3339(),
+    }))
+    .unwrap_or_default()
+}
+
 fn render(hook: &HookConfig, kudu_body: &[u8]) -> Vec<u8> {
     match hook.format {
         Format::Kudu => kudu_body.to_vec(),

@@ -7,6 +7,7 @@
 //! survives a crash or power loss. The daemon holds an exclusive lock file beside it, so
 //! two daemons never share one state directory.
 
+pub mod api_hooks;
 pub mod query;
 
 use std::fs::File;
@@ -24,7 +25,7 @@ pub const DB_FILE: &str = "deployhook.sqlite";
 pub const LOCK_FILE: &str = "deployhook.lock";
 /// Response bodies are kept up to this size.
 pub const MAX_STORED_BODY: usize = 64 * 1024;
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -161,6 +162,8 @@ pub enum DeliveryState {
     Sending,
     Delivered,
     Dead,
+    /// Its hook was deleted (through the API) before it was delivered.
+    Cancelled,
 }
 
 impl DeliveryState {
@@ -170,6 +173,7 @@ impl DeliveryState {
             DeliveryState::Sending => "sending",
             DeliveryState::Delivered => "delivered",
             DeliveryState::Dead => "dead",
+            DeliveryState::Cancelled => "cancelled",
         }
     }
 
@@ -179,6 +183,7 @@ impl DeliveryState {
             "sending" => DeliveryState::Sending,
             "delivered" => DeliveryState::Delivered,
             "dead" => DeliveryState::Dead,
+            "cancelled" => DeliveryState::Cancelled,
             _ => DeliveryState::Pending,
         }
     }
@@ -643,7 +648,11 @@ fn write_attempt(
         Outcome::Dead | Outcome::DisableHook => (DeliveryState::Dead.as_str(), now),
     };
     tx.execute(
-        "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5,
+        // A delivery cancelled while its attempt was in flight stays cancelled unless
+        // that attempt delivered it (or it is dead).
+        "UPDATE deliveries SET state = CASE WHEN state = 'cancelled' AND ?2 = 'pending'
+             THEN 'cancelled' ELSE ?2 END,
+           attempts = ?3, next_attempt_at = ?4, updated_at = ?5,
            last_status = ?6, last_error = ?7 WHERE seq = ?1",
         params![
             delivery.seq,
@@ -691,10 +700,15 @@ fn insert_events(
         let event_id = tx.last_insert_rowid();
         for d in &e.deliveries {
             let id = new_delivery_id();
+            let state = if api_hooks::api_hook_deleted(tx, &d.hook)? {
+                DeliveryState::Cancelled
+            } else {
+                DeliveryState::Pending
+            };
             tx.execute(
                 "INSERT INTO deliveries (id, hook, event_id, body, state, attempts, next_attempt_at,
-                   created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)",
-                params![id, d.hook, event_id, d.body, now.0],
+                   created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?6, 0, ?5, ?5, ?5)",
+                params![id, d.hook, event_id, d.body, now.0, state.as_str()],
             )
             .map_err(q("write delivery"))?;
             ids.push(id);
@@ -771,6 +785,10 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             COMMIT;",
         )
         .map_err(q("migrate to schema 1"))?;
+    }
+    if version < 2 {
+        conn.execute_batch(api_hooks::MIGRATE_2)
+            .map_err(q("migrate to schema 2"))?;
     }
     Ok(())
 }

@@ -1,0 +1,94 @@
+//! `[api]`: where the HTTP API listens, its token, and whether hooks registered through
+//! it may target private addresses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::raw::RawApi;
+use super::secrets::read_secret_file;
+use super::validate::Checker;
+use super::{ApiConfig, DEFAULT_API_LISTEN, Env, Listen};
+
+pub(super) fn validate_api(
+    c: &mut Checker<'_>,
+    a: &RawApi,
+    env: &Env<'_>,
+    warnings: &mut Vec<String>,
+) -> ApiConfig {
+    let default = Listen::Tcp(SocketAddr::from(DEFAULT_API_LISTEN));
+    let listen = match &a.listen {
+        None => default,
+        Some(l) => match parse_listen(l.get_ref()) {
+            Ok(listen) => listen,
+            Err(why) => {
+                c.at(l.span(), "api.listen", why);
+                default
+            }
+        },
+    };
+    let token = a
+        .token_file
+        .as_ref()
+        .and_then(|f| read_secret_file(c, f, "api.token_file", env, "api", warnings));
+    if let Listen::Tcp(addr) = &listen
+        && !addr.ip().is_loopback()
+        && a.token_file.is_none()
+    {
+        let span = a.listen.as_ref().map_or(0..0, |l| l.span());
+        c.at(
+            span,
+            "api.listen",
+            format!("{addr} is not a loopback address: set api.token_file, so that only clients with the token are served"),
+        );
+    }
+    if token.is_none() && a.token_file.is_none() && matches!(listen, Listen::Tcp(_)) {
+        warnings.push(format!(
+            "api: {listen} has no token_file: every local user can register hooks and publish events"
+        ));
+    }
+    let public_url = a
+        .public_url
+        .as_ref()
+        .and_then(|u| match url::Url::parse(u.get_ref()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Some(url)
+            }
+            _ => {
+                c.at(
+                    u.span(),
+                    "api.public_url",
+                    "must be an absolute http:// or https:// URL",
+                );
+                None
+            }
+        });
+    let allow_private_targets = a.allow_private_targets.unwrap_or(false);
+    if allow_private_targets {
+        warnings.push(
+            "api: allow_private_targets = true: hooks registered through the API may call loopback and private addresses"
+                .to_string(),
+        );
+    }
+    ApiConfig {
+        listen,
+        token,
+        public_url,
+        allow_private_targets,
+    }
+}
+
+/// `IP:PORT`, `[IPv6]:PORT` or `unix:/absolute/path`.
+pub fn parse_listen(text: &str) -> Result<Listen, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        let p = PathBuf::from(path);
+        if !p.is_absolute() {
+            return Err(format!(
+                "{text:?}: the socket path must be absolute (unix:/run/deployhook/api.sock)"
+            ));
+        }
+        return Ok(Listen::Unix(p));
+    }
+    text.parse::<SocketAddr>().map(Listen::Tcp).map_err(|_| {
+        format!("{text:?} is not an address: write IP:PORT (127.0.0.1:8791, [::1]:8791) or unix:/path/to.sock")
+    })
+}
