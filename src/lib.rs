@@ -20,6 +20,7 @@ pub mod store;
 pub mod watch;
 
 pub mod admin;
+pub mod api;
 pub mod check;
 pub mod cli;
 pub mod demo;

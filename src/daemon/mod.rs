@@ -22,10 +22,12 @@ use sd_notify::NotifyState;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch as channel};
 use tokio::task::JoinSet;
 
-use crate::config::{self, Config, LoadError};
+use crate::api::{self, ApiHandle, HookView, LoopRequest};
+use crate::config::{self, Config, HookConfig, LoadError};
 use crate::deliver;
 use crate::model::Timestamp;
 use crate::snapshot;
+use crate::store::api_hooks::ApiHook;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{chain, escape};
 use crate::watch::{self, Dirty, Watcher};
@@ -50,6 +52,8 @@ pub enum Fatal {
     Watch(#[from] watch::WatchError),
     #[error(transparent)]
     Deliver(#[from] deliver::DeliverError),
+    #[error(transparent)]
+    Api(#[from] api::ApiError),
     #[error("cannot install the signal handlers")]
     Signals(#[source] std::io::Error),
 }
@@ -139,10 +143,26 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     };
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let (mut sites, _) = load_sites(&config, &store, watcher.is_none(), Vec::new())?;
+    // Hooks registered through the API run whether or not `[api]` is still configured.
+    let mut api_hooks = store.api_hooks()?;
+    let mut api = match &config.api {
+        Some(a) => Some(
+            api::start(
+                &a.listen,
+                &store,
+                api_settings(&config),
+                control.shutdown.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let mut tasks = Tasks::new(&store, in_flight);
-    tasks.reconcile_hooks(&config.hooks);
+    let mut hooks = wanted_hooks(&config, &api_hooks);
+    tasks.reconcile_hooks(&hooks);
     tasks.reconcile_probes(&config, &sites, &dirty);
-    let mut read_cx = ReadContext::new(&config, &store, tasks.wakes());
+    let mut read_cx = ReadContext::new(&config, &hooks, &store, tasks.wakes());
+    publish_view(api.as_ref(), &config, &hooks, &tasks);
     // The watchdog is pinged from this loop, so a stuck loop stops the pings.
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     // Reloads done, for `deployhook reload` (`verdict.rs`).
@@ -182,6 +202,12 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 Some(_) => wake.min(next_status),
                 None => wake,
             };
+            let api_request = async {
+                match api.as_mut() {
+                    Some(a) => a.requests.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             // Reloads need a file to read again; without one (the demo) nothing asks.
             let reload = async {
                 match (control.reload.as_mut(), control.config_path.as_deref()) {
@@ -198,6 +224,19 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                     finish_read(done, &mut sites);
                 }
                 Some(ended) = tasks.join_next() => tasks.ended(ended),
+                Some(request) = api_request => match request {
+                    LoopRequest::Ping(answer) => {
+                        let _ = answer.send(());
+                    }
+                    LoopRequest::ApiHooks(now_registered, done) => {
+                        api_hooks = now_registered;
+                        hooks = wanted_hooks(&config, &api_hooks);
+                        tasks.reconcile_hooks(&hooks);
+                        read_cx = read_cx.reconfigured(&config, &hooks, tasks.wakes());
+                        publish_view(api.as_ref(), &config, &hooks, &tasks);
+                        let _ = done.send(());
+                    }
+                },
                 Some(path) = reload => {
                     let mut states = vec![NotifyState::Reloading];
                     states.extend(NotifyState::monotonic_usec_now().ok());
@@ -220,9 +259,12 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                             let old = std::mem::take(&mut sites);
                             let (new, changed) = load_sites(&config, &store, watcher.is_none(), old)?;
                             sites = new;
-                            tasks.reconcile_hooks(&config.hooks);
+                            hooks = wanted_hooks(&config, &api_hooks);
+                            tasks.reconcile_hooks(&hooks);
                             tasks.reconcile_probes(&config, &sites, &dirty);
-                            read_cx = read_cx.reconfigured(&config, tasks.wakes());
+                            read_cx = read_cx.reconfigured(&config, &hooks, tasks.wakes());
+                            reconfigure_api(api.as_ref(), &config);
+                            publish_view(api.as_ref(), &config, &hooks, &tasks);
                             // Only new and changed sites are read again.
                             for i in changed {
                                 dirty.mark(i);
@@ -356,6 +398,9 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
             if let Some(r) = ready.take() {
                 let _ = r.send(());
             }
+            if let Some(a) = &api {
+                let _ = a.ready.send(true);
+            }
         }
     }
     notify(&[NotifyState::Stopping]);
@@ -365,6 +410,60 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     reads.detach_all();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The hooks to run: the config's, then those registered through the API (`api-<id>`,
+/// refused private addresses unless `api.allow_private_targets`).
+fn wanted_hooks(config: &Config, api_hooks: &[ApiHook]) -> Vec<HookConfig> {
+    let public_only = !config.api.as_ref().is_some_and(|a| a.allow_private_targets);
+    let mut hooks = config.hooks.clone();
+    for h in api_hooks {
+        match url::Url::parse(&h.url) {
+            Ok(url) => hooks.push(HookConfig {
+                events: vec![h.event.clone()],
+                insecure_ssl: h.insecure_ssl,
+                public_only,
+                ..HookConfig::new(&h.name(), url)
+            }),
+            Err(e) => {
+                tracing::warn!(hook = %h.name(), error = %e, "a stored hook's url does not parse; it is not run");
+            }
+        }
+    }
+    hooks
+}
+
+fn api_settings(config: &Config) -> api::Settings {
+    api::Settings {
+        token: config.api.as_ref().and_then(|a| a.token.clone()),
+        allow_private_targets: config.api.as_ref().is_some_and(|a| a.allow_private_targets),
+        host_name: config.daemon.host_name.clone(),
+    }
+}
+
+/// After a reload: the new token and settings apply at once; a new `listen` (or an
+/// `[api]` added or removed) waits for a restart.
+fn reconfigure_api(api: Option<&ApiHandle>, config: &Config) {
+    let listen = config.api.as_ref().map(|a| &a.listen);
+    if api.map(|a| &a.listen) != listen {
+        tracing::warn!(
+            "api.listen (or the [api] table) changed: this takes effect at the next restart"
+        );
+    }
+    if let Some(a) = api {
+        a.settings.send_replace(api_settings(config));
+    }
+}
+
+/// Tells the API which hooks run now.
+fn publish_view(api: Option<&ApiHandle>, config: &Config, hooks: &[HookConfig], tasks: &Tasks) {
+    if let Some(a) = api {
+        a.view.send_replace(HookView {
+            hooks: Arc::new(hooks.to_vec()),
+            config_hooks: Arc::new(config.hooks.iter().map(|h| h.name.clone()).collect()),
+            wakes: Arc::new(tasks.wakes().clone()),
+        });
+    }
 }
 
 /// Sends systemd a one-line summary (`systemctl status` shows it): the sites, the

@@ -235,10 +235,16 @@ pub struct ReadContext {
 }
 
 impl ReadContext {
-    pub fn new(config: &Config, store: &Store, wakes: &BTreeMap<String, Arc<Notify>>) -> Self {
+    /// `hooks`: the hooks the daemon runs (the config's and the API's).
+    pub fn new(
+        config: &Config,
+        hooks: &[HookConfig],
+        store: &Store,
+        wakes: &BTreeMap<String, Arc<Notify>>,
+    ) -> Self {
         ReadContext {
             store: store.clone(),
-            hooks: Arc::new(config.hooks.clone()),
+            hooks: Arc::new(hooks.to_vec()),
             host_name: config.daemon.host_name.clone(),
             wakes: Arc::new(wakes.clone()),
             slots: Arc::new(tokio::sync::Semaphore::new(READ_SLOTS)),
@@ -247,10 +253,15 @@ impl ReadContext {
 
     /// The same context under a reloaded config; the read slots stay (reads in flight
     /// hold some).
-    pub fn reconfigured(&self, config: &Config, wakes: &BTreeMap<String, Arc<Notify>>) -> Self {
+    pub fn reconfigured(
+        &self,
+        config: &Config,
+        hooks: &[HookConfig],
+        wakes: &BTreeMap<String, Arc<Notify>>,
+    ) -> Self {
         ReadContext {
             slots: self.slots.clone(),
-            ..Self::new(config, &self.store, wakes)
+            ..Self::new(config, hooks, &self.store, wakes)
         }
     }
 }

@@ -4,6 +4,7 @@
 #[macro_use]
 mod support;
 
+mod api;
 mod bad_input;
 mod check;
 mod delivery;

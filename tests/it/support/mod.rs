@@ -11,6 +11,7 @@ macro_rules! eventually {
     };
 }
 
+pub mod api;
 pub mod daemon;
 pub mod deploy;
 pub mod env;

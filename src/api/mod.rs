@@ -1,0 +1,289 @@
+//! The HTTP API (SPEC §6), served with axum when `[api]` is present: Kudu's
+//! `/api/hooks` (runtime hooks, stored in SQLite), publish, ping and `/healthz`. Every
+//! route answers with and without the `/api` prefix; errors are `{"error": "..."}`.
+//!
+//! The API never runs a hook itself. A change of the runtime hooks is written to the
+//! store, then handed to the daemon loop (`LoopRequest::ApiHooks`), which reconciles
+//! the workers against config + runtime hooks like after a reload, and publishes the
+//! hooks it runs (`HookView`) for the next publish or ping. Published events go through
+//! the outbox like any other event.
+
+mod auth;
+mod hooks;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::config::{HookConfig, Listen, Secret};
+use crate::store::Store;
+use crate::store::api_hooks::ApiHook;
+
+/// Request bodies larger than this are refused with `413`.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// How long `/healthz` waits for the daemon loop to answer.
+const LOOP_ANSWER: Duration = Duration::from_secs(2);
+
+/// What the API needs from the config; replaced on a reload.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub token: Option<Secret>,
+    pub allow_private_targets: bool,
+    pub host_name: String,
+}
+
+/// The hooks the daemon runs now (config and runtime ones), and their workers'
+/// wake-ups.
+#[derive(Clone, Default)]
+pub struct HookView {
+    pub hooks: Arc<Vec<HookConfig>>,
+    /// Names of the hooks that come from the config file.
+    pub config_hooks: Arc<Vec<String>>,
+    pub wakes: Arc<BTreeMap<String, Arc<Notify>>>,
+}
+
+/// Asks of the daemon loop.
+pub enum LoopRequest {
+    /// The runtime hooks are now these: reconcile, then answer.
+    ApiHooks(Vec<ApiHook>, oneshot::Sender<()>),
+    /// Answer when the loop gets to it (`/healthz`).
+    Ping(oneshot::Sender<()>),
+}
+
+/// The daemon's side of the API.
+pub struct ApiHandle {
+    pub settings: watch::Sender<Settings>,
+    pub view: watch::Sender<HookView>,
+    pub requests: mpsc::Receiver<LoopRequest>,
+    /// Set once the first reconcile is done.
+    pub ready: watch::Sender<bool>,
+    pub listen: Listen,
+}
+
+#[derive(Clone)]
+pub(crate) struct Api {
+    store: Store,
+    settings: watch::Receiver<Settings>,
+    view: watch::Receiver<HookView>,
+    to_loop: mpsc::Sender<LoopRequest>,
+    /// Hook changes and publishes one at a time, so the loop sees them in order and a
+    /// publish never plans a delivery for a hook being deleted.
+    mutate: Arc<tokio::sync::Mutex<()>>,
+    ready: watch::Receiver<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot listen on {listen}")]
+    Bind {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An answer with a status and `{"error": "..."}`.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    Problem::new(status, message).into_response()
+}
+
+/// An error answer (`{"error": "..."}`), as a handler's `Err`.
+#[derive(Debug)]
+pub(crate) struct Problem {
+    status: StatusCode,
+    message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+enum Bound {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// Binds `listen` (a failure is fatal at start) and serves the API until `shutdown`.
+/// Returns the daemon's handle; the server runs as a task.
+pub async fn start(
+    listen: &Listen,
+    store: &Store,
+    settings: Settings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<ApiHandle, ApiError> {
+    let bind_error = |source| ApiError::Bind {
+        listen: listen.to_string(),
+        source,
+    };
+    let bound = match listen {
+        Listen::Tcp(addr) => Bound::Tcp(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(bind_error)?,
+        ),
+        Listen::Unix(path) => Bound::Unix(bind_unix(path).map_err(bind_error)?),
+    };
+    let (settings_tx, settings_rx) = watch::channel(settings);
+    let (view_tx, view_rx) = watch::channel(HookView::default());
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let (to_loop, requests) = mpsc::channel(16);
+    let api = Api {
+        store: store.clone(),
+        settings: settings_rx,
+        view: view_rx,
+        to_loop,
+        mutate: Arc::new(tokio::sync::Mutex::new(())),
+        ready: ready_rx,
+    };
+    let app = router(api);
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tracing::info!(listen = %listen, "API listening");
+    tokio::spawn(async move {
+        let served = match bound {
+            Bound::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
+            Bound::Unix(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
+        };
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the API server stopped");
+        }
+    });
+    Ok(ApiHandle {
+        settings: settings_tx,
+        view: view_tx,
+        requests,
+        ready: ready_tx,
+        listen: listen.clone(),
+    })
+}
+
+/// A unix socket at `path`, mode 0660 (a stale socket from an earlier run is replaced;
+/// any other file there is not).
+fn bind_unix(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            ));
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+fn routes() -> Router<Api> {
+    Router::new()
+        .route("/hooks", get(hooks::list).post(hooks::subscribe))
+        .route("/hooks/{id}", get(hooks::get_one).delete(hooks::remove))
+        .route("/hooks/{id}/ping", post(hooks::ping))
+        .route("/hooks/publish/{event}", post(hooks::publish))
+        .route("/healthz", get(healthz))
+}
+
+fn router(api: Api) -> Router {
+    let r = routes();
+    Router::new()
+        .nest("/api", r.clone())
+        .merge(r)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api)
+}
+
+/// `200` once the first reconcile is done and the daemon loop answers; `503` otherwise.
+async fn healthz(axum::extract::State(api): axum::extract::State<Api>) -> Response {
+    if !*api.ready.borrow() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: the first reconcile is not done",
+        );
+    }
+    let (tx, rx) = oneshot::channel();
+    let answered = api.to_loop.try_send(LoopRequest::Ping(tx)).is_ok()
+        && matches!(tokio::time::timeout(LOOP_ANSWER, rx).await, Ok(Ok(())));
+    if answered {
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ok"})),
+        )
+            .into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon loop does not answer",
+        )
+    }
+}
+
+impl Api {
+    /// Runs a store call off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, Problem> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                let text = crate::telemetry::chain(&e);
+                tracing::error!(error = %crate::telemetry::escape(&text), "API: the store failed");
+                Err(Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the outbox cannot be read or written; see the daemon's log",
+                ))
+            }
+            Err(_) => Err(Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+            )),
+        }
+    }
+
+    /// Hands the runtime hooks to the loop and waits until it runs them.
+    async fn hooks_changed(&self, hooks: Vec<ApiHook>) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .to_loop
+            .send(LoopRequest::ApiHooks(hooks, tx))
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+}

@@ -1,0 +1,586 @@
+//! The HTTP API against the real binary over real HTTP: every Kudu `/api/hooks`
+//! behaviour as its own test, runtime hooks as real hooks (restart, queue, delete),
+//! auth, the unix socket, body limits and the private-address guard.
+
+use serde_json::json;
+
+use crate::support::api::{Answer, Client, free_port};
+use crate::support::daemon::Daemon;
+use crate::support::env::TestEnv;
+use crate::support::receiver::Receiver;
+
+/// A config with one (empty) site, the given hooks and an `[api]` table on `port`.
+fn config(env: &TestEnv, port: u16, api_extra: &str, hooks: &str) -> String {
+    let site = env.join("site");
+    std::fs::create_dir_all(site.join("releases")).unwrap_or_else(|e| panic!("{e}"));
+    format!(
+        "[daemon]\nstate_dir = \"{}\"\nhost_name = \"test-host\"\nshutdown_timeout = \"1s\"\n\n\
+         [[site]]\nname = \"shop\"\npath = \"{}\"\n\n{hooks}\n\
+         [api]\nlisten = \"127.0.0.1:{port}\"\n{api_extra}\n",
+        env.join("state").display(),
+        site.display()
+    )
+}
+
+/// A daemon whose API may register loopback receivers.
+fn start<'a>(env: &'a TestEnv, hooks: &str) -> (Daemon<'a>, Client) {
+    let port = free_port();
+    let d = Daemon::start(
+        env,
+        &config(env, port, "allow_private_targets = true", hooks),
+    );
+    (d, Client::tcp(port))
+}
+
+fn subscribe(c: &Client, url: &str, event: &str) -> Answer {
+    c.post_json("/api/hooks", &json!({"url": url, "event": event}))
+}
+
+fn id_of(a: &Answer) -> String {
+    assert_eq!(a.status, 201, "{}", a.text());
+    a.json()["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id: {}", a.text()))
+        .to_string()
+}
+
+#[test]
+fn subscribe_returns_201_with_a_server_generated_decimal_id_and_ignores_a_client_id() {
+    let env = TestEnv::new();
+    let (_d, c) = start(&env, "");
+    let a = c.post_json(
+        "/api/hooks",
+        &json!({"url": "http://127.0.0.1:9/a", "event": "PostDeployment", "id": "777", "insecure_ssl": false}),
+    );
+    assert_eq!(a.status, 201, "{}", a.text());
+    let hook = a.json();
+    let id = hook["id"].as_str().unwrap_or_default();
+    assert!(
+        !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
+        "{hook}"
+    );
+    assert_ne!(id, "777", "the client's id is ignored");
+    assert_eq!(hook["url"], "http://127.0.0.1:9/a");
+    assert_eq!(hook["event"], "PostDeployment");
+    assert_eq!(hook["insecure_ssl"], false);
+    assert_eq!(hook["source"], "api");
+    let b = subscribe(&c, "http://127.0.0.1:9/b", "PostDeployment");
+    assert_ne!(id_of(&b), id, "ids are unique");
+}
+
+#[test]
+fn resubscribing_the_same_url_and_event_returns_201_with_the_same_id() {
+    let env = TestEnv::new();
+    let (_d, c) = start(&env, "");
+    let first = id_of(&subscribe(&c, "http://127.0.0.1:9/hook", "PostDeployment"));
+    let again = id_of(&subscribe(&c, "http://127.0.0.1:9/hook", "PostDeployment"));
+    assert_eq!(again, first);
+    // The URL compared case-insensitively, the event too, the URL trimmed.
+    let upper = id_of(&subscribe(&c, "HTTP://127.0.0.1:9/HOOK", "postdeployment"));
+    assert_eq!(upper, first);
+    let padded = id_of(&subscribe(
+        &c,
+        "  http://127.0.0.1:9/hook \n",
+        "POSTDEPLOYMENT",
+    ));
+    assert_eq!(padded, first);
+    let list = c.get("/api/hooks").json();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+}
+
+#[test]
+fn the_same_url_with_another_event_is_409() {
+    let env = TestEnv::new();
+    let (_d, c) = start(&env, "");
+    id_of(&subscribe(&c, "http://127.0.0.1:9/hook", "PostDeployment"));
+    let a = subscribe(&c, "http://127.0.0.1:9/Hook", "StatusChanged");
+    assert_eq!(a.status, 409, "{}", a.text());
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("registered already")),
+        "{}",
+        a.text()
+    );
+}
+
+#[test]
+fn bad_json_and_a_bad_url_are_400_with_a_json_error() {
+    let env = TestEnv::new();
+    let (_d, c) = start(&env, "");
+    for body in [
+        "{bad",
+        "",
+        "[1,2]",
+        "{\"event\":\"PostDeployment\"}",
+        "{\"url\": 5}",
+    ] {
+        let a = c.post("/api/hooks", body);
+        assert_eq!(a.status, 400, "{body:?}: {}", a.text());
+        assert!(a.json()["error"].is_string(), "{body:?}: {}", a.text());
+    }
+    for url in [
+        "not a url",
+        "ftp://127.0.0.1/x",
+        "/relative",
+        "http://",
+        "mailto:a@b.c",
+    ] {
+        let a = subscribe(&c, url, "PostDeployment");
+        assert_eq!(a.status, 400, "{url:?}: {}", a.text());
+        assert!(a.text().contains("absolute http"), "{url:?}: {}", a.text());
+    }
+    let typo = subscribe(&c, "http://127.0.0.1:9/x", "PostDeployments");
+    assert_eq!(typo.status, 400, "{}", typo.text());
+    assert_eq!(
+        c.get("/api/hooks").json(),
+        json!([]),
+        "nothing was registered"
+    );
+}
+
+#[test]
+fn the_list_is_empty_with_no_hooks_and_shows_config_hooks_with_their_source() {
+    let env = TestEnv::new();
+    let (d, c) = start(&env, "");
+    assert_eq!(c.get("/api/hooks").json(), json!([]));
+    assert_eq!(
+        c.get("/hooks").json(),
+        json!([]),
+        "also without the /api prefix"
+    );
+    drop(d);
+    let env = TestEnv::new();
+    let (_d, c) = start(
+        &env,
+        "[[hook]]\nname = \"ops\"\nurl = \"http://user:pw@127.0.0.1:9/x?token=abc\"\n",
+    );
+    let id = id_of(&subscribe(&c, "http://127.0.0.1:9/api", "PostDeployment"));
+    let list = c.get("/api/hooks").json();
+    let hooks = list.as_array().cloned().unwrap_or_default();
+    assert_eq!(hooks.len(), 2, "{list}");
+    assert_eq!(hooks[0]["id"], "ops");
+    assert_eq!(hooks[0]["source"], "config");
+    assert_eq!(hooks[1]["id"], id.as_str());
+    assert_eq!(hooks[1]["source"], "api");
+    let text = list.to_string();
+    assert!(
+        !text.contains("pw@") && !text.contains("abc"),
+        "credentials shown: {text}"
+    );
+}
+
+#[test]
+fn get_and_delete_known_and_unknown_ids() {
+    let env = TestEnv::new();
+    let (_d, c) = start(
+        &env,
+        "[[hook]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/x\"\n",
+    );
+    let id = id_of(&subscribe(&c, "http://127.0.0.1:9/a", "PostDeployment"));
+    let got = c.get(&format!("/api/hooks/{id}"));
+    assert_eq!(got.status, 200, "{}", got.text());
+    let hook = got.json();
+    assert_eq!(hook["id"], id.as_str());
+    for field in [
+        "last_datetime",
+        "last_status",
+        "last_reason",
+        "last_context",
+    ] {
+        assert!(hook.get(field).is_some(), "{field} missing: {hook}");
+    }
+    assert_eq!(c.get("/api/hooks/ops").json()["source"], "config");
+    let unknown = c.get("/api/hooks/4242");
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    assert!(unknown.json()["error"].is_string());
+    assert_eq!(c.get("/hooks/nope").status, 404);
+    let del = c.delete(&format!("/api/hooks/{id}"));
+    assert_eq!(del.status, 200, "{}", del.text());
+    assert_eq!(c.get(&format!("/api/hooks/{id}")).status, 404, "gone");
+    assert_eq!(
+        c.delete(&format!("/api/hooks/{id}")).status,
+        200,
+        "deleting again: 200"
+    );
+    assert_eq!(
+        c.delete("/api/hooks/4242").status,
+        200,
+        "unknown: 200, as Kudu"
+    );
+}
+
+#[test]
+fn a_config_hook_cannot_be_deleted_through_the_api() {
+    let env = TestEnv::new();
+    let (_d, c) = start(
+        &env,
+        "[[hook]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/x\"\n",
+    );
+    let a = c.delete("/api/hooks/ops");
+    assert_eq!(a.status, 409, "{}", a.text());
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("config file")),
+        "{}",
+        a.text()
+    );
+    assert_eq!(c.get("/api/hooks/ops").status, 200, "still there");
+}
+
+#[test]
+fn publish_goes_to_the_hooks_of_that_event_type_only_and_to_none_when_none_match() {
+    let env = TestEnv::new();
+    let deploys = Receiver::start();
+    let other = Receiver::start();
+    let (_d, c) = start(&env, "");
+    id_of(&subscribe(&c, &deploys.url, "PostDeployment"));
+    id_of(&subscribe(&c, &other.url, "SomethingElse"));
+    let a = c.post("/api/hooks/publish/postDEPLOYMENT", r#"{"hello": "world"}"#);
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        a.json()["deliveries"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        a.text()
+    );
+    eventually!(
+        deploys.requests().len() == 1,
+        "the matching hook got it: {:?}",
+        deploys.requests()
+    );
+    let r = &deploys.requests()[0];
+    assert_eq!(r.json(), json!({"hello": "world"}));
+    assert_eq!(r.event(), "postDEPLOYMENT");
+    let none = c.post("/hooks/publish/NobodyListens", "{}");
+    assert_eq!(none.status, 200, "{}", none.text());
+    assert_eq!(none.json()["deliveries"], json!([]));
+    let bad = c.post("/api/hooks/publish/PostDeployment", "{not json");
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        other.requests().is_empty(),
+        "the other event's hook got nothing"
+    );
+    assert_eq!(deploys.requests().len(), 1, "nothing more");
+}
+
+fn last(c: &Client, id: &str) -> serde_json::Value {
+    c.get(&format!("/api/hooks/{id}")).json()
+}
+
+#[test]
+fn last_fields_after_a_200_a_500_and_a_refused_connection() {
+    let env = TestEnv::new();
+    let rx = Receiver::start();
+    let (_d, c) = start(&env, "");
+    let id = id_of(&subscribe(&c, &rx.url, "PostDeployment"));
+    assert_eq!(last(&c, &id)["last_status"], json!(null), "no attempt yet");
+    c.post("/api/hooks/publish/PostDeployment", "{}");
+    eventually!(last(&c, &id)["last_status"] == "OK", "{}", last(&c, &id));
+    let h = last(&c, &id);
+    assert_eq!(h["last_reason"], "OK");
+    assert!(
+        h["last_datetime"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20")),
+        "{h}"
+    );
+    assert!(
+        h["last_context"]
+            .as_str()
+            .is_some_and(|t| t.contains("PostDeployment")),
+        "{h}"
+    );
+
+    rx.behave(|b| b.statuses = [500].into());
+    c.post("/api/hooks/publish/PostDeployment", "{}");
+    eventually!(
+        last(&c, &id)["last_status"] == "InternalServerError",
+        "{}",
+        last(&c, &id)
+    );
+    assert_eq!(last(&c, &id)["last_reason"], "Internal Server Error");
+
+    // A second hook whose receiver is down.
+    let down = Receiver::start();
+    down.stop();
+    let id2 = id_of(&subscribe(&c, &down.url, "Refused"));
+    c.post("/api/hooks/publish/Refused", "{}");
+    eventually!(
+        last(&c, &id2)["last_status"] == "Failure",
+        "{}",
+        last(&c, &id2)
+    );
+    assert_eq!(last(&c, &id2)["last_reason"], "connection refused");
+}
+
+#[test]
+fn last_status_after_a_timeout_is_failure() {
+    let env = TestEnv::new();
+    let rx = Receiver::start();
+    rx.behave(|b| b.hang = true);
+    let (_d, c) = start(&env, "");
+    let id = id_of(&subscribe(&c, &rx.url, "PostDeployment"));
+    c.post("/api/hooks/publish/PostDeployment", "{}");
+    // API hooks have the default 10 s timeout.
+    crate::support::env::wait_until(
+        || last(&c, &id)["last_status"] == "Failure",
+        std::time::Duration::from_secs(20),
+        || format!("{}", last(&c, &id)),
+    );
+    let reason = last(&c, &id)["last_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("timed out"), "{reason}");
+}
+
+#[test]
+fn a_runtime_hook_survives_a_restart_with_its_queue() {
+    let env = TestEnv::new();
+    let rx = Receiver::start();
+    rx.behave(|b| b.statuses = [503].into());
+    let port = free_port();
+    let cfg = config(&env, port, "allow_private_targets = true", "");
+    let d = Daemon::start(&env, &cfg);
+    let c = Client::tcp(port);
+    let id = id_of(&subscribe(&c, &rx.url, "PostDeployment"));
+    c.post("/api/hooks/publish/PostDeployment", r#"{"n": 1}"#);
+    eventually!(rx.requests().len() == 1, "first attempt");
+    c.post("/api/hooks/publish/PostDeployment", r#"{"n": 2}"#);
+    // Both wait: the first for its retry (5 s), the second behind it.
+    d.kill();
+    let _d = Daemon::start(&env, &cfg);
+    let list = c.get("/api/hooks").json();
+    assert_eq!(list[0]["id"], id.as_str(), "{list}");
+    crate::support::env::wait_until(
+        || rx.requests().len() >= 3,
+        std::time::Duration::from_secs(20),
+        || format!("{:?}", rx.requests()),
+    );
+    let bodies: Vec<_> = rx
+        .requests()
+        .iter()
+        .map(|r| r.json()["n"].clone())
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![json!(1), json!(1), json!(2)],
+        "in order, nothing lost"
+    );
+}
+
+#[test]
+fn a_deleted_hooks_queue_is_cancelled_and_other_workers_keep_running() {
+    let env = TestEnv::new();
+    let slow = Receiver::start();
+    slow.behave(|b| b.statuses = [503, 503].into());
+    let ops = Receiver::start();
+    let (d, c) = start(
+        &env,
+        &format!(
+            "[[hook]]\nname = \"ops\"\nurl = \"{}\"\nevents = [\"PostDeployment\"]\n",
+            ops.url
+        ),
+    );
+    let id = id_of(&subscribe(&c, &slow.url, "PostDeployment"));
+    c.post("/api/hooks/publish/PostDeployment", "{}");
+    eventually!(
+        slow.requests().len() == 1 && ops.requests().len() == 1,
+        "both got the first"
+    );
+    c.post("/api/hooks/publish/PostDeployment", "{}");
+    eventually!(ops.requests().len() == 2, "ops got the second");
+    assert_eq!(
+        c.delete(&format!("/api/hooks/{id}")).json()["cancelled"],
+        2,
+        "both waiting ones"
+    );
+    let out = crate::support::daemon::run(
+        &env,
+        &[
+            "deliveries",
+            "list",
+            "--config",
+            &d.config.to_string_lossy(),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("cancelled").count(), 2, "{text}");
+    assert!(
+        !d.has_log("hook worker stopping (after the attempt in flight) hook=ops"),
+        "ops was not restarted"
+    );
+    c.post("/api/hooks/publish/PostDeployment", "{}");
+    eventually!(ops.requests().len() == 3, "ops still delivers");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        slow.requests().len(),
+        1,
+        "nothing more for the deleted hook"
+    );
+}
+
+#[test]
+fn without_the_token_or_with_a_wrong_one_every_route_but_healthz_is_401() {
+    let env = TestEnv::new();
+    std::fs::write(env.join("token"), "s3cret-token\n").unwrap_or_else(|e| panic!("{e}"));
+    let port = free_port();
+    let extra = format!(
+        "token_file = \"{}\"\nallow_private_targets = true",
+        env.join("token").display()
+    );
+    let _d = Daemon::start(&env, &config(&env, port, &extra, ""));
+    let anon = Client::tcp(port);
+    let wrong = Client::tcp(port).with_token("s3cret-tokem");
+    let routes = [
+        ("GET", "/api/hooks"),
+        ("POST", "/api/hooks"),
+        ("GET", "/api/hooks/1"),
+        ("DELETE", "/api/hooks/1"),
+        ("POST", "/api/hooks/1/ping"),
+        ("POST", "/api/hooks/publish/PostDeployment"),
+        ("GET", "/hooks"),
+        ("GET", "/api/nothing-here"),
+    ];
+    for (method, path) in routes {
+        for c in [&anon, &wrong] {
+            let a = c.send(method, path, &[], Some(b"{}"));
+            assert_eq!(a.status, 401, "{method} {path}: {}", a.text());
+            assert!(a.json()["error"].is_string());
+            assert!(a.header("www-authenticate").is_some());
+        }
+    }
+    assert_eq!(anon.get("/healthz").status, 200);
+    assert_eq!(anon.get("/api/healthz").status, 200);
+    let good = Client::tcp(port).with_token("s3cret-token");
+    assert_eq!(good.get("/api/hooks").status, 200);
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode("kudu:s3cret-token");
+    let a = anon.send(
+        "GET",
+        "/api/hooks",
+        &[("Authorization", &format!("Basic {basic}"))],
+        None,
+    );
+    assert_eq!(
+        a.status,
+        200,
+        "Basic with the token as password: {}",
+        a.text()
+    );
+}
+
+#[test]
+fn the_unix_socket_serves_the_api_with_mode_0660() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let sock = env.join("api.sock");
+    let cfg = config(&env, 0, "", "").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"unix:{}\"", sock.display()),
+    );
+    let _d = Daemon::start(&env, &cfg);
+    let mode = std::fs::metadata(&sock)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0);
+    assert_eq!(mode, 0o660);
+    let c = Client::unix(&sock);
+    assert_eq!(c.get("/healthz").status, 200);
+    assert_eq!(c.get("/api/hooks").json(), json!([]));
+}
+
+#[test]
+fn a_body_over_1_mib_is_413() {
+    let env = TestEnv::new();
+    let (_d, c) = start(&env, "");
+    let big = format!(
+        "{{\"url\": \"http://127.0.0.1:9/{}\"}}",
+        "a".repeat(2 * 1024 * 1024)
+    );
+    let a = c.post("/api/hooks", &big);
+    assert_eq!(a.status, 413, "{}", a.text());
+    assert!(a.json()["error"].is_string());
+    let a = c.post("/api/hooks/publish/PostDeployment", &big);
+    assert_eq!(a.status, 413, "{}", a.text());
+}
+
+#[test]
+fn private_targets_are_refused_at_registration_and_again_at_delivery() {
+    let env = TestEnv::new();
+    let rx = Receiver::start();
+    let port = free_port();
+    let hosts = env.join("hosts");
+    // A public address at registration (only resolved, never connected to).
+    std::fs::write(&hosts, "93.184.216.34 hooks.example\n").unwrap_or_else(|e| panic!("{e}"));
+    let cfg = env.join("deployhook.toml");
+    std::fs::write(&cfg, config(&env, port, "", "")).unwrap_or_else(|e| panic!("{e}"));
+    let hosts_var = hosts.to_string_lossy().into_owned();
+    let _d = Daemon::start_with(&env, &cfg, &[("DEPLOYHOOK_DEBUG_HOSTS_FILE", &hosts_var)]);
+    let c = Client::tcp(port);
+    for url in [
+        rx.url.as_str(),
+        "http://localhost:9/x",
+        "http://[::1]:9/x",
+        "http://169.254.169.254/latest",
+        "http://10.0.0.1/x",
+    ] {
+        let a = subscribe(&c, url, "PostDeployment");
+        assert_eq!(a.status, 400, "{url}: {}", a.text());
+        assert!(a.text().contains("refused"), "{url}: {}", a.text());
+    }
+    let hook_port = rx
+        .url
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next())
+        .unwrap_or("9");
+    let id = id_of(&subscribe(
+        &c,
+        &format!("http://hooks.example:{hook_port}/hook"),
+        "PostDeployment",
+    ));
+    // DNS changes: the name now resolves to loopback, where the receiver listens.
+    std::fs::write(&hosts, "127.0.0.1 hooks.example\n").unwrap_or_else(|e| panic!("{e}"));
+    c.post("/api/hooks/publish/PostDeployment", "{}");
+    eventually!(
+        last(&c, &id)["last_status"] == "Failure",
+        "{}",
+        last(&c, &id)
+    );
+    let reason = last(&c, &id)["last_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("127.0.0.1") && reason.contains("loopback"),
+        "{reason}"
+    );
+    assert!(
+        rx.requests().is_empty(),
+        "nothing reached the loopback receiver"
+    );
+}
+
+#[test]
+fn healthz_is_200_once_ready_and_a_non_loopback_listen_without_a_token_is_a_config_error() {
+    let env = TestEnv::new();
+    let (_d, c) = start(&env, "");
+    let a = c.get("/healthz");
+    assert_eq!(a.status, 200, "{}", a.text());
+    let cfg = config(&env, 8791, "", "").replace("127.0.0.1:8791", "0.0.0.0:8791");
+    std::fs::write(env.join("bad.toml"), cfg).unwrap_or_else(|e| panic!("{e}"));
+    let out = crate::support::daemon::run(
+        &env,
+        &["check", "--config", &env.join("bad.toml").to_string_lossy()],
+    );
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("api.listen") && text.contains("token_file"),
+        "{text}"
+    );
+}
