@@ -26,6 +26,7 @@ pub mod cli;
 pub mod demo;
 pub mod listen;
 pub mod mark;
+pub mod metrics;
 pub mod telemetry;
 
 use cli::{Cli, Command, Deliveries, Hooks, exit};

@@ -9,6 +9,7 @@
 //! the outbox like any other event.
 
 mod auth;
+mod history;
 mod hooks;
 
 use std::collections::BTreeMap;
@@ -202,7 +203,13 @@ fn routes() -> Router<Api> {
         .route("/hooks/{id}", get(hooks::get_one).delete(hooks::remove))
         .route("/hooks/{id}/ping", post(hooks::ping))
         .route("/hooks/publish/{event}", post(hooks::publish))
+        .route("/hooks/{id}/deliveries", get(history::hook_deliveries))
+        .route("/deployments", get(history::deployments))
+        .route("/deployments/{id}", get(history::deployment))
+        .route("/deliveries/{id}", get(history::delivery))
+        .route("/deliveries/{id}/redeliver", post(history::redeliver))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
 }
 
 fn router(api: Api) -> Router {
@@ -247,6 +254,48 @@ async fn healthz(axum::extract::State(api): axum::extract::State<Api>) -> Respon
             StatusCode::SERVICE_UNAVAILABLE,
             "the daemon loop does not answer",
         )
+    }
+}
+
+/// `GET /metrics`: the Prometheus text format (OpenMetrics), with each running hook's
+/// queue read from the outbox now.
+async fn metrics(axum::extract::State(api): axum::extract::State<Api>) -> Response {
+    let hooks: Vec<String> = api
+        .view
+        .borrow()
+        .hooks
+        .iter()
+        .map(|h| h.name.clone())
+        .collect();
+    let queues = api
+        .blocking(move |s| {
+            let now = crate::model::Timestamp::now();
+            hooks
+                .into_iter()
+                .map(|h| {
+                    let sum = s.hook_summary(&h)?;
+                    let age = sum
+                        .oldest_pending
+                        .map_or(0.0, |t| now.since(t).as_secs_f64());
+                    Ok((h, sum.pending, age))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await;
+    match queues {
+        Ok(q) => {
+            let m = crate::metrics::get();
+            m.set_queue(&q);
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                m.encode(),
+            )
+                .into_response()
+        }
+        Err(p) => p.into_response(),
     }
 }
 

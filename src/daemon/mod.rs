@@ -243,6 +243,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                     notify(&states);
                     reloads += 1;
                     let outcome = reload_config(path, &mut config);
+                    crate::metrics::get().reload(matches!(outcome, Reload::Applied));
                     let answer = verdict::Verdict {
                         pid: std::process::id(),
                         seq: reloads,
@@ -309,6 +310,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
             next_resync = tokio::time::Instant::now() + config.daemon.resync;
         }
         if marks.rescans > 0 {
+            crate::metrics::get().rescans(marks.rescans);
             tracing::warn!(
                 rescans = marks.rescans,
                 "the watcher asked for a rescan (event queue overflow?): re-reading every site"

@@ -312,6 +312,7 @@ fn read_infer_commit(
     let t_infer = t1.elapsed().as_micros();
     let t2 = std::time::Instant::now();
     let name = reader.site().name.clone();
+    crate::metrics::get().site_read(&name);
     let committed = if inference.state != *prev || !inference.transitions.is_empty() {
         let cx = events::Context {
             site: &name,
@@ -331,7 +332,12 @@ fn read_infer_commit(
                 &events,
                 now,
             )
-            .map(|_| queued)
+            .map(|_| {
+                for t in &inference.transitions {
+                    crate::metrics::get().deployment(&name, t.to.as_str());
+                }
+                queued
+            })
     } else {
         Ok(BTreeSet::new())
     };

@@ -416,6 +416,7 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
         );
         log_attempt(&hook, &d, attempts, &record, &decision);
         let update = decision;
+        let took = record.duration.as_secs_f64();
         drop(permit);
         // Recorded (with other hooks' attempts, in one transaction) before this hook's
         // next attempt.
@@ -434,6 +435,13 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
             wait(&mut cx, w).await;
         } else {
             store_backoff = None;
+            let outcome = match update {
+                Outcome::Delivered => "delivered",
+                Outcome::RetryAt(_) => "retry",
+                Outcome::Dead => "dead",
+                Outcome::DisableHook => "disabled",
+            };
+            crate::metrics::get().attempt(&hook.name, outcome, took);
             match update {
                 // Done: the next one in the batch goes now.
                 Outcome::Delivered | Outcome::Dead => {

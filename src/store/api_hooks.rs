@@ -204,3 +204,47 @@ pub(super) const MIGRATE_2: &str = "BEGIN;
       event TEXT NOT NULL, insecure_ssl INTEGER NOT NULL, created_at INTEGER NOT NULL);
     PRAGMA user_version = 2;
     COMMIT;";
+
+/// A deployment as the API shows it: its site and the stored `Deployment` JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredDeployment {
+    pub site: String,
+    pub serial: u64,
+    pub data: String,
+    pub updated_at: Timestamp,
+}
+
+impl Store {
+    /// Deployments, newest first (by last change), optionally of one site and/or with
+    /// one payload id.
+    pub fn deployments(
+        &self,
+        site: Option<&str>,
+        id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredDeployment>, StoreError> {
+        let conn = self.read_conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT site, serial, data, updated_at FROM deployments
+                 WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR id = ?2)
+                 ORDER BY created_at DESC, serial DESC LIMIT ?3",
+            )
+            .map_err(q("read deployments"))?;
+        let rows = stmt
+            .query_map(
+                params![site, id, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok(StoredDeployment {
+                        site: r.get(0)?,
+                        serial: r.get::<_, i64>(1)?.unsigned_abs(),
+                        data: r.get(2)?,
+                        updated_at: Timestamp(r.get(3)?),
+                    })
+                },
+            )
+            .map_err(q("read deployments"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(q("read deployments"))
+    }
+}

@@ -5,6 +5,7 @@
 mod support;
 
 mod api;
+mod api_history;
 mod bad_input;
 mod check;
 mod delivery;

@@ -16,5 +16,6 @@ pub mod daemon;
 pub mod deploy;
 pub mod env;
 pub mod git;
+pub mod python;
 pub mod receiver;
 pub mod sites;

@@ -1,0 +1,188 @@
+//! The daemon's metrics (SPEC §8), in the Prometheus text format via
+//! `prometheus-client`, served at `GET /metrics`. Counters are process-wide (one daemon
+//! per process) and moved where the thing happens: a committed transition, a recorded
+//! attempt, a site read, a watcher rescan, a reload. Queue depth and the oldest pending
+//! delivery's age are read from the outbox at scrape time (`set_queue`).
+
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteStatus {
+    site: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookOutcome {
+    hook: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabel {
+    hook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteLabel {
+    site: String,
+}
+
+type HistogramFamily = Family<HookLabel, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    deployments: Family<SiteStatus, Counter>,
+    deliveries: Family<HookOutcome, Counter>,
+    attempt_seconds: HistogramFamily,
+    queue_depth: Family<HookLabel, Gauge>,
+    oldest_pending: Family<HookLabel, Gauge<f64, AtomicU64>>,
+    site_reads: Family<SiteLabel, Counter>,
+    rescans: Counter,
+    reloads: Counter,
+    reload_failures: Counter,
+}
+
+fn attempt_histogram() -> Histogram {
+    // 5 ms … ~20 s.
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("deployhook");
+        let m = Metrics {
+            deployments: Family::default(),
+            deliveries: Family::default(),
+            attempt_seconds: Family::new_with_constructor(attempt_histogram as fn() -> Histogram),
+            queue_depth: Family::default(),
+            oldest_pending: Family::default(),
+            site_reads: Family::default(),
+            rescans: Counter::default(),
+            reloads: Counter::default(),
+            reload_failures: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "deployments",
+            "Deployment transitions committed, by site and the status reached",
+            m.deployments.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Delivery attempts recorded, by hook and outcome (delivered, retry, dead, disabled)",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "attempt_duration_seconds",
+            "How long each delivery attempt took, by hook",
+            m.attempt_seconds.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Deliveries waiting to be sent, by hook",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "oldest_pending_age_seconds",
+            "Age of the oldest waiting delivery, by hook (0 when none waits)",
+            m.oldest_pending.clone(),
+        );
+        registry.register(
+            "site_reads",
+            "Reads of a site (snapshot, infer, commit), by site",
+            m.site_reads.clone(),
+        );
+        registry.register(
+            "watcher_rescans",
+            "Times the watcher asked for every site to be read again (event queue overflow)",
+            m.rescans.clone(),
+        );
+        registry.register("reloads", "Config reloads applied", m.reloads.clone());
+        registry.register(
+            "reload_failures",
+            "Config reloads rejected (the old config kept running)",
+            m.reload_failures.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn deployment(&self, site: &str, status: &str) {
+        self.deployments
+            .get_or_create(&SiteStatus {
+                site: site.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn attempt(&self, hook: &str, outcome: &str, seconds: f64) {
+        self.deliveries
+            .get_or_create(&HookOutcome {
+                hook: hook.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.attempt_seconds
+            .get_or_create(&HookLabel {
+                hook: hook.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn site_read(&self, site: &str) {
+        self.site_reads
+            .get_or_create(&SiteLabel {
+                site: site.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn rescans(&self, n: u64) {
+        self.rescans.inc_by(n);
+    }
+
+    pub fn reload(&self, applied: bool) {
+        if applied {
+            self.reloads.inc();
+        } else {
+            self.reload_failures.inc();
+        }
+    }
+
+    /// The queue gauges, as read from the outbox now: (hook, waiting, oldest age in s).
+    pub fn set_queue(&self, hooks: &[(String, u64, f64)]) {
+        self.queue_depth.clear();
+        self.oldest_pending.clear();
+        for (hook, waiting, age) in hooks {
+            let l = HookLabel { hook: hook.clone() };
+            self.queue_depth
+                .get_or_create(&l)
+                .set(i64::try_from(*waiting).unwrap_or(i64::MAX));
+            self.oldest_pending.get_or_create(&l).set(*age);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
