@@ -35,6 +35,33 @@ fn load(path: &std::path::Path) -> Result<Config> {
     Ok(config::load(path)?)
 }
 
+/// The config, for commands beside this file (`hooks add`, `publish`).
+pub fn load_config(path: &std::path::Path) -> Result<Config> {
+    load(path)
+}
+
+/// The largest document `publish` sends (the API's limit).
+const MAX_INPUT: u64 = crate::api::MAX_BODY as u64;
+
+/// A file's content, or standard input's for `-`, at most the API's body limit.
+pub fn read_input(path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().take(MAX_INPUT + 1).read_to_end(&mut buf)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(MAX_INPUT + 1).read_to_end(&mut buf))
+    };
+    read.map_err(|e| Failed(format!("cannot read {}: {e}", path.display())))?;
+    if buf.len() as u64 > MAX_INPUT {
+        return Err(Failed(format!(
+            "{} is larger than the API's limit of {MAX_INPUT} bytes",
+            path.display()
+        )));
+    }
+    Ok(buf)
+}
+
 /// Whether a daemon holds the state directory's lock.
 pub fn daemon_running(config: &Config) -> bool {
     let Ok(f) = std::fs::File::open(config.daemon.state_dir.join(LOCK_FILE)) else {
@@ -366,11 +393,30 @@ pub fn hooks_list(path: &std::path::Path, out: &mut impl Write) -> Result<()> {
         };
         say!(
             out,
-            "{}  {}  events {:?}  signature {:?}{state}",
+            "{}  {}  events {:?}  signature {:?}  (config){state}",
             h.name,
             h.display_url(),
             h.events,
             h.signature
+        );
+    }
+    // An outbox written by an older version has no such table: none, then.
+    let api_hooks = store.as_ref().and_then(|s| s.api_hooks().ok());
+    for h in api_hooks.unwrap_or_default() {
+        let disabled = match &store {
+            Some(s) => s.hook_disabled(&h.name())?,
+            None => None,
+        };
+        let state = disabled.map_or_else(String::new, |reason| format!("  DISABLED ({reason})"));
+        let url = url::Url::parse(&h.url)
+            .map_or_else(|_| "(invalid)".to_string(), |u| config::redact_url(&u));
+        say!(
+            out,
+            "{}  {url}  events [{:?}]  (api, id {}; deployhook hooks remove {}){state}",
+            h.name(),
+            h.event,
+            h.id,
+            h.id
         );
     }
     Ok(())

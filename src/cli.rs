@@ -89,7 +89,16 @@ pub enum Command {
     /// List, inspect and redeliver deliveries.
     #[command(subcommand)]
     Deliveries(Deliveries),
-    /// List, test and re-enable hooks.
+    /// Send a JSON document to every hook of an event type, through the running
+    /// daemon's API (needs `[api]`), durably like any other event.
+    Publish {
+        /// The event type (case-insensitive), e.g. `PostDeployment` or a custom one.
+        event: String,
+        /// The JSON document; `-` (the default) reads standard input.
+        #[arg(default_value = "-")]
+        file: std::path::PathBuf,
+    },
+    /// List, test, add, remove and re-enable hooks.
     #[command(subcommand)]
     Hooks(Hooks),
     /// Write a `marker` site's status file (atomically), e.g. from a deploy script.
@@ -184,12 +193,30 @@ pub enum Deliveries {
 
 #[derive(Debug, Subcommand)]
 pub enum Hooks {
-    /// The hooks in the config (secrets never shown).
+    /// The hooks in the config and those registered through the API (secrets never
+    /// shown).
     List,
     /// Send a `ping` event to a hook now and print the answer; exits 1 unless 2xx.
     Test { name: String },
     /// Re-enable a hook that a `410 Gone` disabled.
     Enable { name: String },
+    /// Register a hook with the running daemon (through its API; needs `[api]`).
+    ///
+    /// The same URL and event again gives the same hook; the same URL with another event
+    /// is refused. Hooks registered this way must call public addresses unless
+    /// `api.allow_private_targets = true`.
+    Add {
+        url: String,
+        /// The event type (case-insensitive).
+        #[arg(long, default_value = "PostDeployment")]
+        event: String,
+        /// Accept any TLS certificate from this receiver.
+        #[arg(long)]
+        insecure_ssl: bool,
+    },
+    /// Remove a hook registered through the API (its waiting deliveries are cancelled).
+    /// Hooks from the config file are removed there.
+    Remove { id: String },
 }
 
 fn parse_status(s: &str) -> Result<crate::model::Status, String> {

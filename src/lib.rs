@@ -146,6 +146,15 @@ pub fn run(cli: Cli) -> u8 {
                 }
             })
         }
+        Command::Publish { event, file } => {
+            let out = &mut std::io::stdout();
+            admin_result(admin::load_config(&cli.config).and_then(|c| {
+                // Said before standard input is read (which would wait for it).
+                api::client::api_of(&c)?;
+                let body = admin::read_input(&file)?;
+                api::client::publish(&c, &event, body, out)
+            }))
+        }
         Command::Hooks(h) => {
             let out = &mut std::io::stdout();
             match h {
@@ -153,6 +162,18 @@ pub fn run(cli: Cli) -> u8 {
                 Hooks::Enable { name } => {
                     admin_result(admin::hooks_enable(&cli.config, &name, out))
                 }
+                Hooks::Add {
+                    url,
+                    event,
+                    insecure_ssl,
+                } => admin_result(
+                    admin::load_config(&cli.config)
+                        .and_then(|c| api::client::hooks_add(&c, &url, &event, insecure_ssl, out)),
+                ),
+                Hooks::Remove { id } => admin_result(
+                    admin::load_config(&cli.config)
+                        .and_then(|c| api::client::hooks_remove(&c, &id, out)),
+                ),
                 Hooks::Test { name } => match admin::hooks_test(&cli.config, &name, out) {
                     Ok(true) => exit::OK,
                     Ok(false) => exit::FAILURE,

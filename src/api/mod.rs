@@ -9,6 +9,7 @@
 //! the outbox like any other event.
 
 mod auth;
+pub mod client;
 mod history;
 mod hooks;
 
