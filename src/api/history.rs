@@ -1,13 +1,16 @@
 //! Beyond Kudu: deployments (Kudu's deployment shape), a hook's deliveries, one
 //! delivery with every attempt, and redelivery.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{Api, Problem};
+use super::{Api, ErrorOut, Problem};
 use crate::infer::model::Deployment;
 use crate::model::{Status, Timestamp};
 use crate::store::api_hooks::{StoredDeployment, hook_name};
@@ -16,10 +19,95 @@ use crate::store::query::DeliveryRow;
 /// At most this many rows in a listing.
 const MAX_LIST: usize = 1000;
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Only this site's.
     site: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    #[param(value_type = Option<u32>, minimum = 1)]
     limit: Option<String>,
+}
+
+/// A deployment in Kudu's shape (`status` is Kudu's number: 0 pending, 1 building,
+/// 2 deploying, 3 failed, 4 success), with deployhook's additions.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct DeploymentOut {
+    id: String,
+    status: u8,
+    status_name: String,
+    status_text: String,
+    author_email: Option<String>,
+    author: Option<String>,
+    message: Option<String>,
+    deployer: Option<String>,
+    progress: String,
+    received_time: String,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    complete: bool,
+    /// The site's newest successful deployment (in a listing).
+    active: bool,
+    is_temp: bool,
+    is_readonly: bool,
+    site_name: String,
+    serial: u64,
+    release: Option<String>,
+    branch: Option<String>,
+    rollback: bool,
+    last_change: String,
+}
+
+/// A delivery: one event to one hook.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct DeliveryOut {
+    id: String,
+    /// The hook's API id.
+    hook: String,
+    event: String,
+    /// `pending`, `sending`, `delivered`, `dead` or `cancelled`.
+    state: String,
+    attempts: u32,
+    created: String,
+    last_status: Option<u16>,
+    last_error: Option<String>,
+}
+
+/// One HTTP request of a delivery.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct AttemptOut {
+    n: u32,
+    started: String,
+    duration_ms: u64,
+    /// Secrets are never recorded (`Authorization` left out, custom header values `***`).
+    request_headers: Vec<(String, String)>,
+    response_status: Option<u16>,
+    response_headers: Vec<(String, String)>,
+    /// At most 64 KiB, as text.
+    response_body: String,
+    error: Option<String>,
+}
+
+/// A delivery with its request body and every attempt.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct DeliveryDetailOut {
+    #[serde(flatten)]
+    delivery: DeliveryOut,
+    /// `{"json": …}` when the body is JSON, else `{"base64": "…"}`.
+    #[schema(value_type = Object)]
+    request_body: Value,
+    next_attempt: String,
+    attempt_list: Vec<AttemptOut>,
+}
+
+/// The query, or `400` as JSON (a repeated or undecodable parameter).
+fn query_of(q: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, Problem> {
+    q.map(|Query(q)| q).map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "the query string cannot be read (a parameter given twice?)",
+        )
+    })
 }
 
 impl ListQuery {
@@ -48,52 +136,61 @@ fn kudu_status(s: Status) -> u8 {
     }
 }
 
-fn deployment_json(row: &StoredDeployment, active: bool) -> Value {
-    let Ok(d) = serde_json::from_str::<Deployment>(&row.data) else {
-        return json!({"site_name": row.site, "serial": row.serial, "error": "unreadable record"});
-    };
+fn deployment_out(row: &StoredDeployment, active: bool) -> Option<DeploymentOut> {
+    let d = serde_json::from_str::<Deployment>(&row.data).ok()?;
     let commit = d.commit.as_ref();
-    json!({
-        "id": d.id,
-        "status": kudu_status(d.status),
-        "status_name": d.status.as_str(),
-        "status_text": d.status_text,
-        "author_email": commit.map(|c| c.email.clone()),
-        "author": commit.map(|c| c.author.clone()),
-        "message": commit.map(|c| c.message.clone()),
-        "deployer": d.deployer,
-        "progress": d.progress,
-        "received_time": d.received.rfc3339(),
-        "start_time": d.started.map(|t| t.rfc3339()),
-        "end_time": d.ended.map(|t| t.rfc3339()),
-        "complete": d.status.is_terminal(),
-        "active": active,
-        "is_temp": false,
-        "is_readonly": true,
-        "site_name": row.site,
-        "serial": row.serial,
-        "release": d.release,
-        "branch": d.branch,
-        "rollback": d.rollback,
-        "last_change": row.updated_at.rfc3339(),
+    Some(DeploymentOut {
+        id: d.id.clone(),
+        status: kudu_status(d.status),
+        status_name: d.status.as_str().to_string(),
+        status_text: d.status_text.clone(),
+        author_email: commit.map(|c| c.email.clone()),
+        author: commit.map(|c| c.author.clone()),
+        message: commit.map(|c| c.message.clone()),
+        deployer: d.deployer.clone(),
+        progress: d.progress.clone(),
+        received_time: d.received.rfc3339(),
+        start_time: d.started.map(|t| t.rfc3339()),
+        end_time: d.ended.map(|t| t.rfc3339()),
+        complete: d.status.is_terminal(),
+        active,
+        is_temp: false,
+        is_readonly: true,
+        site_name: row.site.clone(),
+        serial: row.serial,
+        release: d.release.clone(),
+        branch: d.branch.clone(),
+        rollback: d.rollback,
+        last_change: row.updated_at.rfc3339(),
     })
 }
 
 /// Marks, per site, the newest successful deployment in `rows` (newest first) active.
-fn with_active(rows: &[StoredDeployment]) -> Vec<Value> {
+/// A record that does not parse (a newer version's) is left out.
+fn with_active(rows: &[StoredDeployment]) -> Vec<DeploymentOut> {
     let mut seen = std::collections::BTreeSet::new();
     rows.iter()
-        .map(|r| {
+        .filter_map(|r| {
             let success = serde_json::from_str::<Deployment>(&r.data)
                 .is_ok_and(|d| d.status == Status::Success);
             let active = success && seen.insert(r.site.clone());
-            deployment_json(r, active)
+            deployment_out(r, active)
         })
         .collect()
 }
 
 /// `GET /api/deployments[?site=S&limit=N]`: newest first.
-pub(super) async fn deployments(State(api): State<Api>, Query(q): Query<ListQuery>) -> Response {
+#[utoipa::path(get, path = "/deployments", tag = "deployments", summary = "Deployments, newest first",
+    params(ListQuery),
+    responses((status = 200, description = "OK", body = Vec<DeploymentOut>), (status = 400, description = "Bad request", body = ErrorOut), (status = 401, description = "No token or a wrong one", body = ErrorOut)))]
+pub(super) async fn deployments(
+    State(api): State<Api>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let q = match query_of(q) {
+        Ok(q) => q,
+        Err(p) => return p.into_response(),
+    };
     let limit = match q.limit() {
         Ok(l) => l,
         Err(p) => return p.into_response(),
@@ -103,17 +200,24 @@ pub(super) async fn deployments(State(api): State<Api>, Query(q): Query<ListQuer
         .blocking(move |s| s.deployments(site.as_deref(), None, limit))
         .await
     {
-        Ok(rows) => axum::Json(Value::Array(with_active(&rows))).into_response(),
+        Ok(rows) => axum::Json(with_active(&rows)).into_response(),
         Err(p) => p.into_response(),
     }
 }
 
 /// `GET /api/deployments/{id}[?site=S]`: the newest deployment with this id.
+#[utoipa::path(get, path = "/deployments/{id}", tag = "deployments", summary = "The newest deployment with this id",
+    params(("id" = String, Path, description = "The deployment's id (commit SHA, release or Kudu id)"), ListQuery),
+    responses((status = 200, description = "OK", body = DeploymentOut), (status = 400, description = "Bad request", body = ErrorOut), (status = 401, description = "No token or a wrong one", body = ErrorOut), (status = 404, description = "Not found", body = ErrorOut)))]
 pub(super) async fn deployment(
     State(api): State<Api>,
     Path(id): Path<String>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
+    let q = match query_of(q) {
+        Ok(q) => q,
+        Err(p) => return p.into_response(),
+    };
     let site = q.site.clone();
     let rows = match api
         .blocking(move |s| s.deployments(site.as_deref(), Some(&id), 1))
@@ -122,23 +226,23 @@ pub(super) async fn deployment(
         Ok(rows) => rows,
         Err(p) => return p.into_response(),
     };
-    match rows.first() {
-        Some(r) => axum::Json(deployment_json(r, false)).into_response(),
+    match rows.first().and_then(|r| deployment_out(r, false)) {
+        Some(d) => axum::Json(d).into_response(),
         None => Problem::new(StatusCode::NOT_FOUND, "no deployment has this id").into_response(),
     }
 }
 
-fn delivery_json(r: &DeliveryRow) -> Value {
-    json!({
-        "id": r.id,
-        "hook": api_id(&r.hook),
-        "event": r.event,
-        "state": r.state.as_str(),
-        "attempts": r.attempts,
-        "created": r.created_at.rfc3339(),
-        "last_status": r.last_status,
-        "last_error": r.last_error,
-    })
+fn delivery_out(r: &DeliveryRow) -> DeliveryOut {
+    DeliveryOut {
+        id: r.id.clone(),
+        hook: api_id(&r.hook),
+        event: r.event.clone(),
+        state: r.state.as_str().to_string(),
+        attempts: r.attempts,
+        created: r.created_at.rfc3339(),
+        last_status: r.last_status,
+        last_error: r.last_error.clone(),
+    }
 }
 
 /// The API id of a hook's run-time name (`api-7` → `7`; a config hook's is its name).
@@ -159,11 +263,18 @@ fn run_name(id: &str) -> String {
 }
 
 /// `GET /api/hooks/{id}/deliveries[?limit=N]`: newest first.
+#[utoipa::path(get, path = "/hooks/{id}/deliveries", tag = "deliveries", summary = "A hook's deliveries, newest first",
+    params(("id" = String, Path, description = "A decimal id, or a config hook's name"), ListQuery),
+    responses((status = 200, description = "OK", body = Vec<DeliveryOut>), (status = 400, description = "Bad request", body = ErrorOut), (status = 401, description = "No token or a wrong one", body = ErrorOut), (status = 404, description = "Not found", body = ErrorOut)))]
 pub(super) async fn hook_deliveries(
     State(api): State<Api>,
     Path(id): Path<String>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
+    let q = match query_of(q) {
+        Ok(q) => q,
+        Err(p) => return p.into_response(),
+    };
     let limit = match q.limit() {
         Ok(l) => l,
         Err(p) => return p.into_response(),
@@ -180,7 +291,7 @@ pub(super) async fn hook_deliveries(
     if !known && rows.is_empty() {
         return Problem::new(StatusCode::NOT_FOUND, "no hook has this id").into_response();
     }
-    axum::Json(Value::Array(rows.iter().map(delivery_json).collect())).into_response()
+    axum::Json(rows.iter().map(delivery_out).collect::<Vec<_>>()).into_response()
 }
 
 /// A body as JSON when it is JSON, else as base64.
@@ -192,6 +303,9 @@ fn body_json(body: &[u8]) -> Value {
 }
 
 /// `GET /api/deliveries/{id}`: the request and every attempt.
+#[utoipa::path(get, path = "/deliveries/{id}", tag = "deliveries", summary = "One delivery: its request and every attempt",
+    params(("id" = String, Path, description = "The delivery id (msg_…)")),
+    responses((status = 200, description = "OK", body = DeliveryDetailOut), (status = 401, description = "No token or a wrong one", body = ErrorOut), (status = 404, description = "Not found", body = ErrorOut)))]
 pub(super) async fn delivery(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let found = match api.blocking(move |s| s.delivery_detail(&id)).await {
         Ok(d) => d,
@@ -200,34 +314,38 @@ pub(super) async fn delivery(State(api): State<Api>, Path(id): Path<String>) -> 
     let Some(d) = found else {
         return Problem::new(StatusCode::NOT_FOUND, "no delivery has this id").into_response();
     };
-    let attempts: Vec<Value> = d
+    let attempt_list = d
         .attempts
         .iter()
         .map(|a| {
             let r = &a.attempt;
-            json!({
-                "n": a.n,
-                "started": r.started_at.rfc3339(),
-                "duration_ms": r.duration.as_millis() as u64,
-                "request_headers": r.request_headers,
-                "response_status": r.response_status,
-                "response_headers": r.response_headers,
-                "response_body": String::from_utf8_lossy(&r.response_body),
-                "error": r.error,
-            })
+            AttemptOut {
+                n: a.n,
+                started: r.started_at.rfc3339(),
+                duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+                request_headers: r.request_headers.clone(),
+                response_status: r.response_status,
+                response_headers: r.response_headers.clone(),
+                response_body: String::from_utf8_lossy(&r.response_body).into_owned(),
+                error: r.error.clone(),
+            }
         })
         .collect();
-    let mut v = delivery_json(&d.row);
-    if let Some(o) = v.as_object_mut() {
-        o.insert("request_body".into(), body_json(&d.body));
-        o.insert("next_attempt".into(), json!(d.next_attempt_at.rfc3339()));
-        o.insert("attempt_list".into(), Value::Array(attempts));
-    }
-    axum::Json(v).into_response()
+    axum::Json(DeliveryDetailOut {
+        delivery: delivery_out(&d.row),
+        request_body: body_json(&d.body),
+        next_attempt: d.next_attempt_at.rfc3339(),
+        attempt_list,
+    })
+    .into_response()
 }
 
 /// `POST /api/deliveries/{id}/redeliver`: a new delivery of the same event and body to
 /// the same hook (which must still run).
+#[utoipa::path(post, path = "/deliveries/{id}/redeliver", tag = "deliveries", summary = "Queue a new delivery of the same event and body",
+    params(("id" = String, Path, description = "The delivery id (msg_…)")),
+    responses((status = 202, description = "Queued", body = super::hooks::QueuedOut), (status = 401, description = "No token or a wrong one", body = ErrorOut), (status = 404, description = "Not found", body = ErrorOut),
+        (status = 409, description = "Its hook no longer exists", body = ErrorOut)))]
 pub(super) async fn redeliver(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let run = async {
         let lookup = id.clone();
@@ -252,7 +370,11 @@ pub(super) async fn redeliver(State(api): State<Api>, Path(id): Path<String>) ->
             w.notify_one();
         }
         Ok::<_, Problem>(
-            (StatusCode::ACCEPTED, axum::Json(json!({"delivery": new}))).into_response(),
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(super::hooks::QueuedOut::new(new)),
+            )
+                .into_response(),
         )
     };
     run.await.unwrap_or_else(IntoResponse::into_response)

@@ -5,14 +5,86 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
-use super::{Api, Problem};
+use super::{Api, ErrorOut, Problem};
 use crate::config::{HookConfig, check_event_name, redact_url};
 use crate::deliver::guard;
 use crate::model::Timestamp;
 use crate::store::api_hooks::{ApiHook, LastAttempt, Subscribed, hook_name};
 use crate::store::{NewDelivery, NewEvent};
+
+/// A hook, as Kudu shows it (with `source`, and `events` for a config hook).
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct HookOut {
+    /// A decimal id for a hook registered through the API; the name of a config hook.
+    id: String,
+    /// Credentials and query values are shown as `***`.
+    url: String,
+    event: String,
+    /// A config hook's events (it may have several).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<String>>,
+    insecure_ssl: bool,
+    /// `api` or `config`.
+    source: String,
+    /// When it was registered (API hooks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<String>,
+    /// When the last attempt was made.
+    last_datetime: Option<String>,
+    /// `OK`, `NotFound`, … (.NET's names of HTTP statuses), or `Failure` when no answer came.
+    last_status: Option<String>,
+    last_reason: Option<String>,
+    /// The event and delivery of the last attempt.
+    last_context: Option<String>,
+    /// A `410 Gone` disabled it.
+    disabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disabled_reason: Option<String>,
+}
+
+/// `POST /api/hooks`'s body.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub(super) struct HookIn {
+    /// An absolute `http://` or `https://` URL.
+    url: String,
+    /// Default `PostDeployment`.
+    event: Option<String>,
+    insecure_ssl: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct DeletedOut {
+    /// Absent when there was no such hook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    /// Waiting deliveries cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancelled: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct PublishedOut {
+    event: String,
+    /// One delivery id per hook of that event type.
+    deliveries: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct QueuedOut {
+    /// The id of the delivery queued.
+    delivery: String,
+}
+
+impl QueuedOut {
+    pub(super) fn new(delivery: String) -> QueuedOut {
+        QueuedOut { delivery }
+    }
+}
 
 /// The body of a request, or the answer to give when it is too large or unreadable.
 fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
@@ -49,6 +121,15 @@ fn json_of(bytes: &[u8]) -> Result<Value, Problem> {
 }
 
 /// `POST /api/hooks {"url", "event", "insecure_ssl"}`.
+#[utoipa::path(post, path = "/hooks", tag = "hooks",
+    summary = "Subscribe a URL to an event (Kudu); the same URL and event again returns the same hook",
+    request_body(content = HookIn, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The hook (new, or the one registered already)", body = HookOut),
+        (status = 400, description = "Bad JSON, a bad URL or event, or a private address", body = ErrorOut),
+        (status = 401, description = "No or a wrong token", body = ErrorOut),
+        (status = 409, description = "The URL is registered for another event", body = ErrorOut),
+        (status = 413, description = "The body is over 1 MiB", body = ErrorOut)))]
 pub(super) async fn subscribe(
     State(api): State<Api>,
     body: Result<Bytes, BytesRejection>,
@@ -144,42 +225,47 @@ async fn subscribe_inner(
             ));
         }
     };
-    let json = api_hook_json(&api, &hook).await?;
-    Ok((StatusCode::CREATED, axum::Json(json)).into_response())
+    let out = api_hook_out(&api, &hook).await?;
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
 
 /// `GET /api/hooks`: runtime and config hooks.
+#[utoipa::path(get, path = "/hooks", tag = "hooks", summary = "Every hook: config ones, then those registered through the API",
+    responses((status = 200, description = "OK", body = Vec<HookOut>), (status = 401, description = "No token or a wrong one", body = ErrorOut)))]
 pub(super) async fn list(State(api): State<Api>) -> Response {
     let run = async {
         let mut all = Vec::new();
         let view = api.view.borrow().clone();
         for name in view.config_hooks.iter() {
             if let Some(h) = view.hooks.iter().find(|h| &h.name == name) {
-                all.push(config_hook_json(&api, h).await?);
+                all.push(config_hook_out(&api, h).await?);
             }
         }
         for h in api.blocking(|s| s.api_hooks()).await? {
-            all.push(api_hook_json(&api, &h).await?);
+            all.push(api_hook_out(&api, &h).await?);
         }
-        Ok::<_, Problem>(axum::Json(Value::Array(all)).into_response())
+        Ok::<_, Problem>(axum::Json(all).into_response())
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /api/hooks/{id}`.
+#[utoipa::path(get, path = "/hooks/{id}", tag = "hooks", summary = "One hook, with Kudu's last_* fields",
+    params(("id" = String, Path, description = "A decimal id, or a config hook's name")),
+    responses((status = 200, description = "OK", body = HookOut), (status = 401, description = "No token or a wrong one", body = ErrorOut), (status = 404, description = "Not found", body = ErrorOut)))]
 pub(super) async fn get_one(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let run = async {
         if let Ok(n) = id.parse::<i64>() {
             let hooks = api.blocking(|s| s.api_hooks()).await?;
             if let Some(h) = hooks.iter().find(|h| h.id == n) {
-                return Ok(axum::Json(api_hook_json(&api, h).await?).into_response());
+                return Ok(axum::Json(api_hook_out(&api, h).await?).into_response());
             }
         }
         let view = api.view.borrow().clone();
         if view.config_hooks.contains(&id)
             && let Some(h) = view.hooks.iter().find(|h| h.name == id)
         {
-            return Ok(axum::Json(config_hook_json(&api, h).await?).into_response());
+            return Ok(axum::Json(config_hook_out(&api, h).await?).into_response());
         }
         Err(Problem::new(StatusCode::NOT_FOUND, "no hook has this id"))
     };
@@ -188,6 +274,10 @@ pub(super) async fn get_one(State(api): State<Api>, Path(id): Path<String>) -> R
 
 /// `DELETE /api/hooks/{id}`: `200` also for an unknown id (as Kudu); a config hook
 /// cannot be deleted here (`409`).
+#[utoipa::path(delete, path = "/hooks/{id}", tag = "hooks", summary = "Delete a hook registered through the API (200 also for an unknown id, as Kudu)",
+    params(("id" = String, Path, description = "A decimal id")),
+    responses((status = 200, description = "OK", body = DeletedOut), (status = 401, description = "No token or a wrong one", body = ErrorOut),
+        (status = 409, description = "A config hook: remove it from the config file", body = ErrorOut)))]
 pub(super) async fn remove(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let run = async {
         let is_config = api.view.borrow().config_hooks.contains(&id);
@@ -198,24 +288,42 @@ pub(super) async fn remove(State(api): State<Api>, Path(id): Path<String>) -> Re
             ));
         }
         let Ok(n) = id.parse::<i64>() else {
-            return Ok(axum::Json(json!({})).into_response());
+            return Ok(axum::Json(DeletedOut {
+                id: None,
+                cancelled: None,
+            })
+            .into_response());
         };
         let _one_at_a_time = api.mutate.lock().await;
         let now = Timestamp::now();
         let deleted = api.blocking(move |s| s.delete_api_hook(n, now)).await?;
         let Some((hook, cancelled)) = deleted else {
-            return Ok(axum::Json(json!({})).into_response());
+            return Ok(axum::Json(DeletedOut {
+                id: None,
+                cancelled: None,
+            })
+            .into_response());
         };
         let all = api.blocking(|s| s.api_hooks()).await?;
         api.hooks_changed(all).await;
         tracing::info!(hook = %hook.name(), cancelled, "hook deleted through the API; its waiting deliveries are cancelled");
-        Ok(axum::Json(json!({"id": hook.id.to_string(), "cancelled": cancelled})).into_response())
+        Ok(axum::Json(DeletedOut {
+            id: Some(hook.id.to_string()),
+            cancelled: Some(cancelled),
+        })
+        .into_response())
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `POST /api/hooks/publish/{eventType}`: the body (JSON) to every hook of that event
 /// type, durably, through the outbox.
+#[utoipa::path(post, path = "/hooks/publish/{event}", tag = "hooks", summary = "Send a JSON document to every hook of an event type (case-insensitive), through the outbox",
+    params(("event" = String, Path, description = "The event type")),
+    request_body(content = Object, content_type = "application/json", description = "Any JSON document"),
+    responses((status = 200, description = "OK", body = PublishedOut),
+        (status = 400, description = "Not JSON, or a bad event name", body = ErrorOut),
+        (status = 401, description = "No token or a wrong one", body = ErrorOut), (status = 413, description = "The body is over 1 MiB", body = ErrorOut)))]
 pub(super) async fn publish(
     State(api): State<Api>,
     Path(event): Path<String>,
@@ -235,12 +343,21 @@ pub(super) async fn publish(
             .await?;
         wake(&view, &hooks);
         tracing::info!(event = %crate::telemetry::escape(&event), deliveries = ids.len(), "event published through the API");
-        Ok::<_, Problem>(axum::Json(json!({"event": event, "deliveries": ids})).into_response())
+        Ok::<_, Problem>(
+            axum::Json(PublishedOut {
+                event,
+                deliveries: ids,
+            })
+            .into_response(),
+        )
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `POST /api/hooks/{id}/ping`: a `ping` event to this hook, through the outbox.
+#[utoipa::path(post, path = "/hooks/{id}/ping", tag = "hooks", summary = "Queue a ping event for one hook",
+    params(("id" = String, Path, description = "A decimal id, or a config hook's name")),
+    responses((status = 200, description = "OK", body = QueuedOut), (status = 401, description = "No token or a wrong one", body = ErrorOut), (status = 404, description = "Not found", body = ErrorOut)))]
 pub(super) async fn ping(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let run = async {
         let view = api.view.borrow().clone();
@@ -270,7 +387,10 @@ pub(super) async fn ping(State(api): State<Api>, Path(id): Path<String>) -> Resp
             .blocking(move |s| s.commit_events(&[event], now))
             .await?;
         wake(&view, &[name]);
-        Ok(axum::Json(json!({"delivery": ids.first()})).into_response())
+        Ok(axum::Json(QueuedOut {
+            delivery: ids.into_iter().next().unwrap_or_default(),
+        })
+        .into_response())
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -283,34 +403,33 @@ fn wake(view: &super::HookView, hooks: &[String]) {
     }
 }
 
-async fn api_hook_json(api: &Api, h: &ApiHook) -> Result<Value, Problem> {
-    let name = h.name();
-    let (last, disabled) = last_and_disabled(api, &name).await?;
+async fn api_hook_out(api: &Api, h: &ApiHook) -> Result<HookOut, Problem> {
+    let (last, disabled) = last_and_disabled(api, &h.name()).await?;
     let url = url::Url::parse(&h.url).map_or_else(|_| "(invalid)".to_string(), |u| redact_url(&u));
-    let mut v = json!({
-        "id": h.id.to_string(),
-        "url": url,
-        "event": h.event,
-        "insecure_ssl": h.insecure_ssl,
-        "source": "api",
-        "created": h.created_at.rfc3339(),
-    });
-    add_last(&mut v, last.as_ref(), disabled);
-    Ok(v)
+    Ok(HookOut {
+        id: h.id.to_string(),
+        url,
+        event: h.event.clone(),
+        events: None,
+        insecure_ssl: h.insecure_ssl,
+        source: "api".to_string(),
+        created: Some(h.created_at.rfc3339()),
+        ..with_last(last.as_ref(), disabled)
+    })
 }
 
-async fn config_hook_json(api: &Api, h: &HookConfig) -> Result<Value, Problem> {
+async fn config_hook_out(api: &Api, h: &HookConfig) -> Result<HookOut, Problem> {
     let (last, disabled) = last_and_disabled(api, &h.name).await?;
-    let mut v = json!({
-        "id": h.name,
-        "url": h.display_url(),
-        "event": h.events.first().cloned().unwrap_or_default(),
-        "events": h.events,
-        "insecure_ssl": h.insecure_ssl,
-        "source": "config",
-    });
-    add_last(&mut v, last.as_ref(), disabled);
-    Ok(v)
+    Ok(HookOut {
+        id: h.name.clone(),
+        url: h.display_url(),
+        event: h.events.first().cloned().unwrap_or_default(),
+        events: Some(h.events.clone()),
+        insecure_ssl: h.insecure_ssl,
+        source: "config".to_string(),
+        created: None,
+        ..with_last(last.as_ref(), disabled)
+    })
 }
 
 async fn last_and_disabled(
@@ -323,44 +442,45 @@ async fn last_and_disabled(
 }
 
 /// Kudu's `last_datetime`, `last_status` (`OK`, `NotFound`, …, or `Failure` when no
-/// answer came), `last_reason` and `last_context`; plus whether a `410` disabled it.
-fn add_last(v: &mut Value, last: Option<&LastAttempt>, disabled: Option<String>) {
-    let Some(obj) = v.as_object_mut() else {
-        return;
+/// answer came), `last_reason` and `last_context`; plus whether a `410` disabled it
+/// (the other fields are filled in by the caller).
+fn with_last(last: Option<&LastAttempt>, disabled: Option<String>) -> HookOut {
+    let mut out = HookOut {
+        id: String::new(),
+        url: String::new(),
+        event: String::new(),
+        events: None,
+        insecure_ssl: false,
+        source: String::new(),
+        created: None,
+        last_datetime: None,
+        last_status: None,
+        last_reason: None,
+        last_context: None,
+        disabled: disabled.is_some(),
+        disabled_reason: disabled,
     };
-    let (datetime, status, reason, context) = match last {
-        None => (Value::Null, Value::Null, Value::Null, Value::Null),
-        Some(l) => {
-            let (status, reason) = match l.status {
-                Some(code) => {
-                    let phrase = StatusCode::from_u16(code)
-                        .ok()
-                        .and_then(|c| c.canonical_reason())
-                        .unwrap_or("")
-                        .to_string();
-                    (status_name(code), phrase)
-                }
-                None => (
-                    "Failure".to_string(),
-                    l.error.clone().unwrap_or_else(|| "no answer".to_string()),
-                ),
-            };
-            (
-                json!(l.at.rfc3339()),
-                json!(status),
-                json!(reason),
-                json!(format!("{} delivery {}", l.event, l.delivery)),
-            )
-        }
-    };
-    obj.insert("last_datetime".into(), datetime);
-    obj.insert("last_status".into(), status);
-    obj.insert("last_reason".into(), reason);
-    obj.insert("last_context".into(), context);
-    obj.insert("disabled".into(), json!(disabled.is_some()));
-    if let Some(why) = disabled {
-        obj.insert("disabled_reason".into(), json!(why));
+    if let Some(l) = last {
+        let (status, reason) = match l.status {
+            Some(code) => {
+                let phrase = StatusCode::from_u16(code)
+                    .ok()
+                    .and_then(|c| c.canonical_reason())
+                    .unwrap_or("")
+                    .to_string();
+                (status_name(code), phrase)
+            }
+            None => (
+                "Failure".to_string(),
+                l.error.clone().unwrap_or_else(|| "no answer".to_string()),
+            ),
+        };
+        out.last_datetime = Some(l.at.rfc3339());
+        out.last_status = Some(status);
+        out.last_reason = Some(reason);
+        out.last_context = Some(format!("{} delivery {}", l.event, l.delivery));
     }
+    out
 }
 
 /// .NET's `HttpStatusCode` name of a status, as Kudu reports `last_status`; the number

@@ -21,8 +21,11 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::{HookConfig, Listen, Secret};
 use crate::store::Store;
@@ -96,6 +99,13 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
     Problem::new(status, message).into_response()
 }
 
+/// Every error answer's body.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorOut {
+    /// What went wrong, in a sentence.
+    error: String,
+}
+
 /// An error answer (`{"error": "..."}`), as a handler's `Err`.
 #[derive(Debug)]
 pub(crate) struct Problem {
@@ -114,7 +124,9 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.message });
+        let body = ErrorOut {
+            error: self.message,
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -198,26 +210,82 @@ fn bind_unix(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener
     Ok(listener)
 }
 
-fn routes() -> Router<Api> {
-    Router::new()
-        .route("/hooks", get(hooks::list).post(hooks::subscribe))
-        .route("/hooks/{id}", get(hooks::get_one).delete(hooks::remove))
-        .route("/hooks/{id}/ping", post(hooks::ping))
-        .route("/hooks/publish/{event}", post(hooks::publish))
-        .route("/hooks/{id}/deliveries", get(history::hook_deliveries))
-        .route("/deployments", get(history::deployments))
-        .route("/deployments/{id}", get(history::deployment))
-        .route("/deliveries/{id}", get(history::delivery))
-        .route("/deliveries/{id}/redeliver", post(history::redeliver))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+/// Every documented route, without the `/api` prefix: the router and the OpenAPI
+/// description come from the same handlers (`#[utoipa::path]`), so they cannot drift.
+fn documented() -> OpenApiRouter<Api> {
+    OpenApiRouter::new()
+        .routes(routes!(hooks::list, hooks::subscribe))
+        .routes(routes!(hooks::get_one, hooks::remove))
+        .routes(routes!(hooks::ping))
+        .routes(routes!(hooks::publish))
+        .routes(routes!(history::hook_deliveries))
+        .routes(routes!(history::deployments))
+        .routes(routes!(history::deployment))
+        .routes(routes!(history::delivery))
+        .routes(routes!(history::redeliver))
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "deployhook",
+        description = "Kudu-compatible hooks API of deployhook. Every route also answers without the /api prefix. Errors are {\"error\": \"...\"}."
+    ),
+    modifiers(&TokenAuth)
+)]
+struct ApiDoc;
+
+/// The token (Bearer, or Basic with the token as password) on every route but
+/// `/healthz`.
+struct TokenAuth;
+
+impl utoipa::Modify for TokenAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        doc.security = Some(vec![SecurityRequirement::new(
+            "token",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// The OpenAPI description, as served at `/api/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, doc) = OpenApiRouter::<Api>::with_openapi(ApiDoc::openapi())
+        .nest("/api", documented())
+        .split_for_parts();
+    doc
 }
 
 fn router(api: Api) -> Router {
-    let r = routes();
+    let (prefixed, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api", documented())
+        .split_for_parts();
+    let (plain, _) = documented().split_for_parts();
+    let doc = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".to_string()));
+    let serve_doc = move || {
+        let doc = doc.clone();
+        async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                doc.as_str().to_string(),
+            )
+        }
+    };
     Router::new()
-        .nest("/api", r.clone())
-        .merge(r)
+        .merge(prefixed)
+        .merge(plain)
+        .route("/api/openapi.json", get(serve_doc.clone()))
+        .route("/openapi.json", get(serve_doc))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -229,11 +297,39 @@ fn router(api: Api) -> Router {
             api.clone(),
             auth::require_token,
         ))
+        .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
 }
 
+/// Makes every error answer JSON: axum's own rejections (a path or query it cannot
+/// decode) are plain text; their text becomes `{"error": ...}`.
+async fn json_errors(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !(resp.status().is_client_error() || resp.status().is_server_error()) || is_json {
+        return resp;
+    }
+    let status = resp.status();
+    let text = match axum::body::to_bytes(resp.into_body(), 4096).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => String::new(),
+    };
+    let text = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        crate::model::cap_text(text.trim(), 1024)
+    };
+    error(status, text)
+}
+
 /// `200` once the first reconcile is done and the daemon loop answers; `503` otherwise.
+#[utoipa::path(get, path = "/healthz", tag = "health", summary = "200 once the first reconcile is done and the daemon loop answers",
+    security(()),
+    responses((status = 200, description = "OK", body = HealthOut), (status = 503, description = "Not ready", body = ErrorOut)))]
 async fn healthz(axum::extract::State(api): axum::extract::State<Api>) -> Response {
     if !*api.ready.borrow() {
         return error(
@@ -258,8 +354,16 @@ async fn healthz(axum::extract::State(api): axum::extract::State<Api>) -> Respon
     }
 }
 
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct HealthOut {
+    status: String,
+}
+
 /// `GET /metrics`: the Prometheus text format (OpenMetrics), with each running hook's
 /// queue read from the outbox now.
+#[utoipa::path(get, path = "/metrics", tag = "health", summary = "Metrics in the Prometheus text format (OpenMetrics)",
+    responses((status = 200, description = "The metrics", body = String, content_type = "application/openmetrics-text"),
+        (status = 401, description = "No token or a wrong one", body = ErrorOut)))]
 async fn metrics(axum::extract::State(api): axum::extract::State<Api>) -> Response {
     let hooks: Vec<String> = api
         .view
