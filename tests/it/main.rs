@@ -6,6 +6,7 @@ mod support;
 
 mod api;
 mod api_history;
+mod api_readme;
 mod api_schema;
 mod bad_input;
 mod check;
