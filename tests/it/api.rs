@@ -444,6 +444,14 @@ fn without_the_token_or_with_a_wrong_one_every_route_but_healthz_is_401() {
         ("POST", "/api/hooks/publish/PostDeployment"),
         ("GET", "/hooks"),
         ("GET", "/api/nothing-here"),
+        ("GET", "/api/hooks/1/deliveries"),
+        ("GET", "/api/deployments"),
+        ("GET", "/api/deployments/abc"),
+        ("GET", "/api/deliveries/msg_x"),
+        ("POST", "/api/deliveries/msg_x/redeliver"),
+        ("GET", "/api/metrics"),
+        ("GET", "/metrics"),
+        ("GET", "/api/openapi.json"),
     ];
     for (method, path) in routes {
         for c in [&anon, &wrong] {
@@ -693,4 +701,47 @@ fn the_cli_says_when_no_daemon_listens_or_the_config_has_no_api() {
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("has no [api] table"), "{text}");
+}
+
+#[test]
+fn healthz_is_503_while_the_daemon_loop_is_stuck_and_200_again_after() {
+    let env = TestEnv::new();
+    let port = free_port();
+    let cfg = env.join("deployhook.toml");
+    std::fs::write(&cfg, config(&env, port, "", "")).unwrap_or_else(|e| panic!("{e}"));
+    let stall = env.join("stall");
+    let stall_str = stall.to_string_lossy().into_owned();
+    // Debug builds block the loop while this file exists, at its next wake-up.
+    let _d = Daemon::start_with(&env, &cfg, &[("DEPLOYHOOK_DEBUG_STALL_FILE", &stall_str)]);
+    let c = Client::tcp(port);
+    assert_eq!(c.get("/healthz").status, 200);
+    std::fs::write(&stall, "").unwrap_or_else(|e| panic!("{e}"));
+    // This probe wakes the loop (answered), which then sticks.
+    c.get("/healthz");
+    let stuck = c.get("/healthz");
+    assert_eq!(stuck.status, 503, "{}", stuck.text());
+    assert!(
+        stuck.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("loop")),
+        "{}",
+        stuck.text()
+    );
+    std::fs::remove_file(&stall).unwrap_or_else(|e| panic!("{e}"));
+    eventually!(c.get("/healthz").status == 200, "healthy again");
+}
+
+#[test]
+fn a_410_disables_a_runtime_hook_like_a_config_hook() {
+    let env = TestEnv::new();
+    let rx = Receiver::start();
+    rx.behave(|b| b.statuses = [410].into());
+    let (_d, c) = start(&env, "");
+    let id = id_of(&subscribe(&c, &rx.url, "PostDeployment"));
+    c.post("/api/hooks/publish/PostDeployment", "{}");
+    eventually!(last(&c, &id)["disabled"] == true, "{}", last(&c, &id));
+    assert_eq!(last(&c, &id)["last_status"], "Gone");
+    c.post("/api/hooks/publish/PostDeployment", "{}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(rx.requests().len(), 1, "a disabled hook is not called");
 }
