@@ -100,14 +100,19 @@ pub(super) struct DeliveryDetailOut {
     attempt_list: Vec<AttemptOut>,
 }
 
-/// The query, or `400` as JSON (a repeated or undecodable parameter).
-fn query_of(q: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, Problem> {
-    q.map(|Query(q)| q).map_err(|_| {
+/// The query's site and limit, or `400` as JSON (a repeated or undecodable parameter,
+/// a limit that is not a number).
+fn list_params(
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<(Option<String>, usize), Problem> {
+    let Query(q) = q.map_err(|_| {
         Problem::new(
             StatusCode::BAD_REQUEST,
             "the query string cannot be read (a parameter given twice?)",
         )
-    })
+    })?;
+    let limit = q.limit()?;
+    Ok((q.site, limit))
 }
 
 impl ListQuery {
@@ -187,22 +192,14 @@ pub(super) async fn deployments(
     State(api): State<Api>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    let q = match query_of(q) {
-        Ok(q) => q,
-        Err(p) => return p.into_response(),
+    let run = async {
+        let (site, limit) = list_params(q)?;
+        let rows = api
+            .blocking(move |s| s.deployments(site.as_deref(), None, limit))
+            .await?;
+        Ok::<_, Problem>(axum::Json(with_active(&rows)).into_response())
     };
-    let limit = match q.limit() {
-        Ok(l) => l,
-        Err(p) => return p.into_response(),
-    };
-    let site = q.site.clone();
-    match api
-        .blocking(move |s| s.deployments(site.as_deref(), None, limit))
-        .await
-    {
-        Ok(rows) => axum::Json(with_active(&rows)).into_response(),
-        Err(p) => p.into_response(),
-    }
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /api/deployments/{id}[?site=S]`: the newest deployment with this id.
@@ -214,22 +211,18 @@ pub(super) async fn deployment(
     Path(id): Path<String>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    let q = match query_of(q) {
-        Ok(q) => q,
-        Err(p) => return p.into_response(),
+    let run = async {
+        // The site narrows the search; the limit is checked but one is enough.
+        let (site, _) = list_params(q)?;
+        let rows = api
+            .blocking(move |s| s.deployments(site.as_deref(), Some(&id), 1))
+            .await?;
+        rows.first()
+            .and_then(|r| deployment_out(r, false))
+            .map(|d| axum::Json(d).into_response())
+            .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "no deployment has this id"))
     };
-    let site = q.site.clone();
-    let rows = match api
-        .blocking(move |s| s.deployments(site.as_deref(), Some(&id), 1))
-        .await
-    {
-        Ok(rows) => rows,
-        Err(p) => return p.into_response(),
-    };
-    match rows.first().and_then(|r| deployment_out(r, false)) {
-        Some(d) => axum::Json(d).into_response(),
-        None => Problem::new(StatusCode::NOT_FOUND, "no deployment has this id").into_response(),
-    }
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn delivery_out(r: &DeliveryRow) -> DeliveryOut {
@@ -271,27 +264,19 @@ pub(super) async fn hook_deliveries(
     Path(id): Path<String>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    let q = match query_of(q) {
-        Ok(q) => q,
-        Err(p) => return p.into_response(),
+    let run = async {
+        let (_, limit) = list_params(q)?;
+        let name = run_name(&id);
+        let known = api.view.borrow().hooks.iter().any(|h| h.name == name);
+        let rows = api
+            .blocking(move |s| s.list_deliveries(Some(&name), false, limit))
+            .await?;
+        if !known && rows.is_empty() {
+            return Err(Problem::new(StatusCode::NOT_FOUND, "no hook has this id"));
+        }
+        Ok(axum::Json(rows.iter().map(delivery_out).collect::<Vec<_>>()).into_response())
     };
-    let limit = match q.limit() {
-        Ok(l) => l,
-        Err(p) => return p.into_response(),
-    };
-    let name = run_name(&id);
-    let known = api.view.borrow().hooks.iter().any(|h| h.name == name);
-    let rows = match api
-        .blocking(move |s| s.list_deliveries(Some(&name), false, limit))
-        .await
-    {
-        Ok(rows) => rows,
-        Err(p) => return p.into_response(),
-    };
-    if !known && rows.is_empty() {
-        return Problem::new(StatusCode::NOT_FOUND, "no hook has this id").into_response();
-    }
-    axum::Json(rows.iter().map(delivery_out).collect::<Vec<_>>()).into_response()
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// A body as JSON when it is JSON, else as base64.

@@ -3,26 +3,8 @@
 //! free and the example's public hook URL reaches nothing. Only the token file's path
 //! is put in place of `/etc/deployhook/api.token`.
 
-use std::process::Command;
-
-use crate::support::daemon::BIN;
 use crate::support::env::TestEnv;
-
-fn have(program: &str, args: &[&str], install: &str) -> bool {
-    let ok = Command::new(program)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let msg = format!("`{program}` is needed for this test: {install}");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{msg} (CI is set: failing)"
-        );
-        eprintln!("SKIPPED: {msg}");
-    }
-    ok
-}
+use crate::support::netns;
 
 /// The shell block that follows the README's "run as printed" marker.
 fn readme_block() -> String {
@@ -43,13 +25,7 @@ fn readme_block() -> String {
 
 #[test]
 fn the_readme_curl_examples_work_as_printed() {
-    if !have("curl", &["--version"], "apt-get install curl")
-        || !have(
-            "unshare",
-            &["-rn", "ip", "link", "set", "lo", "up"],
-            "util-linux's unshare and iproute2's ip, with user namespaces allowed",
-        )
-    {
+    if !netns::have("curl", &["--version"], "apt-get install curl") || !netns::available() {
         return;
     }
     let env = TestEnv::new();
@@ -76,34 +52,14 @@ fn the_readme_curl_examples_work_as_printed() {
         printed,
         &format!("TOKEN=$(cat '{}')", env.join("api.token").display()),
     );
-    std::fs::write(env.join("examples.sh"), format!("set -e\n{examples}\n"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let log = env.join("daemon.log");
-    let script = format!(
-        r#"ip link set lo up
-DEPLOYHOOK_DEBUG_HOSTS_FILE="{hosts}" "{BIN}" run --config "{cfg}" 2>"{log}" &
-daemon=$!
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/8791) 2>/dev/null && break; sleep 0.1; done
-bash "{examples}"
-rc=$?
-kill $daemon
-wait $daemon
-exit $rc"#,
-        hosts = env.join("hosts").display(),
-        cfg = cfg.display(),
-        log = log.display(),
-        examples = env.join("examples.sh").display(),
+    let hosts = format!(
+        "DEPLOYHOOK_DEBUG_HOSTS_FILE='{}'",
+        env.join("hosts").display()
     );
-    let out = Command::new("unshare")
-        .args(["-rn", "bash", "-c", &script])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run unshare: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let report = format!(
-        "---- stdout\n{stdout}\n---- stderr\n{}\n---- daemon log\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    let (out, log) =
+        netns::run_with_daemon(&env, &cfg, 8791, &hosts, &format!("set -e\n{examples}\n"));
+    let report = netns::report(&out, &log);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}");
     for expected in [
         r#""id":"1","url":"https://hooks.example.com/deployed","event":"PostDeployment""#,
