@@ -31,13 +31,9 @@ impl<E: std::error::Error> From<E> for Failed {
 
 type Result<T> = std::result::Result<T, Failed>;
 
-fn load(path: &std::path::Path) -> Result<Config> {
+/// The config, for these commands and those beside this file (`hooks add`, `publish`).
+pub fn load(path: &std::path::Path) -> Result<Config> {
     Ok(config::load(path)?)
-}
-
-/// The config, for commands beside this file (`hooks add`, `publish`).
-pub fn load_config(path: &std::path::Path) -> Result<Config> {
-    load(path)
 }
 
 /// The largest document `publish` sends (the API's limit).

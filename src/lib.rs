@@ -148,7 +148,7 @@ pub fn run(cli: Cli) -> u8 {
         }
         Command::Publish { event, file } => {
             let out = &mut std::io::stdout();
-            admin_result(admin::load_config(&cli.config).and_then(|c| {
+            admin_result(admin::load(&cli.config).and_then(|c| {
                 // Said before standard input is read (which would wait for it).
                 api::client::api_of(&c)?;
                 let body = admin::read_input(&file)?;
@@ -167,12 +167,11 @@ pub fn run(cli: Cli) -> u8 {
                     event,
                     insecure_ssl,
                 } => admin_result(
-                    admin::load_config(&cli.config)
+                    admin::load(&cli.config)
                         .and_then(|c| api::client::hooks_add(&c, &url, &event, insecure_ssl, out)),
                 ),
                 Hooks::Remove { id } => admin_result(
-                    admin::load_config(&cli.config)
-                        .and_then(|c| api::client::hooks_remove(&c, &id, out)),
+                    admin::load(&cli.config).and_then(|c| api::client::hooks_remove(&c, &id, out)),
                 ),
                 Hooks::Test { name } => match admin::hooks_test(&cli.config, &name, out) {
                     Ok(true) => exit::OK,

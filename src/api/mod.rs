@@ -258,14 +258,6 @@ impl utoipa::Modify for TokenAuth {
     }
 }
 
-/// The OpenAPI description, as served at `/api/openapi.json`.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, doc) = OpenApiRouter::<Api>::with_openapi(ApiDoc::openapi())
-        .nest("/api", documented())
-        .split_for_parts();
-    doc
-}
-
 fn router(api: Api) -> Router {
     let (prefixed, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api", documented())

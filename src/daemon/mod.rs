@@ -158,11 +158,9 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
         None => None,
     };
     let mut tasks = Tasks::new(&store, in_flight);
-    let mut hooks = wanted_hooks(&config, &api_hooks);
-    tasks.reconcile_hooks(&hooks);
+    let mut read_cx = ReadContext::new(&config, &[], &store, tasks.wakes());
+    run_hooks(&config, &api_hooks, &mut tasks, &mut read_cx, api.as_ref());
     tasks.reconcile_probes(&config, &sites, &dirty);
-    let mut read_cx = ReadContext::new(&config, &hooks, &store, tasks.wakes());
-    publish_view(api.as_ref(), &config, &hooks, &tasks);
     // The watchdog is pinged from this loop, so a stuck loop stops the pings.
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     // Reloads done, for `deployhook reload` (`verdict.rs`).
@@ -230,10 +228,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                     }
                     LoopRequest::ApiHooks(now_registered, done) => {
                         api_hooks = now_registered;
-                        hooks = wanted_hooks(&config, &api_hooks);
-                        tasks.reconcile_hooks(&hooks);
-                        read_cx = read_cx.reconfigured(&config, &hooks, tasks.wakes());
-                        publish_view(api.as_ref(), &config, &hooks, &tasks);
+                        run_hooks(&config, &api_hooks, &mut tasks, &mut read_cx, api.as_ref());
                         let _ = done.send(());
                     }
                 },
@@ -260,12 +255,9 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                             let old = std::mem::take(&mut sites);
                             let (new, changed) = load_sites(&config, &store, watcher.is_none(), old)?;
                             sites = new;
-                            hooks = wanted_hooks(&config, &api_hooks);
-                            tasks.reconcile_hooks(&hooks);
-                            tasks.reconcile_probes(&config, &sites, &dirty);
-                            read_cx = read_cx.reconfigured(&config, &hooks, tasks.wakes());
                             reconfigure_api(api.as_ref(), &config);
-                            publish_view(api.as_ref(), &config, &hooks, &tasks);
+                            run_hooks(&config, &api_hooks, &mut tasks, &mut read_cx, api.as_ref());
+                            tasks.reconcile_probes(&config, &sites, &dirty);
                             // Only new and changed sites are read again.
                             for i in changed {
                                 dirty.mark(i);
@@ -457,13 +449,25 @@ fn reconfigure_api(api: Option<&ApiHandle>, config: &Config) {
     }
 }
 
-/// Tells the API which hooks run now.
-fn publish_view(api: Option<&ApiHandle>, config: &Config, hooks: &[HookConfig], tasks: &Tasks) {
+/// Runs the wanted hooks (config + API): reconciles the workers, gives the reads the
+/// new list and wake-ups, and tells the API what runs now. At start-up, after a
+/// reload, and after a hook change through the API.
+fn run_hooks(
+    config: &Config,
+    api_hooks: &[ApiHook],
+    tasks: &mut Tasks,
+    read_cx: &mut ReadContext,
+    api: Option<&ApiHandle>,
+) {
+    let hooks = wanted_hooks(config, api_hooks);
+    tasks.reconcile_hooks(&hooks);
+    *read_cx = read_cx.reconfigured(config, &hooks, tasks.wakes());
     if let Some(a) = api {
+        // The same lists the reads use.
         a.view.send_replace(HookView {
-            hooks: Arc::new(hooks.to_vec()),
+            hooks: read_cx.hooks.clone(),
             config_hooks: Arc::new(config.hooks.iter().map(|h| h.name.clone()).collect()),
-            wakes: Arc::new(tasks.wakes().clone()),
+            wakes: read_cx.wakes.clone(),
         });
     }
 }
