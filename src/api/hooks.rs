@@ -51,6 +51,7 @@ pub(super) struct HookOut {
 #[allow(dead_code)]
 pub(super) struct HookIn {
     /// An absolute `http://` or `https://` URL.
+    #[schema(max_length = 4096)]
     url: String,
     /// Default `PostDeployment`.
     event: Option<String>,
@@ -85,6 +86,9 @@ impl QueuedOut {
         QueuedOut { delivery }
     }
 }
+
+/// The longest URL a hook may be registered with (it is stored and shown).
+const MAX_URL: usize = 4096;
 
 /// The body of a request, or the answer to give when it is too large or unreadable.
 fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
@@ -161,6 +165,12 @@ async fn subscribe_inner(
         }
         None => return Err(Problem::new(StatusCode::BAD_REQUEST, "url is missing")),
     };
+    if url.len() > MAX_URL {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("url is longer than {MAX_URL} bytes"),
+        ));
+    }
     let parsed = match url::Url::parse(&url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
         _ => {

@@ -130,6 +130,9 @@ fn bad_json_and_a_bad_url_are_400_with_a_json_error() {
         assert_eq!(a.status, 400, "{url:?}: {}", a.text());
         assert!(a.text().contains("absolute http"), "{url:?}: {}", a.text());
     }
+    let long = format!("http://127.0.0.1:9/{}", "a".repeat(5000));
+    let a = subscribe(&c, &long, "PostDeployment");
+    assert_eq!(a.status, 400, "a 5 kB url is refused: {}", a.text());
     let typo = subscribe(&c, "http://127.0.0.1:9/x", "PostDeployments");
     assert_eq!(typo.status, 400, "{}", typo.text());
     assert_eq!(
