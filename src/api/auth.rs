@@ -29,7 +29,8 @@ pub(super) async fn require_token(State(api): State<Api>, req: Request, next: Ne
         .and_then(|v| v.to_str().ok())
         .and_then(presented);
     match given {
-        Some(g) if same(g.as_bytes(), token.expose().as_bytes()) => next.run(req).await,
+        // A token file may hold several tokens, one per line (rotation): any is good.
+        Some(g) if token.keys().any(|t| same(g.as_bytes(), t.as_bytes())) => next.run(req).await,
         given => {
             let why = if given.is_some() {
                 "the token is wrong"

@@ -66,7 +66,7 @@ fn call(
     let (base, client) = client_for(&api.listen)?;
     let mut req = client.request(method, format!("{base}{path}"));
     if let Some(t) = &api.token {
-        req = req.bearer_auth(t.expose());
+        req = req.bearer_auth(t.first());
     }
     if let Some(b) = body {
         req = req

@@ -20,6 +20,17 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The secrets a secret file holds, one per line, newest first (key rotation):
+    /// blank lines and surrounding white space are not part of them.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.lines().map(str::trim).filter(|l| !l.is_empty())
+    }
+
+    /// The newest secret (the first line).
+    pub fn first(&self) -> &str {
+        self.keys().next().unwrap_or("")
+    }
 }
 
 impl fmt::Debug for Secret {

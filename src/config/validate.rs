@@ -571,15 +571,18 @@ fn validate_hook(
             SignatureKind::None
         }
     };
-    if let Some(s) = secret.as_ref().map(Secret::expose)
+    if let Some(s) = secret.as_ref()
         && signature == SignatureKind::Standard
-        && let Some(b64) = s.strip_prefix("whsec_")
     {
         use base64::Engine;
-        if base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .is_err()
-        {
+        let bad = s.keys().any(|k| {
+            k.strip_prefix("whsec_").is_some_and(|b64| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .is_err()
+            })
+        });
+        if bad {
             let span = h
                 .secret_file
                 .as_ref()

@@ -1,5 +1,8 @@
 //! Signatures (SPEC §5): Standard Webhooks (`webhook-signature: v1,<base64 HMAC-SHA256 of
 //! "id.timestamp.body">`) and GitHub's `X-Hub-Signature-256: sha256=<hex>`. Pure.
+//!
+//! A secret may hold several keys, one per line, newest first (rotation): Standard
+//! Webhooks signs with each (space-separated `v1,` signatures); GitHub with the first.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -10,10 +13,9 @@ use crate::config::Secret;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The HMAC key of a Standard Webhooks secret: the base64-decoded part after `whsec_`,
+/// The HMAC key of one Standard Webhooks secret: the base64-decoded part after `whsec_`,
 /// or the raw bytes of a secret without that prefix.
-pub fn standard_key(secret: &Secret) -> Vec<u8> {
-    let s = secret.expose();
+pub fn standard_key(s: &str) -> Vec<u8> {
     match s.strip_prefix("whsec_") {
         Some(b64) => STANDARD
             .decode(b64)
@@ -33,24 +35,31 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// The `webhook-signature` header value.
+/// The `webhook-signature` header value: one `v1,` signature per key, space-separated.
 pub fn standard(secret: &Secret, id: &str, timestamp: i64, body: &[u8]) -> String {
     let ts = timestamp.to_string();
-    let mac = hmac(
-        &standard_key(secret),
-        &[id.as_bytes(), b".", ts.as_bytes(), b".", body],
-    );
-    format!("v1,{}", STANDARD.encode(mac))
+    let signatures: Vec<String> = secret
+        .keys()
+        .map(|key| {
+            let mac = hmac(
+                &standard_key(key),
+                &[id.as_bytes(), b".", ts.as_bytes(), b".", body],
+            );
+            format!("v1,{}", STANDARD.encode(mac))
+        })
+        .collect();
+    signatures.join(" ")
 }
 
-/// The `X-Hub-Signature-256` header value (the secret's text is the key).
+/// The `X-Hub-Signature-256` header value (the newest key's text is the key).
 pub fn github(secret: &Secret, body: &[u8]) -> String {
-    let mac = hmac(secret.expose().as_bytes(), &[body]);
+    let mac = hmac(secret.first().as_bytes(), &[body]);
     let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256={hex}")
 }
 
-/// Checks a `webhook-signature` header (space-separated list of `v1,<sig>`).
+/// Checks a `webhook-signature` header (space-separated list of `v1,<sig>`): true when
+/// any signature in it verifies with any of the secret's keys.
 pub fn verify_standard(
     secret: &Secret,
     id: &str,
@@ -59,9 +68,11 @@ pub fn verify_standard(
     header: &str,
 ) -> bool {
     let expected = standard(secret, id, timestamp, body);
-    header
-        .split(' ')
-        .any(|s| constant_eq(s.as_bytes(), expected.as_bytes()))
+    header.split(' ').any(|s| {
+        expected
+            .split(' ')
+            .any(|e| constant_eq(s.as_bytes(), e.as_bytes()))
+    })
 }
 
 /// Checks an `X-Hub-Signature-256` header.
@@ -129,7 +140,31 @@ mod tests {
 
     #[test]
     fn raw_secret_is_used_as_bytes() {
-        let raw = Secret::new("plain-secret");
-        assert_eq!(standard_key(&raw), b"plain-secret".to_vec());
+        assert_eq!(standard_key("plain-secret"), b"plain-secret".to_vec());
+    }
+
+    #[test]
+    fn several_keys_sign_once_each_newest_first_and_github_uses_the_newest() {
+        let v = vectors();
+        let c = &v["standard_webhooks"][0];
+        let old = c["secret"].as_str().unwrap_or_default();
+        let id = c["id"].as_str().unwrap_or_default();
+        let ts = c["timestamp"].as_i64().unwrap_or_default();
+        let body = c["payload"].as_str().unwrap_or_default().as_bytes();
+        let want_old = c["signature"].as_str().unwrap_or_default();
+        let new = "whsec_bmV3LXNlY3JldC1rZXktZm9yLXJvdGF0aW9uIQ==";
+        let both = Secret::new(format!("{new}\n\n  {old}  \n"));
+        let header = standard(&both, id, ts, body);
+        let parts: Vec<&str> = header.split(' ').collect();
+        assert_eq!(parts.len(), 2, "{header}");
+        assert_eq!(parts[0], standard(&Secret::new(new), id, ts, body));
+        assert_eq!(parts[1], want_old);
+        // A receiver that knows only the old key still verifies.
+        assert!(verify_standard(&Secret::new(old), id, ts, body, &header));
+        assert_eq!(
+            github(&both, body),
+            github(&Secret::new(new), body),
+            "GitHub signs with the first line"
+        );
     }
 }

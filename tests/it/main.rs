@@ -12,6 +12,7 @@ mod bad_input;
 mod check;
 mod delivery;
 mod demo;
+mod formats;
 mod git_layout;
 mod hostile;
 mod hot_reload;

@@ -30,8 +30,29 @@ pub fn have(module: &str, package: &str) -> bool {
 /// Runs a Python script with `input` on stdin; returns stdout, panicking with stderr on
 /// failure.
 pub fn run(script: &str, input: &[u8]) -> String {
+    run_args(script, &[], input)
+}
+
+/// `run` with `args` as the script's `sys.argv[1:]`.
+pub fn run_args(script: &str, args: &[&str], input: &[u8]) -> String {
+    let out = output(script, args, input);
+    assert!(
+        out.status.success(),
+        "the Python checker failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether the script fails (a checker that must reject `input`).
+pub fn fails_args(script: &str, args: &[&str], input: &[u8]) -> bool {
+    !output(script, args, input).status.success()
+}
+
+fn output(script: &str, args: &[&str], input: &[u8]) -> std::process::Output {
     let mut child = Command::new("python3")
         .args(["-c", script])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -40,11 +61,5 @@ pub fn run(script: &str, input: &[u8]) -> String {
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(input).unwrap_or_else(|e| panic!("{e}"));
     }
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "the Python checker failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
 }
