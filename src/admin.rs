@@ -430,8 +430,8 @@ pub fn hooks_test(path: &std::path::Path, name: &str, out: &mut impl Write) -> R
         .clone();
     let store = Store::open_shared(&config.daemon.state_dir)?;
     let now = Timestamp::now();
-    let body = crate::events::ping_body(&hook.name, &config.daemon.host_name, now);
-    let d = store.commit_direct("ping", &hook.name, &body, now)?;
+    let ping = crate::events::ping(&hook, &config.daemon.host_name, now);
+    let d = store.commit_direct("ping", &ping, now)?;
     let client = deliver::client_for(&hook)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -342,10 +342,12 @@ pub fn prefill(state: &Path, hooks: usize, events: usize) {
             deployment_serial: None,
             payload: Vec::new(),
             deliveries: (0..hooks)
-                .map(|h| NewDelivery {
-                    hook: format!("h{h}"),
-                    body: format!("{{\"hook\":{h},\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(200))
-                        .into_bytes(),
+                .map(|h| {
+                    NewDelivery::new(
+                        &format!("h{h}"),
+                        format!("{{\"hook\":{h},\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(200))
+                            .into_bytes(),
+                    )
                 })
                 .collect(),
         })

@@ -13,8 +13,8 @@ use super::{Api, ErrorOut, Problem};
 use crate::config::{HookConfig, check_event_name, redact_url};
 use crate::deliver::guard;
 use crate::model::Timestamp;
+use crate::store::NewEvent;
 use crate::store::api_hooks::{ApiHook, LastAttempt, Subscribed, hook_name};
-use crate::store::{NewDelivery, NewEvent};
 
 /// A hook, as Kudu shows it (with `source`, and `events` for a config hook).
 #[derive(Debug, Serialize, ToSchema)]
@@ -345,7 +345,8 @@ pub(super) async fn publish(
         json_of(&body)?;
         let _one_at_a_time = api.mutate.lock().await;
         let view = api.view.borrow().clone();
-        let planned = crate::events::plan_published(&event, &body, &view.hooks);
+        let host = api.settings.borrow().host_name.clone();
+        let planned = crate::events::plan_published(&event, &body, &view.hooks, &host);
         let hooks: Vec<String> = planned.deliveries.iter().map(|d| d.hook.clone()).collect();
         let now = Timestamp::now();
         let ids = api
@@ -376,22 +377,19 @@ pub(super) async fn ping(State(api): State<Api>, Path(id): Path<String>) -> Resp
             Err(_) if view.config_hooks.contains(&id) => id.clone(),
             Err(_) => return Err(Problem::new(StatusCode::NOT_FOUND, "no hook has this id")),
         };
-        if !view.hooks.iter().any(|h| h.name == name) {
+        let Some(hook) = view.hooks.iter().find(|h| h.name == name) else {
             return Err(Problem::new(StatusCode::NOT_FOUND, "no hook has this id"));
-        }
+        };
         let now = Timestamp::now();
         let host = api.settings.borrow().host_name.clone();
-        let body = crate::events::ping_body(&name, &host, now);
+        let delivery = crate::events::ping(hook, &host, now);
         let event = NewEvent {
             kind: "ping".to_string(),
             site: None,
             status: None,
             deployment_serial: None,
-            payload: body.clone(),
-            deliveries: vec![NewDelivery {
-                hook: name.clone(),
-                body,
-            }],
+            payload: delivery.body.clone(),
+            deliveries: vec![delivery],
         };
         let ids = api
             .blocking(move |s| s.commit_events(&[event], now))

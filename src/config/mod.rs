@@ -7,6 +7,7 @@
 //! machine's host name.
 
 pub mod api;
+pub mod formats;
 pub mod raw;
 pub mod secrets;
 pub mod types;
@@ -15,6 +16,7 @@ pub mod validate;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use formats::{CloudEventsMode, Format, TEMPLATE_VARIABLES, Template};
 pub use secrets::{Secret, redact_url};
 pub use types::*;
 pub use validate::{check_event_name, parse};
@@ -53,7 +55,8 @@ fn load_with(
         state_directory: std::env::var_os("STATE_DIRECTORY").map(PathBuf::from),
         credentials_directory,
         credentials_unchecked,
-        read_file: &|p| std::fs::read_to_string(p),
+        // Secret and template files too: never blocking on a FIFO, at most 1 MiB.
+        read_file: &|p| read_config_text(p),
         read_env: &|k| std::env::var(k).ok(),
         mode_of: &mode_of,
     };

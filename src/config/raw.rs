@@ -104,9 +104,11 @@ pub struct RawHook {
     pub sites: Option<Spanned<Vec<String>>>,
     /// Statuses this hook wants (`pending` … `failed`). Default: all.
     pub statuses: Option<Spanned<Vec<String>>>,
-    /// Payload format: `kudu` (default).
+    /// Payload format: `kudu` (default), `cloudevents`, `cdevents`, `slack`, `template`.
     pub format: Option<Spanned<String>>,
-    /// Template file for `format = "template"` (not implemented in this version).
+    /// `structured` (default) or `binary`, for `cloudevents` and `cdevents`.
+    pub cloudevents_mode: Option<Spanned<String>>,
+    /// Template file for `format = "template"` (minijinja; `*.json.j2` escapes as JSON).
     pub template: Option<Spanned<String>>,
     /// File holding the signing secret (`whsec_…` base64, or raw bytes).
     pub secret_file: Option<Spanned<String>>,

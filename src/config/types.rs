@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::formats::{CloudEventsMode, Format, Template};
 use super::{Secret, redact_url};
 use crate::model::Status;
 
@@ -146,11 +147,6 @@ impl SiteConfig {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Kudu,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignatureKind {
     None,
     /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
@@ -168,6 +164,9 @@ pub struct HookConfig {
     pub sites: Option<Vec<String>>,
     pub statuses: Option<Vec<Status>>,
     pub format: Format,
+    pub cloudevents_mode: CloudEventsMode,
+    /// `format = "template"`: the template, read and checked at load.
+    pub template: Option<Template>,
     pub secret: Option<Secret>,
     pub signature: SignatureKind,
     pub insecure_ssl: bool,
@@ -190,6 +189,8 @@ impl HookConfig {
             sites: None,
             statuses: None,
             format: Format::Kudu,
+            cloudevents_mode: CloudEventsMode::Structured,
+            template: None,
             secret: None,
             signature: SignatureKind::None,
             insecure_ssl: false,

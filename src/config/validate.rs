@@ -512,28 +512,7 @@ fn validate_hook(
             })
             .collect()
     });
-    let format = match h.format.as_ref() {
-        None => Format::Kudu,
-        Some(f) if f.get_ref() == "kudu" => Format::Kudu,
-        Some(f) => {
-            c.at(
-                f.span(),
-                &key("format"),
-                format!(
-                    "format {:?} is not implemented in this version (use \"kudu\")",
-                    f.get_ref()
-                ),
-            );
-            Format::Kudu
-        }
-    };
-    if let Some(t) = &h.template {
-        c.at(
-            t.span(),
-            &key("template"),
-            "not implemented in this version",
-        );
-    }
+    let (format, cloudevents_mode, template) = super::formats::hook_format(c, h, &key, env);
     let secret = super::secrets::read_secret(c, h, &key, env, &name, warnings);
     let signature = match h
         .signature
@@ -656,6 +635,8 @@ fn validate_hook(
         sites: h.sites.as_ref().map(|s| s.get_ref().clone()),
         statuses,
         format,
+        cloudevents_mode,
+        template,
         secret,
         signature,
         insecure_ssl,

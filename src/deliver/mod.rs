@@ -89,23 +89,27 @@ pub fn health_client() -> Result<reqwest::Client, DeliverError> {
         })
 }
 
-/// The headers of one attempt (without credentials, which go as Basic auth).
-pub fn build_headers(
-    hook: &HookConfig,
-    delivery_id: &str,
-    event: &str,
-    body: &[u8],
-    now: Timestamp,
-) -> Vec<(String, String)> {
-    let mut headers = vec![
-        (
+/// The headers of one attempt of `d` (without credentials, which go as Basic auth): ours,
+/// then the format's own (a content type replaces ours), the signature, the hook's.
+pub fn build_headers(hook: &HookConfig, d: &DueDelivery, now: Timestamp) -> Vec<(String, String)> {
+    let (delivery_id, body) = (d.id.as_str(), d.body.as_slice());
+    let own_type = d
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+    let mut headers = Vec::new();
+    if !own_type {
+        headers.push((
             "Content-Type".to_string(),
             "application/json; charset=utf-8".to_string(),
-        ),
+        ));
+    }
+    headers.extend([
         ("User-Agent".to_string(), USER_AGENT.to_string()),
-        ("X-Deployhook-Event".to_string(), event.to_string()),
+        ("X-Deployhook-Event".to_string(), d.event.clone()),
         ("X-Deployhook-Delivery".to_string(), delivery_id.to_string()),
-    ];
+    ]);
+    headers.extend(d.headers.iter().cloned());
     if let Some(secret) = &hook.secret {
         match hook.signature {
             SignatureKind::Standard => {
@@ -146,7 +150,7 @@ pub async fn send_attempt(
         };
         return (record, Response::Error);
     }
-    let headers = build_headers(hook, &d.id, &d.event, &d.body, now);
+    let headers = build_headers(hook, d, now);
     // `user:pass@` in the URL goes as Basic auth: reqwest takes it out of the URL and
     // percent-decodes it.
     let mut req = client.post(hook.url.clone()).body(d.body.clone());

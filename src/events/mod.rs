@@ -1,33 +1,92 @@
 //! Events: turns the transitions `infer` found into events, and renders one body per
 //! hook that wants each (`plan`), for `store` to commit with the transitions. A hook's
-//! `format` picks its renderer (`kudu.rs`: Kudu's PostDeployment object, the default);
-//! the formats issue adds more renderers here, beside it.
+//! `format` picks its renderer (`render`): `kudu.rs` (Kudu's PostDeployment object, the
+//! default), `cloudevents.rs`, `cdevents.rs`, `slack.rs`, `template.rs`. Each delivery's
+//! id is chosen here, so a format can carry it (CloudEvents' `id`).
 
+pub mod cdevents;
+pub mod cloudevents;
 pub mod kudu;
+pub mod slack;
+pub mod template;
 
 use crate::config::{Format, HookConfig};
 use crate::infer::model::Transition;
-use crate::store::{NewDelivery, NewEvent};
+use crate::model::{Status, Timestamp};
+use crate::store::{NewDelivery, NewEvent, new_delivery_id};
 
-pub use kudu::{Context, POST_DEPLOYMENT, STATUS_CHANGED, events_of};
+pub use kudu::{Context, KuduPayload, POST_DEPLOYMENT, STATUS_CHANGED, events_of};
+
+/// A delivery's body and the headers its format adds (a content type, `ce-*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    pub body: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Rendered {
+    /// A body with no headers of its own (JSON, the default content type).
+    pub fn plain(body: Vec<u8>) -> Rendered {
+        Rendered {
+            body,
+            headers: Vec::new(),
+        }
+    }
+
+    fn into_delivery(self, id: String, hook: &str) -> NewDelivery {
+        NewDelivery {
+            id,
+            hook: hook.to_string(),
+            body: self.body,
+            headers: self.headers,
+        }
+    }
+}
+
+/// One event of one transition, as every renderer sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct DeploymentEvent<'a> {
+    pub transition: &'a Transition,
+    /// `PostDeployment` or `StatusChanged`.
+    pub kind: &'a str,
+    pub cx: Context<'a>,
+    pub payload: &'a KuduPayload,
+    /// `payload` serialised: the event's own record, and the kudu format's body.
+    pub kudu_body: &'a [u8],
+}
+
+/// When the transition happened: the deployment's end for a terminal status, its start
+/// for building, when it was received for pending, else when it last changed.
+pub fn transition_time(t: &Transition) -> Timestamp {
+    let d = &t.deployment;
+    match t.to {
+        Status::Pending => d.received,
+        Status::Building => d.started.unwrap_or(d.last_change),
+        Status::Deploying => d.last_change,
+        Status::Success | Status::Failed => d.ended.unwrap_or(d.last_change),
+    }
+}
 
 /// The events (with one delivery per matching hook) that `transitions` make.
-pub fn plan(
-    transitions: &[Transition],
-    hooks: &[HookConfig],
-    cx: kudu::Context<'_>,
-) -> Vec<NewEvent> {
+pub fn plan(transitions: &[Transition], hooks: &[HookConfig], cx: Context<'_>) -> Vec<NewEvent> {
     let mut events = Vec::new();
     for t in transitions {
         for kind in kudu::events_of(t) {
             let p = kudu::kudu(t, kind, cx);
             let body = kudu::body(&p);
+            let ev = DeploymentEvent {
+                transition: t,
+                kind,
+                cx,
+                payload: &p,
+                kudu_body: &body,
+            };
             let deliveries = hooks
                 .iter()
                 .filter(|h| h.wants_event(kind) && h.wants_site(cx.site) && h.wants_status(t.to))
-                .map(|h| NewDelivery {
-                    hook: h.name.clone(),
-                    body: render(h, &body),
+                .filter_map(|h| {
+                    let id = new_delivery_id();
+                    render(h, &ev, &id).map(|r| r.into_delivery(id, &h.name))
                 })
                 .collect();
             events.push(NewEvent {
@@ -43,11 +102,24 @@ pub fn plan(
     events
 }
 
-/// The body of one delivery for `hook`, in its format. `kudu_body` is the kudu object
-/// already serialised (the event's own payload), shared by every kudu hook.
+/// The body of one delivery of a deployment event for `hook`, in its format; `None`
+/// when the format has nothing to say about this event (CDEvents has no event for
+/// `deploying` after `building`).
+pub fn render(hook: &HookConfig, ev: &DeploymentEvent<'_>, id: &str) -> Option<Rendered> {
+    match hook.format {
+        Format::Kudu => Some(Rendered::plain(ev.kudu_body.to_vec())),
+        Format::CloudEvents => Some(cloudevents::deployment(hook.cloudevents_mode, ev, id)),
+        Format::CdEvents => cdevents::render(hook, ev, id),
+        Format::Slack => Some(Rendered::plain(slack::body(ev))),
+        Format::Template => Some(template::render(hook, ev)),
+    }
+}
+
 /// A published event (`POST /api/hooks/publish/{eventType}`): `body` goes to every
-/// hook of that event type (compared case-insensitively), in its format.
-pub fn plan_published(kind: &str, body: &[u8], hooks: &[HookConfig]) -> NewEvent {
+/// hook of that event type (compared case-insensitively) as given — in a CloudEvent
+/// (`dev.deployhook.<eventType>`) for `cloudevents` and `cdevents` hooks.
+pub fn plan_published(kind: &str, body: &[u8], hooks: &[HookConfig], host_name: &str) -> NewEvent {
+    let now = Timestamp::now();
     NewEvent {
         kind: kind.to_string(),
         site: None,
@@ -57,29 +129,57 @@ pub fn plan_published(kind: &str, body: &[u8], hooks: &[HookConfig]) -> NewEvent
         deliveries: hooks
             .iter()
             .filter(|h| h.wants_event(kind))
-            .map(|h| NewDelivery {
-                hook: h.name.clone(),
-                body: render(h, body),
+            .map(|h| {
+                let id = new_delivery_id();
+                other(h, kind, body, host_name, &id, now).into_delivery(id, &h.name)
             })
             .collect(),
     }
 }
 
-/// A `ping` event for one hook (`hooks test`, `POST /api/hooks/{id}/ping`).
-pub fn ping_body(hook: &str, host_name: &str, now: crate::model::Timestamp) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "event": "ping",
-        "hook": hook,
-        "hostName": host_name,
-        "time": now.rfc3339(),
-    }))
-    .unwrap_or_default()
+/// An event that is not a deployment's (published, `ping`) for `hook`.
+fn other(
+    hook: &HookConfig,
+    kind: &str,
+    body: &[u8],
+    host_name: &str,
+    id: &str,
+    now: Timestamp,
+) -> Rendered {
+    match hook.format {
+        Format::CloudEvents | Format::CdEvents => {
+            let attributes = cloudevents::Attributes {
+                id: id.to_string(),
+                source: cloudevents::source(host_name, None),
+                kind: format!("dev.deployhook.{kind}"),
+                subject: None,
+                time: now.rfc3339(),
+            };
+            cloudevents::envelope(hook.cloudevents_mode, &attributes, body)
+        }
+        Format::Kudu | Format::Slack | Format::Template => Rendered::plain(body.to_vec()),
+    }
 }
 
-fn render(hook: &HookConfig, kudu_body: &[u8]) -> Vec<u8> {
-    match hook.format {
-        Format::Kudu => kudu_body.to_vec(),
-    }
+/// A `ping` event's delivery to `hook` (`hooks test`, `POST /api/hooks/{id}/ping`): a
+/// small JSON object, in a body the hook's receiver accepts (a Slack text, a
+/// CloudEvent).
+pub fn ping(hook: &HookConfig, host_name: &str, now: Timestamp) -> NewDelivery {
+    let id = new_delivery_id();
+    let rendered = match hook.format {
+        Format::Slack => Rendered::plain(slack::ping(&hook.name, host_name)),
+        _ => {
+            let body = serde_json::to_vec(&serde_json::json!({
+                "event": "ping",
+                "hook": hook.name,
+                "hostName": host_name,
+                "time": now.rfc3339(),
+            }))
+            .unwrap_or_default();
+            other(hook, "ping", &body, host_name, &id, now)
+        }
+    };
+    rendered.into_delivery(id, &hook.name)
 }
 
 #[cfg(test)]

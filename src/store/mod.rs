@@ -9,6 +9,7 @@
 
 pub mod api_hooks;
 pub mod query;
+mod schema;
 
 use std::fs::File;
 use std::io::Write as _;
@@ -20,12 +21,12 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::infer::model::{SiteState, Transition};
 use crate::model::{Status, Timestamp};
+use schema::{SCHEMA_VERSION, check_integrity, corrupt_or, migrate};
 
 pub const DB_FILE: &str = "deployhook.sqlite";
 pub const LOCK_FILE: &str = "deployhook.lock";
 /// Response bodies are kept up to this size.
 pub const MAX_STORED_BODY: usize = 64 * 1024;
-const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -103,8 +104,25 @@ pub struct NewEvent {
 
 #[derive(Clone, Debug)]
 pub struct NewDelivery {
+    /// Chosen by the `events` stage, so a format can carry it in the body (CloudEvents'
+    /// `id`); stable across attempts and restarts.
+    pub id: String,
     pub hook: String,
     pub body: Vec<u8>,
+    /// Headers the format adds (CloudEvents' `ce-*`, its content type).
+    pub headers: Vec<(String, String)>,
+}
+
+impl NewDelivery {
+    /// A delivery of `body` to `hook` with a new id and no headers of its own.
+    pub fn new(hook: &str, body: Vec<u8>) -> NewDelivery {
+        NewDelivery {
+            id: new_delivery_id(),
+            hook: hook.to_string(),
+            body,
+            headers: Vec::new(),
+        }
+    }
 }
 
 /// The head of a hook's queue.
@@ -115,6 +133,8 @@ pub struct DueDelivery {
     pub hook: String,
     pub event: String,
     pub body: Vec<u8>,
+    /// Headers the format added (see `NewDelivery::headers`).
+    pub headers: Vec<(String, String)>,
     pub attempts: u32,
     pub next_attempt_at: Timestamp,
 }
@@ -195,7 +215,7 @@ impl std::fmt::Display for DeliveryState {
     }
 }
 
-pub(crate) fn new_delivery_id() -> String {
+pub fn new_delivery_id() -> String {
     let mut id = String::from("msg_");
     id.extend(std::iter::repeat_with(fastrand::alphanumeric).take(24));
     id
@@ -387,8 +407,7 @@ impl Store {
     pub fn commit_direct(
         &self,
         kind: &str,
-        hook: &str,
-        body: &[u8],
+        d: &NewDelivery,
         now: Timestamp,
     ) -> Result<DueDelivery, StoreError> {
         let mut conn = self.conn();
@@ -396,25 +415,33 @@ impl Store {
         tx.execute(
             "INSERT INTO events (site, kind, status, deployment_serial, payload, created_at)
              VALUES (NULL, ?1, NULL, NULL, ?2, ?3)",
-            params![kind, body, now.0],
+            params![kind, d.body, now.0],
         )
         .map_err(q("write event"))?;
         let event_id = tx.last_insert_rowid();
-        let id = new_delivery_id();
         tx.execute(
             "INSERT INTO deliveries (id, hook, event_id, body, state, attempts, next_attempt_at,
-               created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'sending', 0, ?5, ?5, ?5)",
-            params![id, hook, event_id, body, now.0],
+               created_at, updated_at, headers)
+             VALUES (?1, ?2, ?3, ?4, 'sending', 0, ?5, ?5, ?5, ?6)",
+            params![
+                d.id,
+                d.hook,
+                event_id,
+                d.body,
+                now.0,
+                headers_json(&d.headers)
+            ],
         )
         .map_err(q("write delivery"))?;
         let seq = tx.last_insert_rowid();
         tx.commit().map_err(q("commit transaction"))?;
         Ok(DueDelivery {
             seq,
-            id,
-            hook: hook.to_string(),
+            id: d.id.clone(),
+            hook: d.hook.clone(),
             event: kind.to_string(),
-            body: body.to_vec(),
+            body: d.body.clone(),
+            headers: d.headers.clone(),
             attempts: 0,
             next_attempt_at: now,
         })
@@ -434,7 +461,8 @@ impl Store {
         let conn = self.read_conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT d.seq, d.id, d.hook, e.kind, d.body, d.attempts, d.next_attempt_at
+                "SELECT d.seq, d.id, d.hook, e.kind, d.body, d.attempts, d.next_attempt_at,
+                   d.headers
                  FROM deliveries d JOIN events e ON e.id = d.event_id
                  WHERE d.hook = ?1 AND d.state = 'pending' ORDER BY d.seq LIMIT ?2",
             )
@@ -447,6 +475,7 @@ impl Store {
                     hook: r.get(2)?,
                     event: r.get(3)?,
                     body: r.get(4)?,
+                    headers: parse_headers(r.get::<_, Option<String>>(7)?.as_deref()),
                     attempts: r.get(5)?,
                     next_attempt_at: Timestamp(r.get(6)?),
                 })
@@ -699,7 +728,6 @@ fn insert_events(
         .map_err(q("write event"))?;
         let event_id = tx.last_insert_rowid();
         for d in &e.deliveries {
-            let id = new_delivery_id();
             let state = if api_hooks::api_hook_deleted(tx, &d.hook)? {
                 DeliveryState::Cancelled
             } else {
@@ -707,90 +735,33 @@ fn insert_events(
             };
             tx.execute(
                 "INSERT INTO deliveries (id, hook, event_id, body, state, attempts, next_attempt_at,
-                   created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?6, 0, ?5, ?5, ?5)",
-                params![id, d.hook, event_id, d.body, now.0, state.as_str()],
+                   created_at, updated_at, headers) VALUES (?1, ?2, ?3, ?4, ?6, 0, ?5, ?5, ?5, ?7)",
+                params![
+                    d.id,
+                    d.hook,
+                    event_id,
+                    d.body,
+                    now.0,
+                    state.as_str(),
+                    headers_json(&d.headers)
+                ],
             )
             .map_err(q("write delivery"))?;
-            ids.push(id);
+            ids.push(d.id.clone());
         }
     }
     Ok(ids)
 }
 
-fn corrupt_or(e: rusqlite::Error, path: &Path, op: &'static str) -> StoreError {
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
-            StoreError::Corrupt {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            }
-        }
-        _ => StoreError::Query { op, source: e },
-    }
+/// A delivery's own headers as stored: NULL for none.
+fn headers_json(headers: &[(String, String)]) -> Option<String> {
+    (!headers.is_empty()).then(|| serde_json::to_string(headers).unwrap_or_default())
 }
 
-fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let result: String = conn
-        .query_row("PRAGMA quick_check", [], |r| r.get(0))
-        .map_err(|e| corrupt_or(e, path, "check integrity"))?;
-    if result != "ok" {
-        return Err(StoreError::Corrupt {
-            path: path.to_path_buf(),
-            detail: result,
-        });
-    }
-    Ok(())
-}
-
-fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| corrupt_or(e, path, "read schema version"))?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::TooNew {
-            path: path.to_path_buf(),
-            found: version,
-        });
-    }
-    if version < 1 {
-        conn.execute_batch(
-            "BEGIN;
-            CREATE TABLE site_state (
-              site TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at INTEGER NOT NULL);
-            CREATE TABLE deployments (
-              site TEXT NOT NULL, serial INTEGER NOT NULL, id TEXT NOT NULL, release TEXT,
-              status TEXT NOT NULL, data TEXT NOT NULL,
-              created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
-              PRIMARY KEY (site, serial));
-            CREATE TABLE events (
-              id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT, kind TEXT NOT NULL, status TEXT,
-              deployment_serial INTEGER, payload BLOB NOT NULL, created_at INTEGER NOT NULL);
-            CREATE TABLE deliveries (
-              seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
-              hook TEXT NOT NULL, event_id INTEGER NOT NULL REFERENCES events(id),
-              body BLOB NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
-              next_attempt_at INTEGER NOT NULL, created_at INTEGER NOT NULL,
-              updated_at INTEGER NOT NULL, last_status INTEGER, last_error TEXT);
-            CREATE INDEX deliveries_queue ON deliveries (hook, state, seq);
-            CREATE TABLE attempts (
-              id INTEGER PRIMARY KEY AUTOINCREMENT,
-              delivery_seq INTEGER NOT NULL REFERENCES deliveries(seq),
-              n INTEGER NOT NULL, started_at INTEGER NOT NULL, duration_us INTEGER NOT NULL,
-              request_headers TEXT NOT NULL, response_status INTEGER, response_headers TEXT,
-              response_body BLOB, error TEXT);
-            CREATE INDEX attempts_delivery ON attempts (delivery_seq);
-            CREATE TABLE hooks (
-              name TEXT PRIMARY KEY, disabled_at INTEGER, disabled_reason TEXT);
-            PRAGMA user_version = 1;
-            COMMIT;",
-        )
-        .map_err(q("migrate to schema 1"))?;
-    }
-    if version < 2 {
-        conn.execute_batch(api_hooks::MIGRATE_2)
-            .map_err(q("migrate to schema 2"))?;
-    }
-    Ok(())
+/// Stored headers back; what does not parse is no headers.
+fn parse_headers(json: Option<&str>) -> Vec<(String, String)> {
+    json.and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

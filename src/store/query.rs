@@ -251,8 +251,9 @@ impl Store {
         let n = self.with_conn(|c| {
             c.execute(
                 "INSERT INTO deliveries (id, hook, event_id, body, state, attempts, next_attempt_at,
-                   created_at, updated_at)
-                 SELECT ?2, hook, event_id, body, 'pending', 0, ?3, ?3, ?3 FROM deliveries WHERE id = ?1",
+                   created_at, updated_at, headers)
+                 SELECT ?2, hook, event_id, body, 'pending', 0, ?3, ?3, ?3, headers
+                 FROM deliveries WHERE id = ?1",
                 params![id, new_id, now.0],
             )
             .map_err(q("redeliver"))

@@ -24,10 +24,7 @@ fn pruning_drops_old_finished_history_and_keeps_anything_pending() {
         status: None,
         deployment_serial: None,
         payload: b"{}".to_vec(),
-        deliveries: vec![NewDelivery {
-            hook: hook.into(),
-            body: b"{}".to_vec(),
-        }],
+        deliveries: vec![NewDelivery::new(hook, b"{}".to_vec())],
     };
     let day = 86_400_000_000;
     store
@@ -74,8 +71,8 @@ fn attempts_keep_at_most_64_kib_of_a_response_body_and_migrations_run_once() {
         deployment_serial: None,
         payload: b"{}".to_vec(),
         deliveries: vec![NewDelivery {
-            hook: "h".into(),
-            body: b"{}".to_vec(),
+            headers: vec![("ce-id".into(), "x".into())],
+            ..NewDelivery::new("h", b"{}".to_vec())
         }],
     };
     let ids = store
@@ -86,6 +83,20 @@ fn attempts_keep_at_most_64_kib_of_a_response_body_and_migrations_run_once() {
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("queued"));
     assert_eq!(due.id, ids[0]);
+    assert_eq!(
+        due.headers,
+        [("ce-id".to_string(), "x".to_string())],
+        "a format's own headers come back with the delivery"
+    );
+    let redelivered = store
+        .redeliver(&due.id, Timestamp(1))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("redelivered"));
+    let again = store
+        .next_deliveries("h", 2)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again[1].id, redelivered);
+    assert_eq!(again[1].headers, due.headers, "a redelivery keeps them");
     let record = AttemptRecord {
         response_status: Some(500),
         response_body: vec![b'x'; 200 * 1024],
@@ -109,9 +120,10 @@ fn attempts_keep_at_most_64_kib_of_a_response_body_and_migrations_run_once() {
     let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         store
-            .list_deliveries(None, true, 10)
+            .list_deliveries(None, false, 10)
             .map(|r| r.len())
             .unwrap_or(0),
-        1
+        2,
+        "the delivery and its redelivery survive the reopen"
     );
 }

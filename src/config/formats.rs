@@ -1,0 +1,276 @@
+//! A hook's `format` and what goes with it: `cloudevents_mode` and the `template` file,
+//! checked at load (a syntax error or an unknown variable is a config error, so a reload
+//! with a broken template keeps the old config).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use super::Env;
+use super::raw::RawHook;
+use super::validate::Checker;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Kudu's PostDeployment object (the default).
+    Kudu,
+    /// CloudEvents 1.0 with the kudu object as data.
+    CloudEvents,
+    /// CDEvents 0.5.1, carried as CloudEvents.
+    CdEvents,
+    /// A Slack incoming-webhook body.
+    Slack,
+    /// A minijinja template (`template`).
+    Template,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Kudu => "kudu",
+            Format::CloudEvents => "cloudevents",
+            Format::CdEvents => "cdevents",
+            Format::Slack => "slack",
+            Format::Template => "template",
+        }
+    }
+}
+
+/// CloudEvents' HTTP content modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloudEventsMode {
+    /// `application/cloudevents+json`: every attribute in the body.
+    Structured,
+    /// Attributes in `ce-*` headers, the data as the body.
+    Binary,
+}
+
+/// The largest template file.
+const MAX_TEMPLATE: usize = 64 * 1024;
+
+/// Template steps allowed per rendering (minijinja's fuel): a loop that never ends is an
+/// error, not a stuck daemon.
+const TEMPLATE_FUEL: u64 = 100_000;
+
+/// What a template may name: the kudu object's keys, and `hook`, `site`, `payload` (the
+/// whole object), plus minijinja's own globals. `events::template` builds exactly this.
+pub const TEMPLATE_VARIABLES: [&str; 29] = [
+    "id",
+    "status",
+    "statusText",
+    "authorEmail",
+    "author",
+    "message",
+    "progress",
+    "deployer",
+    "receivedTime",
+    "startTime",
+    "endTime",
+    "lastSuccessEndTime",
+    "complete",
+    "siteName",
+    "hostName",
+    "event",
+    "branch",
+    "release",
+    "previousId",
+    "rollback",
+    "layout",
+    "sequence",
+    "previousStatus",
+    "truncated",
+    "commits",
+    "commitsTruncated",
+    "hook",
+    "site",
+    "payload",
+];
+
+const TEMPLATE_GLOBALS: [&str; 4] = ["range", "dict", "namespace", "debug"];
+
+/// A template file, read and checked at load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    pub path: PathBuf,
+    pub source: String,
+}
+
+impl Template {
+    /// The environment templates run in: an undefined variable is an error, a file named
+    /// `*.json` or `*.json.j2` writes every `{{ value }}` as JSON (quoted and escaped),
+    /// and a rendering has a step limit.
+    fn environment() -> minijinja::Environment<'static> {
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(minijinja::default_auto_escape_callback);
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env
+    }
+
+    fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "template".into())
+    }
+
+    /// Compiles the template and checks that it names only known variables.
+    pub fn check(&self) -> Result<(), String> {
+        let env = Template::environment();
+        let name = self.name();
+        let t = env
+            .template_from_named_str(&name, &self.source)
+            .map_err(|e| describe(&e))?;
+        let unknown: BTreeSet<String> = t
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|v| {
+                !TEMPLATE_VARIABLES.contains(&v.as_str()) && !TEMPLATE_GLOBALS.contains(&v.as_str())
+            })
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} names unknown variable(s) {}; a template can use {}",
+                self.path.display(),
+                unknown.into_iter().collect::<Vec<_>>().join(", "),
+                TEMPLATE_VARIABLES.join(", ")
+            ))
+        }
+    }
+
+    /// Renders the template with `context`.
+    pub fn render(&self, context: &serde_json::Value) -> Result<String, String> {
+        let env = Template::environment();
+        let name = self.name();
+        let t = env
+            .template_from_named_str(&name, &self.source)
+            .map_err(|e| describe(&e))?;
+        t.render(minijinja::Value::from(minijinja::value::Serde(context)))
+            .map_err(|e| describe(&e))
+    }
+}
+
+/// A minijinja error with where it happened (template line) and what caused it.
+fn describe(e: &minijinja::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// The hook's format, CloudEvents mode and template, checked.
+pub(super) fn hook_format(
+    c: &mut Checker<'_>,
+    h: &RawHook,
+    key: &dyn Fn(&str) -> String,
+    env: &Env<'_>,
+) -> (Format, CloudEventsMode, Option<Template>) {
+    let format = match h.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+        None | Some(("kudu", _)) => Format::Kudu,
+        Some(("cloudevents", _)) => Format::CloudEvents,
+        Some(("cdevents", _)) => Format::CdEvents,
+        Some(("slack", _)) => Format::Slack,
+        Some(("template", _)) => Format::Template,
+        Some((other, span)) => {
+            c.at(
+                span,
+                &key("format"),
+                format!(
+                    "unknown format {other:?}: use kudu, cloudevents, cdevents, slack or template"
+                ),
+            );
+            Format::Kudu
+        }
+    };
+    let mode = match h
+        .cloudevents_mode
+        .as_ref()
+        .map(|m| (m.get_ref().as_str(), m.span()))
+    {
+        None | Some(("structured", _)) => CloudEventsMode::Structured,
+        Some(("binary", _)) => CloudEventsMode::Binary,
+        Some((other, span)) => {
+            c.at(
+                span,
+                &key("cloudevents_mode"),
+                format!("unknown cloudevents_mode {other:?}: use structured or binary"),
+            );
+            CloudEventsMode::Structured
+        }
+    };
+    if let Some(m) = &h.cloudevents_mode
+        && !matches!(format, Format::CloudEvents | Format::CdEvents)
+    {
+        c.at(
+            m.span(),
+            &key("cloudevents_mode"),
+            "only for format = \"cloudevents\" or \"cdevents\"",
+        );
+    }
+    let template = match (&h.template, format) {
+        (None, Format::Template) => {
+            let span = h.format.as_ref().map_or(0..0, |f| f.span());
+            c.at(
+                span,
+                &key("template"),
+                "format = \"template\" needs template = \"/path/to/file.json.j2\"",
+            );
+            None
+        }
+        (None, _) => None,
+        (Some(t), Format::Template) => read_template(c, t, &key("template"), env),
+        (Some(t), _) => {
+            c.at(t.span(), &key("template"), "only for format = \"template\"");
+            None
+        }
+    };
+    (format, mode, template)
+}
+
+fn read_template(
+    c: &mut Checker<'_>,
+    t: &toml::Spanned<String>,
+    key: &str,
+    env: &Env<'_>,
+) -> Option<Template> {
+    let path = PathBuf::from(t.get_ref());
+    if !path.is_absolute() {
+        c.at(
+            t.span(),
+            key,
+            format!("{:?} must be an absolute path", t.get_ref()),
+        );
+        return None;
+    }
+    let source = match (env.read_file)(&path) {
+        Ok(s) if s.len() > MAX_TEMPLATE => {
+            c.at(
+                t.span(),
+                key,
+                format!("{} is larger than 64 KiB", path.display()),
+            );
+            return None;
+        }
+        Ok(s) => s,
+        Err(e) => {
+            c.at(
+                t.span(),
+                key,
+                format!("cannot read {}: {e}", path.display()),
+            );
+            return None;
+        }
+    };
+    let template = Template { path, source };
+    match template.check() {
+        Ok(()) => Some(template),
+        Err(why) => {
+            c.at(t.span(), key, why);
+            None
+        }
+    }
+}
