@@ -22,5 +22,6 @@ mod marker;
 mod notify;
 mod releases;
 mod reload;
+mod templates;
 mod tidy;
 mod watching;
