@@ -20,6 +20,7 @@ mod kudu;
 mod limits;
 mod marker;
 mod notify;
+mod readme_formats;
 mod releases;
 mod reload;
 mod templates;
