@@ -50,6 +50,9 @@ const MAX_TEMPLATE: usize = 64 * 1024;
 /// Template steps allowed per rendering (minijinja's fuel): a loop that never ends is an
 /// error, not a stuck daemon.
 const TEMPLATE_FUEL: u64 = 100_000;
+/// The most a rendering may write: a body larger than this is an error (the kudu object
+/// goes instead), not a request a receiver must swallow.
+pub const MAX_TEMPLATE_OUTPUT: usize = 1024 * 1024;
 
 /// What a template may name: the kudu object's keys, and `hook`, `site`, `payload` (the
 /// whole object), plus minijinja's own globals. `events::template` builds exactly this.
@@ -146,8 +149,33 @@ impl Template {
         let t = env
             .template_from_named_str(&name, &self.source)
             .map_err(|e| describe(&e))?;
-        t.render(minijinja::Value::from(minijinja::value::Serde(context)))
-            .map_err(|e| describe(&e))
+        let mut out = CappedWriter(Vec::new());
+        t.render_captured_to(
+            minijinja::Value::from(minijinja::value::Serde(context)),
+            &mut out,
+        )
+        .map_err(|e| describe(&e))?;
+        String::from_utf8(out.0).map_err(|e| e.to_string())
+    }
+}
+
+/// A buffer that refuses to grow past `MAX_TEMPLATE_OUTPUT`.
+struct CappedWriter(Vec<u8>);
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_TEMPLATE_OUTPUT {
+            return Err(std::io::Error::other(format!(
+                "the rendered body is over {} KiB",
+                MAX_TEMPLATE_OUTPUT / 1024
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -272,5 +300,38 @@ fn read_template(
             c.at(t.span(), key, why);
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(name: &str, source: &str) -> Template {
+        Template {
+            path: PathBuf::from(format!("/t/{name}")),
+            source: source.to_string(),
+        }
+    }
+
+    #[test]
+    fn json_templates_escape_values_and_renders_are_bounded() {
+        let t = template("a.json.j2", "{\"m\": {{ message }}}");
+        assert_eq!(t.check(), Ok(()));
+        let out = t.render(&serde_json::json!({"message": "say \"hi\" \\ <b>"}));
+        assert_eq!(out.as_deref(), Ok("{\"m\": \"say \\\"hi\\\" \\\\ <b>\"}"));
+        // A loop that would run forever runs out of fuel.
+        let spin = template("b.txt", "{% for i in range(1000000) %}{{ i }}{% endfor %}");
+        assert!(spin.render(&serde_json::json!({})).is_err());
+        // A body that would be huge is refused, not sent.
+        let big = template(
+            "c.txt",
+            "{% for i in range(5000) %}{{ message * 100 }}{% endfor %}",
+        );
+        let err = big
+            .render(&serde_json::json!({"message": "xxxxxxxxxx"}))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("over 1024 KiB"), "{err}");
     }
 }
