@@ -168,6 +168,26 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// One commit of what a deployment changed (`commits` in payloads): the SHA, its
+/// author's name and the first line of its message (capped).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitSummary {
+    pub sha: String,
+    pub author: String,
+    pub message: String,
+}
+
+/// The commits between the previous live release and this one, newest first: at most
+/// `MAX_COMMITS`, `truncated` when there were more.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitRange {
+    pub commits: Vec<CommitSummary>,
+    pub truncated: bool,
+}
+
+/// How many commits a payload lists.
+pub const MAX_COMMITS: usize = 20;
+
 /// What the commit of a deployment says, read from the site's git repository.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitInfo {

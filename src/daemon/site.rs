@@ -288,6 +288,29 @@ struct SiteRead {
     committed: Result<BTreeSet<String>, StoreError>,
 }
 
+/// What each deployment of `transitions` changed since the previous live one, where the
+/// site's repository holds both commits (read once per deployment and cached).
+fn commit_ranges(
+    reader: &mut Reader,
+    snap: &crate::snapshot::Snapshot,
+    transitions: &[infer::model::Transition],
+) -> std::collections::BTreeMap<u64, crate::model::CommitRange> {
+    let mut ranges = std::collections::BTreeMap::new();
+    for t in transitions {
+        let d = &t.deployment;
+        if ranges.contains_key(&d.serial) {
+            continue;
+        }
+        let Some(from) = d.previous_id.as_deref() else {
+            continue;
+        };
+        if let Some(range) = reader.commits_between(snap, from, &d.id) {
+            ranges.insert(d.serial, range);
+        }
+    }
+    ranges
+}
+
 /// Reads one site, infers, and commits what changed (one transaction).
 fn read_infer_commit(
     reader: &mut Reader,
@@ -314,10 +337,12 @@ fn read_infer_commit(
     let name = reader.site().name.clone();
     crate::metrics::get().site_read(&name);
     let committed = if inference.state != *prev || !inference.transitions.is_empty() {
+        let commits = commit_ranges(reader, &snap, &inference.transitions);
         let cx = events::Context {
             site: &name,
             host_name: host,
             layout: snap.layout.name(),
+            commits: &commits,
         };
         let events = events::plan(&inference.transitions, hooks, cx);
         let queued: BTreeSet<String> = events

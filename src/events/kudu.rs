@@ -1,10 +1,12 @@
 //! The `kudu` format: the events a transition produces and Kudu's PostDeployment body
 //! (SPEC §3), field order exactly Kudu's, then deployhook's additions.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::infer::model::Transition;
-use crate::model::{Status, is_capped};
+use crate::model::{CommitRange, CommitSummary, Status, is_capped};
 
 pub const POST_DEPLOYMENT: &str = "PostDeployment";
 pub const STATUS_CHANGED: &str = "StatusChanged";
@@ -15,7 +17,13 @@ pub struct Context<'a> {
     pub site: &'a str,
     pub host_name: &'a str,
     pub layout: &'a str,
+    /// What each deployment (by serial) changed, when the site's repository holds both
+    /// its commit and the previous live one's.
+    pub commits: &'a BTreeMap<u64, CommitRange>,
 }
+
+/// No commit ranges.
+pub static NO_COMMITS: BTreeMap<u64, CommitRange> = BTreeMap::new();
 
 /// Kudu's PostDeployment object plus deployhook's camelCase additions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -45,6 +53,13 @@ pub struct KuduPayload {
     pub sequence: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_status: Option<Status>,
+    /// The commits between the previous live release and this one (newest first, at
+    /// most 20), when the repository holds both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commits: Option<Vec<CommitSummary>>,
+    /// Whether `commits` left some out; present with `commits`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commits_truncated: Option<bool>,
     /// The fields that were cut at their cap (their text ends in `…[truncated]`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub truncated: Vec<&'static str>,
@@ -92,8 +107,14 @@ pub fn kudu(t: &Transition, event: &str, cx: Context<'_>) -> KuduPayload {
         } else {
             None
         },
+        commits: None,
+        commits_truncated: None,
         truncated: Vec::new(),
     };
+    if let Some(range) = cx.commits.get(&d.serial) {
+        p.commits = Some(range.commits.clone());
+        p.commits_truncated = Some(range.truncated);
+    }
     p.truncated = truncated_fields(&p);
     p
 }
@@ -172,6 +193,7 @@ mod tests {
             site: "shop",
             host_name: "build-01",
             layout: "releases",
+            commits: &NO_COMMITS,
         };
         let ours = serde_json::to_string_pretty(&kudu(&t, POST_DEPLOYMENT, cx)).unwrap_or_default();
         let fixture_path = concat!(

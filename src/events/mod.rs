@@ -15,7 +15,7 @@ use crate::infer::model::Transition;
 use crate::model::{Status, Timestamp};
 use crate::store::{NewDelivery, NewEvent, new_delivery_id};
 
-pub use kudu::{Context, KuduPayload, POST_DEPLOYMENT, STATUS_CHANGED, events_of};
+pub use kudu::{Context, KuduPayload, NO_COMMITS, POST_DEPLOYMENT, STATUS_CHANGED, events_of};
 
 /// A delivery's body and the headers its format adds (a content type, `ce-*`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -270,6 +270,7 @@ mod tests {
             site: "shop",
             host_name: "h",
             layout: "releases",
+            commits: &kudu::NO_COMMITS,
         };
         let building = plan(&[transition(Status::Building)], &hooks, cx);
         assert_eq!(

@@ -1,12 +1,16 @@
 //! The `slack` format: a Slack incoming-webhook body, `text` (the notification's
-//! fallback) and `blocks` with site, status, commit, author, deployer, duration and the
-//! rollback marker. Text from a site (commit messages, names) is escaped for Slack's
-//! mrkdwn (`&`, `<`, `>`) and capped, so it cannot mention `@channel` or break the body.
+//! fallback) and `blocks` with site, status, commit, author, deployer, duration, the
+//! rollback marker and the first commits the deployment brought. Text from a site
+//! (commit messages, names) is escaped for Slack's mrkdwn (`&`, `<`, `>`) and capped, so
+//! it cannot mention `@channel` or break the body.
 
 use serde_json::{Value, json};
 
 use super::DeploymentEvent;
 use crate::model::{Status, cap_text};
+
+/// How many of a deployment's commits the message lists.
+const SHOWN_COMMITS: usize = 5;
 
 pub fn emoji(status: Status) -> &'static str {
     match status {
@@ -84,6 +88,31 @@ pub fn body(ev: &DeploymentEvent<'_>) -> Vec<u8> {
         json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*{text}*")}}),
         json!({"type": "section", "fields": fields}),
     ];
+    if let Some(commits) = p.commits.as_ref().filter(|c| !c.is_empty()) {
+        let mut lines: Vec<String> = commits
+            .iter()
+            .take(SHOWN_COMMITS)
+            .map(|c| {
+                let sha: String = c.sha.chars().take(7).collect();
+                format!(
+                    "• `{}` {} ({})",
+                    escape(&sha, 7),
+                    escape(&c.message, 80),
+                    escape(&c.author, 40)
+                )
+            })
+            .collect();
+        let more = commits.len().saturating_sub(SHOWN_COMMITS);
+        if more > 0 || p.commits_truncated == Some(true) {
+            let plus = if p.commits_truncated == Some(true) {
+                "+"
+            } else {
+                ""
+            };
+            lines.push(format!("…and {more}{plus} more"));
+        }
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Changes*\n{}", lines.join("\n"))}}));
+    }
     if t.to == Status::Failed && !d.status_text.is_empty() {
         blocks.push(json!({"type": "context", "elements": [
             {"type": "mrkdwn", "text": escape(&d.status_text, 1000)}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{ErrorCode, Oid, Repository, RepositoryOpenFlags};
 
-use crate::model::{CommitInfo, Timestamp};
+use crate::model::{CommitInfo, CommitRange, CommitSummary, MAX_COMMITS, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -83,6 +83,60 @@ pub fn read_commit(repos: &[PathBuf], sha: &str) -> Result<CommitInfo, GitError>
         return Err(last_open_error.unwrap_or(GitError::NoRepository));
     }
     Err(GitError::CommitNotFound { searched, shallow })
+}
+
+/// How many commits a range walk visits at most: a `from` that is no ancestor of `to`
+/// in a huge history must not make one read walk all of it.
+const MAX_WALK: usize = 10_000;
+/// A listed commit's message: its first line, at most this many bytes.
+const MAX_LINE: usize = 200;
+
+/// The commits reachable from `to` but not from `from` (`git log from..to`), newest
+/// first, at most `MAX_COMMITS`, from the first repository of `repos` that holds both.
+/// `None` when no repository holds both, or the walk gives up.
+pub fn commits_between(repos: &[PathBuf], from: &str, to: &str) -> Option<CommitRange> {
+    let (from, to) = (Oid::from_str(from).ok()?, Oid::from_str(to).ok()?);
+    for path in repos {
+        let Ok(repo) = open(path) else {
+            continue;
+        };
+        let (Ok(_), Ok(_)) = (repo.find_commit(from), repo.find_commit(to)) else {
+            continue;
+        };
+        return walk(&repo, from, to).ok().flatten();
+    }
+    None
+}
+
+fn walk(repo: &Repository, from: Oid, to: Oid) -> Result<Option<CommitRange>, git2::Error> {
+    use crate::model::{cap_text, caps};
+    let mut revwalk = repo.revwalk()?;
+    revwalk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)?;
+    revwalk.push(to)?;
+    revwalk.hide(from)?;
+    let mut range = CommitRange::default();
+    for (n, oid) in revwalk.enumerate() {
+        if n >= MAX_WALK {
+            return Ok(None);
+        }
+        if range.commits.len() == MAX_COMMITS {
+            range.truncated = true;
+            break;
+        }
+        let c = repo.find_commit(oid?)?;
+        // Only the head of a field is decoded: a commit can hold megabytes.
+        let head = |b: &[u8], max: usize| {
+            let b = &b[..b.len().min(max * 4)];
+            String::from_utf8_lossy(b).into_owned()
+        };
+        let message = head(c.message_bytes(), MAX_LINE);
+        range.commits.push(CommitSummary {
+            sha: c.id().to_string(),
+            author: cap_text(&head(c.author().name_bytes(), caps::SHORT), caps::SHORT),
+            message: cap_text(message.lines().next().unwrap_or("").trim_end(), MAX_LINE),
+        });
+    }
+    Ok(Some(range))
 }
 
 /// The commit a work tree's HEAD points at.

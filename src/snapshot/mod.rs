@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::config::{LayoutChoice, SiteConfig};
-use crate::model::{CommitInfo, Timestamp};
+use crate::model::{CommitInfo, CommitRange, Timestamp};
 
 pub use releases::{
     Current, DeployerFiles, Flavour, LogEntry, Release, ReleasesLogEntry, ReleasesSnapshot,
@@ -109,6 +109,8 @@ pub fn detect_layout(path: &Path) -> (LayoutChoice, String) {
 pub struct Reader {
     site: SiteConfig,
     commits: BTreeMap<String, Option<CommitInfo>>,
+    /// Commit ranges by (from, to): they never change either.
+    ranges: BTreeMap<(String, String), Option<CommitRange>>,
     /// What a releases site read last time (log offsets, settled releases).
     cache: releases::ReleasesCache,
     warned: HashSet<String>,
@@ -126,6 +128,7 @@ impl Reader {
         Reader {
             site,
             commits: BTreeMap::new(),
+            ranges: BTreeMap::new(),
             cache: releases::ReleasesCache::default(),
             warned: HashSet::new(),
         }
@@ -167,6 +170,42 @@ impl Reader {
                 .clone()
         });
         marker::MarkerSnapshot { file, head, commit }
+    }
+
+    /// The repositories a site's commits may be in, for the layout `snap` was read as.
+    fn repos(&self, snap: &Snapshot) -> Vec<PathBuf> {
+        let mut repos: Vec<PathBuf> = self.site.repo.iter().cloned().collect();
+        match &snap.layout {
+            LayoutSnapshot::Releases(r) => {
+                repos.extend(releases::candidate_repos(&self.site, r.flavour));
+            }
+            LayoutSnapshot::Git(_) | LayoutSnapshot::Marker(_) => {
+                repos.push(self.site.path.clone());
+            }
+            _ => {}
+        }
+        repos.dedup();
+        repos
+    }
+
+    /// The commits a deployment of `to` brought over `from` (`git log from..to`), when
+    /// a repository of the site holds both; cached.
+    pub fn commits_between(
+        &mut self,
+        snap: &Snapshot,
+        from: &str,
+        to: &str,
+    ) -> Option<CommitRange> {
+        let key = (from.to_string(), to.to_string());
+        if let Some(r) = self.ranges.get(&key) {
+            return r.clone();
+        }
+        let range = git::commits_between(&self.repos(snap), from, to);
+        if self.ranges.len() >= 64 {
+            self.ranges.clear();
+        }
+        self.ranges.insert(key, range.clone());
+        range
     }
 
     /// Reads a snapshot of the site. Never fails: problems become data or warnings.

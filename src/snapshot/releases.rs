@@ -491,7 +491,7 @@ pub fn read_releases(
 }
 
 /// The repositories to look a release's commit up in, most specific first.
-fn candidate_repos(site: &SiteConfig, flavour: Flavour) -> Vec<PathBuf> {
+pub fn candidate_repos(site: &SiteConfig, flavour: Flavour) -> Vec<PathBuf> {
     let mut repos = Vec::new();
     if let Some(r) = &site.repo {
         repos.push(r.clone());

@@ -10,6 +10,7 @@ mod api_readme;
 mod api_schema;
 mod bad_input;
 mod check;
+mod commits;
 mod delivery;
 mod demo;
 mod formats;
