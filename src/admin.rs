@@ -436,7 +436,7 @@ pub fn hooks_test(path: &std::path::Path, name: &str, out: &mut impl Write) -> R
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (record, response) = rt.block_on(deliver::send_attempt(&client, &hook, &d, now));
+    let (record, response) = rt.block_on(deliver::send(&client, &hook, &d, &store, now));
     // The same decision a worker makes, with no retries: a 410 disables the hook.
     let outcome = deliver::retry::decide(&[], 1, &response, Timestamp::now(), 0.0);
     let ok = outcome == Outcome::Delivered;

@@ -12,7 +12,7 @@ macro_rules! say {
     };
 }
 
-use crate::config::{self, LayoutChoice, WatchMode};
+use crate::config::{self, Format, LayoutChoice, WatchMode};
 use crate::infer::{self, model::SiteState};
 use crate::model::Timestamp;
 use crate::snapshot::kudu::KuduEntry;
@@ -209,13 +209,14 @@ pub fn run(path: &Path) -> bool {
             );
         }
         say!(
-            "  events {:?}  sites {}  statuses {}  format kudu  signature {:?}{}  timeout {}",
+            "  events {:?}  sites {}  statuses {}  format {}  signature {:?}{}  timeout {}",
             h.events,
             h.sites.as_ref().map_or("all".into(), |s| format!("{s:?}")),
             h.statuses.as_ref().map_or("all".into(), |s| format!(
                 "{:?}",
                 s.iter().map(|x| x.as_str()).collect::<Vec<_>>()
             )),
+            h.format.as_str(),
             h.signature,
             if h.secret.is_some() {
                 " (secret set)"
@@ -224,6 +225,26 @@ pub fn run(path: &Path) -> bool {
             },
             humantime::format_duration(h.timeout)
         );
+        match h.format {
+            Format::CloudEvents | Format::CdEvents => {
+                say!("  cloudevents_mode {:?}", h.cloudevents_mode)
+            }
+            Format::Template => {
+                if let Some(t) = &h.template {
+                    say!("  template {} (checked)", t.path.display())
+                }
+            }
+            Format::GithubDeployments => {
+                if let Some(g) = &h.github {
+                    say!(
+                        "  repository {}  environment {}  (the secret is the API token)",
+                        g.repository,
+                        g.environment.as_deref().unwrap_or("the site's name")
+                    )
+                }
+            }
+            Format::Kudu | Format::Slack => {}
+        }
         if h.insecure_ssl {
             say!("  warning: insecure_ssl = true: TLS certificates are not verified");
         }

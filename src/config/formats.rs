@@ -21,6 +21,20 @@ pub enum Format {
     Slack,
     /// A minijinja template (`template`).
     Template,
+    /// GitHub's Deployments API (`repository`, `environment`): not a body but a sink.
+    GithubDeployments,
+}
+
+/// Where a `github-deployments` hook reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GithubTarget {
+    /// `owner/name`.
+    pub repository: String,
+    /// Default: the site's name.
+    pub environment: Option<String>,
+    /// With `{site}` and `{id}` placeholders.
+    pub log_url: Option<String>,
+    pub environment_url: Option<String>,
 }
 
 impl Format {
@@ -31,6 +45,7 @@ impl Format {
             Format::CdEvents => "cdevents",
             Format::Slack => "slack",
             Format::Template => "template",
+            Format::GithubDeployments => "github-deployments",
         }
     }
 }
@@ -203,12 +218,13 @@ pub(super) fn hook_format(
         Some(("cdevents", _)) => Format::CdEvents,
         Some(("slack", _)) => Format::Slack,
         Some(("template", _)) => Format::Template,
+        Some(("github-deployments", _)) => Format::GithubDeployments,
         Some((other, span)) => {
             c.at(
                 span,
                 &key("format"),
                 format!(
-                    "unknown format {other:?}: use kudu, cloudevents, cdevents, slack or template"
+                    "unknown format {other:?}: use kudu, cloudevents, cdevents, slack, template or github-deployments"
                 ),
             );
             Format::Kudu
@@ -257,6 +273,90 @@ pub(super) fn hook_format(
         }
     };
     (format, mode, template)
+}
+
+/// A `github-deployments` hook's repository, environment and URLs, checked; these keys
+/// on another format are errors.
+pub(super) fn github_target(
+    c: &mut Checker<'_>,
+    h: &RawHook,
+    format: Format,
+    key: &dyn Fn(&str) -> String,
+) -> Option<GithubTarget> {
+    let keys = [
+        ("repository", &h.repository),
+        ("environment", &h.environment),
+        ("log_url", &h.log_url),
+        ("environment_url", &h.environment_url),
+    ];
+    if format != Format::GithubDeployments {
+        for (name, v) in keys {
+            if let Some(v) = v {
+                c.at(
+                    v.span(),
+                    &key(name),
+                    "only for format = \"github-deployments\"",
+                );
+            }
+        }
+        return None;
+    }
+    let repository = match &h.repository {
+        None => {
+            let span = h.format.as_ref().map_or(0..0, |f| f.span());
+            c.at(
+                span,
+                &key("repository"),
+                "format = \"github-deployments\" needs repository = \"owner/name\"",
+            );
+            String::new()
+        }
+        Some(r) => {
+            let ok = r.get_ref().split_once('/').is_some_and(|(o, n)| {
+                let part = |p: &str| {
+                    !p.is_empty()
+                        && p.len() <= 100
+                        && p.chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+                };
+                part(o) && part(n) && n != "." && n != ".."
+            });
+            if !ok {
+                c.at(
+                    r.span(),
+                    &key("repository"),
+                    format!(
+                        "{:?} is not owner/name",
+                        crate::model::cap_text(r.get_ref(), 200)
+                    ),
+                );
+            }
+            r.get_ref().clone()
+        }
+    };
+    for (name, v) in &keys[2..] {
+        if let Some(v) = v
+            && !url::Url::parse(&v.get_ref().replace("{site}", "s").replace("{id}", "i"))
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            c.at(
+                v.span(),
+                &key(name),
+                "must be an absolute http:// or https:// URL",
+            );
+        }
+    }
+    if let Some(e) = &h.environment
+        && (e.get_ref().trim().is_empty() || e.get_ref().len() > 255)
+    {
+        c.at(e.span(), &key("environment"), "must be 1 to 255 characters");
+    }
+    Some(GithubTarget {
+        repository,
+        environment: h.environment.as_ref().map(|e| e.get_ref().clone()),
+        log_url: h.log_url.as_ref().map(|e| e.get_ref().clone()),
+        environment_url: h.environment_url.as_ref().map(|e| e.get_ref().clone()),
+    })
 }
 
 fn read_template(

@@ -16,7 +16,7 @@ pub mod validate;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use formats::{CloudEventsMode, Format, TEMPLATE_VARIABLES, Template};
+pub use formats::{CloudEventsMode, Format, GithubTarget, TEMPLATE_VARIABLES, Template};
 pub use secrets::{Secret, redact_url};
 pub use types::*;
 pub use validate::{check_event_name, parse};

@@ -104,13 +104,24 @@ pub struct RawHook {
     pub sites: Option<Spanned<Vec<String>>>,
     /// Statuses this hook wants (`pending` … `failed`). Default: all.
     pub statuses: Option<Spanned<Vec<String>>>,
-    /// Payload format: `kudu` (default), `cloudevents`, `cdevents`, `slack`, `template`.
+    /// Payload format: `kudu` (default), `cloudevents`, `cdevents`, `slack`, `template`,
+    /// `github-deployments`.
     pub format: Option<Spanned<String>>,
     /// `structured` (default) or `binary`, for `cloudevents` and `cdevents`.
     pub cloudevents_mode: Option<Spanned<String>>,
     /// Template file for `format = "template"` (minijinja; `*.json.j2` escapes as JSON).
     pub template: Option<Spanned<String>>,
-    /// File holding the signing secret (`whsec_…` base64, or raw bytes).
+    /// `format = "github-deployments"`: the repository, `owner/name`.
+    pub repository: Option<Spanned<String>>,
+    /// `format = "github-deployments"`: the environment. Default: the site's name.
+    pub environment: Option<Spanned<String>>,
+    /// `format = "github-deployments"`: a status's `log_url` (`{site}` and `{id}` are
+    /// replaced by the site's name and the deployment id).
+    pub log_url: Option<Spanned<String>>,
+    /// `format = "github-deployments"`: a status's `environment_url` (same placeholders).
+    pub environment_url: Option<Spanned<String>>,
+    /// File holding the signing secret (`whsec_…` base64, or raw bytes); for
+    /// `github-deployments`, the API token.
     pub secret_file: Option<Spanned<String>>,
     /// Environment variable holding the signing secret.
     pub secret_env: Option<Spanned<String>>,

@@ -263,3 +263,44 @@ fn a_relative_secret_file_is_a_systemd_credential() {
         "{c:?}"
     );
 }
+
+#[test]
+fn github_deployments_needs_a_repository_and_a_token_and_signs_nothing() {
+    let site = "[[site]]\nname = \"shop\"\npath = \"/var/www/shop\"\n\n";
+    let ok = format!(
+        "{site}[[hook]]\nname = \"gh\"\nurl = \"https://api.github.com\"\n\
+         format = \"github-deployments\"\nrepository = \"acme/shop\"\n\
+         secret_file = \"/etc/dh/secret\"\nlog_url = \"https://ci.example.com/{{site}}/{{id}}\"\n"
+    );
+    let c = parse(&ok, Path::new("/etc/dh.toml"), &env()).map_err(|e| format!("{e:?}"));
+    let hook = c
+        .map(|c| c.hooks[0].clone())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(hook.format, Format::GithubDeployments);
+    assert_eq!(
+        hook.signature,
+        SignatureKind::None,
+        "the token signs nothing"
+    );
+    assert_eq!(
+        hook.github.map(|g| g.repository),
+        Some("acme/shop".to_string())
+    );
+
+    let errs = errors(&format!(
+        "{site}[[hook]]\nname = \"gh\"\nurl = \"https://api.github.com\"\n\
+         format = \"github-deployments\"\nrepository = \"acme\"\nsignature = \"github\"\n\
+         environment_url = \"not a url\"\n\n\
+         [[hook]]\nname = \"plain\"\nurl = \"https://hooks.example.com\"\nrepository = \"a/b\"\n"
+    ));
+    let all = errs.join("\n");
+    for needle in [
+        "hook[0].repository: \"acme\" is not owner/name",
+        "hook[0].secret_file: format = \"github-deployments\" needs the API token",
+        "hook[0].signature: a github-deployments hook's secret is its API token",
+        "hook[0].environment_url: must be an absolute http:// or https:// URL",
+        "hook[1].repository: only for format = \"github-deployments\"",
+    ] {
+        assert!(all.contains(needle), "{needle} in:\n{all}");
+    }
+}

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::formats::{CloudEventsMode, Format, Template};
+use super::formats::{CloudEventsMode, Format, GithubTarget, Template};
 use super::{Secret, redact_url};
 use crate::model::Status;
 
@@ -167,6 +167,8 @@ pub struct HookConfig {
     pub cloudevents_mode: CloudEventsMode,
     /// `format = "template"`: the template, read and checked at load.
     pub template: Option<Template>,
+    /// `format = "github-deployments"`: where it reports.
+    pub github: Option<GithubTarget>,
     pub secret: Option<Secret>,
     pub signature: SignatureKind,
     pub insecure_ssl: bool,
@@ -191,6 +193,7 @@ impl HookConfig {
             format: Format::Kudu,
             cloudevents_mode: CloudEventsMode::Structured,
             template: None,
+            github: None,
             secret: None,
             signature: SignatureKind::None,
             insecure_ssl: false,

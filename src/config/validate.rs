@@ -513,12 +513,31 @@ fn validate_hook(
             .collect()
     });
     let (format, cloudevents_mode, template) = super::formats::hook_format(c, h, &key, env);
+    let github = super::formats::github_target(c, h, format, &key);
     let secret = super::secrets::read_secret(c, h, &key, env, &name, warnings);
+    if github.is_some() && secret.is_none() {
+        let span = h.format.as_ref().map_or(0..0, |f| f.span());
+        c.at(
+            span,
+            &key("secret_file"),
+            "format = \"github-deployments\" needs the API token in secret_file or secret_env",
+        );
+    }
+    if let (Some(_), Some(s)) = (&github, &h.signature)
+        && s.get_ref() != "none"
+    {
+        c.at(
+            s.span(),
+            &key("signature"),
+            "a github-deployments hook's secret is its API token: it signs nothing",
+        );
+    }
     let signature = match h
         .signature
         .as_ref()
         .map(|s| (s.get_ref().as_str(), s.span()))
     {
+        _ if github.is_some() => SignatureKind::None,
         None => {
             if secret.is_some() {
                 SignatureKind::Standard
@@ -637,6 +656,7 @@ fn validate_hook(
         format,
         cloudevents_mode,
         template,
+        github,
         secret,
         signature,
         insecure_ssl,

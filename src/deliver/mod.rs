@@ -1,11 +1,13 @@
 //! Delivery: one worker per hook sends its queue from the outbox, in order (`run_hook`).
 //! Only this module knows reqwest (the health probe's GETs included).
 //!
-//! Stages of one attempt, each a function: `build_request` (headers, signature) →
-//! `send_attempt` (one HTTP request, never follows redirects) → `retry::decide` (pure) →
+//! Stages of one attempt, each a function: `build_headers` (headers, signature) →
+//! `send` (one HTTP request, never following redirects; or the GitHub Deployments sink,
+//! `github.rs`) → `retry::decide` (pure) →
 //! `Store::commit_attempt`. A worker reads only the outbox, so a restart resumes exactly
 //! where the database says: unsent and in-flight deliveries are sent again.
 
+pub mod github;
 pub mod guard;
 pub mod retry;
 pub mod sign;
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
-use crate::config::{HookConfig, SignatureKind};
+use crate::config::{Format, HookConfig, SignatureKind};
 use crate::model::Timestamp;
 use crate::store::{AttemptRecord, AttemptResult, DueDelivery, Outcome, Store, StoreError};
 use retry::Response;
@@ -133,6 +135,22 @@ pub fn build_headers(hook: &HookConfig, d: &DueDelivery, now: Timestamp) -> Vec<
     headers
 }
 
+/// Sends one attempt of `d` the way its hook's format says: one POST of the body, or
+/// for `github-deployments` the API's create and status (`github.rs`).
+pub async fn send(
+    client: &reqwest::Client,
+    hook: &HookConfig,
+    d: &DueDelivery,
+    store: &Store,
+    now: Timestamp,
+) -> (AttemptRecord, Response) {
+    if hook.format == Format::GithubDeployments {
+        github::send(client, hook, d, store, now).await
+    } else {
+        send_attempt(client, hook, d, now).await
+    }
+}
+
 /// Sends one attempt of `d`. Never fails: errors become the attempt's record.
 pub async fn send_attempt(
     client: &reqwest::Client,
@@ -153,7 +171,18 @@ pub async fn send_attempt(
     let headers = build_headers(hook, d, now);
     // `user:pass@` in the URL goes as Basic auth: reqwest takes it out of the URL and
     // percent-decodes it.
-    let mut req = client.post(hook.url.clone()).body(d.body.clone());
+    let req = client.post(hook.url.clone()).body(d.body.clone());
+    exchange(hook, req, headers, now).await
+}
+
+/// Sends `req` with `headers`; records the request's headers (as `recorded_headers`
+/// shows them), the response's status, headers and capped body, or the error.
+pub(crate) async fn exchange(
+    hook: &HookConfig,
+    mut req: reqwest::RequestBuilder,
+    headers: Vec<(String, String)>,
+    now: Timestamp,
+) -> (AttemptRecord, Response) {
     for (k, v) in &headers {
         req = req.header(k, v);
     }
@@ -409,7 +438,7 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
         let Ok(permit) = in_flight.acquire_owned().await else {
             return Ok(());
         };
-        let (record, response) = send_attempt(&client, &hook, &d, now).await;
+        let (record, response) = send(&client, &hook, &d, &cx.store, now).await;
         let attempts = d.attempts + 1;
         let decision = retry::decide(
             &hook.retry,

@@ -1,11 +1,12 @@
 //! Events: turns the transitions `infer` found into events, and renders one body per
 //! hook that wants each (`plan`), for `store` to commit with the transitions. A hook's
 //! `format` picks its renderer (`render`): `kudu.rs` (Kudu's PostDeployment object, the
-//! default), `cloudevents.rs`, `cdevents.rs`, `slack.rs`, `template.rs`. Each delivery's
-//! id is chosen here, so a format can carry it (CloudEvents' `id`).
+//! default), `cloudevents.rs`, `cdevents.rs`, `slack.rs`, `template.rs`, `github.rs`.
+//! Each delivery's id is chosen here, so a format can carry it (CloudEvents' `id`).
 
 pub mod cdevents;
 pub mod cloudevents;
+pub mod github;
 pub mod kudu;
 pub mod slack;
 pub mod template;
@@ -112,6 +113,7 @@ pub fn render(hook: &HookConfig, ev: &DeploymentEvent<'_>, id: &str) -> Option<R
         Format::CdEvents => cdevents::render(hook, ev, id),
         Format::Slack => Some(Rendered::plain(slack::body(ev))),
         Format::Template => Some(template::render(hook, ev)),
+        Format::GithubDeployments => github::render(hook, ev),
     }
 }
 
@@ -128,7 +130,8 @@ pub fn plan_published(kind: &str, body: &[u8], hooks: &[HookConfig], host_name: 
         payload: body.to_vec(),
         deliveries: hooks
             .iter()
-            .filter(|h| h.wants_event(kind))
+            // GitHub's Deployments API takes deployments, not documents.
+            .filter(|h| h.wants_event(kind) && h.format != Format::GithubDeployments)
             .map(|h| {
                 let id = new_delivery_id();
                 other(h, kind, body, host_name, &id, now).into_delivery(id, &h.name)
@@ -157,13 +160,15 @@ fn other(
             };
             cloudevents::envelope(hook.cloudevents_mode, &attributes, body)
         }
-        Format::Kudu | Format::Slack | Format::Template => Rendered::plain(body.to_vec()),
+        Format::Kudu | Format::Slack | Format::Template | Format::GithubDeployments => {
+            Rendered::plain(body.to_vec())
+        }
     }
 }
 
 /// A `ping` event's delivery to `hook` (`hooks test`, `POST /api/hooks/{id}/ping`): a
 /// small JSON object, in a body the hook's receiver accepts (a Slack text, a
-/// CloudEvent).
+/// CloudEvent; a `github-deployments` sink reads the repository instead).
 pub fn ping(hook: &HookConfig, host_name: &str, now: Timestamp) -> NewDelivery {
     let id = new_delivery_id();
     let rendered = match hook.format {

@@ -8,6 +8,7 @@
 //! two daemons never share one state directory.
 
 pub mod api_hooks;
+pub mod github;
 pub mod query;
 mod schema;
 

@@ -15,6 +15,7 @@ mod delivery;
 mod demo;
 mod formats;
 mod git_layout;
+mod github;
 mod hostile;
 mod hot_reload;
 mod kudu;

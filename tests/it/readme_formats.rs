@@ -1,5 +1,6 @@
 //! The README's Formats section as printed: every `[[hook]]` snippet (its URL pointed at
-//! a loopback receiver, the templates' install path at `packaging/templates/`) is
+//! a loopback receiver or the GitHub stand-in, the templates' install path at
+//! `packaging/templates/`, the token's at a temp file) is
 //! accepted by `deployhook check` and, after a real deploy, sends a body with the keys
 //! of the sample that follows it (`"…"` stands for keys left out; `type`, `source`,
 //! `specversion` and content types must match exactly). The own-template example is
@@ -10,10 +11,12 @@ use serde_json::Value;
 use crate::support::daemon::{Daemon, run};
 use crate::support::deploy::Site;
 use crate::support::env::TestEnv;
+use crate::support::github::FakeGithub;
 use crate::support::receiver::Receiver;
 
 const MARKER: &str = "<!-- The blocks below are run as printed by tests/it/readme_formats.rs. -->";
 const INSTALLED: &str = "/usr/share/deployhook/templates/";
+const GITHUB_TOKEN: &str = "/etc/deployhook/github.token";
 
 /// The fenced blocks (language, text) of the README's Formats section.
 fn blocks() -> Vec<(String, String)> {
@@ -80,8 +83,9 @@ fn shape(sample: &Value, real: &Value, path: &str, faults: &mut Vec<String>) {
     }
 }
 
-/// The snippet with its URL replaced by `url` and the install path by the repository's.
-fn localise(snippet: &str, url: &str) -> String {
+/// The snippet with its URL replaced by `url`, the install path by the repository's and
+/// the GitHub token's path by `token`.
+fn localise(snippet: &str, url: &str, token: &str) -> String {
     let templates = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/templates/");
     snippet
         .lines()
@@ -89,7 +93,7 @@ fn localise(snippet: &str, url: &str) -> String {
             if l.starts_with("url = ") {
                 format!("url = \"{url}\"")
             } else {
-                l.replace(INSTALLED, templates)
+                l.replace(INSTALLED, templates).replace(GITHUB_TOKEN, token)
             }
         })
         .collect::<Vec<_>>()
@@ -120,17 +124,29 @@ fn the_readme_format_snippets_work_as_printed_and_send_bodies_shaped_like_the_sa
     }
     assert_eq!(
         pairs.len(),
-        4,
-        "cloudevents, cdevents, slack and a template: {pairs:?}"
+        5,
+        "cloudevents, cdevents, slack, a template and github-deployments: {pairs:?}"
     );
+    let is_github = |snippet: &str| snippet.contains("format = \"github-deployments\"");
     let env = TestEnv::new();
     let site = Site::capistrano(&env);
     site.cap_deploy("20261120090000", "alice");
+    let token = env.join("github.token");
+    std::fs::write(&token, "ghp_readme\n").unwrap_or_else(|e| panic!("{e}"));
+    let token = token.display().to_string();
+    let github = FakeGithub::start();
     let receivers: Vec<Receiver> = (0..=pairs.len()).map(|_| Receiver::start()).collect();
     let mut hooks: String = pairs
         .iter()
         .zip(&receivers)
-        .map(|((snippet, _), rx)| format!("{}\n\n", localise(snippet, &rx.url)))
+        .map(|((snippet, _), rx)| {
+            let url = if is_github(snippet) {
+                &github.url
+            } else {
+                &rx.url
+            };
+            format!("{}\n\n", localise(snippet, url, &token))
+        })
         .collect();
     let own = env.join("notify.json.j2");
     std::fs::write(
@@ -167,8 +183,19 @@ fn the_readme_format_snippets_work_as_printed_and_send_bodies_shaped_like_the_sa
             b.contains("success")
         })
     };
+    let github_done = || {
+        github
+            .accepted_statuses()
+            .last()
+            .is_some_and(|(_, s)| s == "success")
+    };
     eventually!(
-        receivers.iter().all(last_is_success),
+        github_done()
+            && receivers
+                .iter()
+                .zip(&pairs)
+                .all(|(rx, (snippet, _))| is_github(snippet) || last_is_success(rx))
+            && last_is_success(&receivers[pairs.len()]),
         "every hook gets the success: {:?}",
         receivers
             .iter()
@@ -176,7 +203,17 @@ fn the_readme_format_snippets_work_as_printed_and_send_bodies_shaped_like_the_sa
             .collect::<Vec<_>>()
     );
     for ((snippet, sample), rx) in pairs.iter().zip(&receivers) {
-        let sent = rx.requests().last().map(|r| r.json()).unwrap_or_default();
+        let sent = if is_github(snippet) {
+            github
+                .requests()
+                .iter()
+                .rev()
+                .find(|r| r.is_status())
+                .map(|r| r.body.clone())
+                .unwrap_or_default()
+        } else {
+            rx.requests().last().map(|r| r.json()).unwrap_or_default()
+        };
         let mut faults = Vec::new();
         shape(sample, &sent, "", &mut faults);
         assert!(

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod env;
 pub mod git;
+pub mod github;
 pub mod netns;
 pub mod python;
 pub mod receiver;
