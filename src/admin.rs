@@ -221,6 +221,31 @@ pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<bool> {
             s.dead,
         );
     }
+    if !config.chains.is_empty() {
+        for run in store.chain_runs(10)? {
+            let steps: Vec<String> = run
+                .steps
+                .iter()
+                .map(|st| {
+                    let said = st
+                        .description
+                        .as_deref()
+                        .map_or(String::new(), |d| format!(" {d:?}"));
+                    format!("{} {}{said}", st.hook, st.state)
+                })
+                .collect();
+            say!(
+                out,
+                "chain {} run {} ({}): {} since {}; steps: {}",
+                run.chain,
+                run.id,
+                run.site.as_deref().unwrap_or("-"),
+                run.state,
+                run.created_at,
+                steps.join(" → ")
+            );
+        }
+    }
     Ok(is_running)
 }
 

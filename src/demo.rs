@@ -225,6 +225,7 @@ async fn run_in(root: &Path) -> Result<(), DemoError> {
             shutdown_timeout: Duration::from_secs(5),
         },
         sites: vec![SiteConfig::new("shop", &site)],
+        chains: Vec::new(),
         hooks: vec![HookConfig {
             events: vec!["StatusChanged".into(), "PostDeployment".into()],
             secret: Some(secret.clone()),

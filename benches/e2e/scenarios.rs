@@ -341,6 +341,7 @@ pub fn prefill(state: &Path, hooks: usize, events: usize) {
             status: None,
             deployment_serial: None,
             payload: Vec::new(),
+            chains: Vec::new(),
             deliveries: (0..hooks)
                 .map(|h| {
                     NewDelivery::new(

@@ -1,5 +1,6 @@
 //! The API token: `Authorization: Bearer <token>`, or Basic with the token as the
-//! password, on every route but `/healthz`; compared in constant time (HMAC tags of
+//! password, on every route but `/healthz` and a chain's `/callbacks/{token}` (whose
+//! single-use token is the credential); compared in constant time (HMAC tags of
 //! both, checked with `verify_slice`). Without a token in the config (a loopback or
 //! unix-socket API) every request is let through.
 
@@ -16,7 +17,12 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 pub(super) async fn require_token(State(api): State<Api>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if path == "/healthz" || path == "/api/healthz" {
+    // A callback's token is in its path: receivers elsewhere hold no API token.
+    if path == "/healthz"
+        || path == "/api/healthz"
+        || path.starts_with("/callbacks/")
+        || path.starts_with("/api/callbacks/")
+    {
         return next.run(req).await;
     }
     let token = api.settings.borrow().token.clone();

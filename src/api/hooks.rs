@@ -389,6 +389,7 @@ pub(super) async fn ping(State(api): State<Api>, Path(id): Path<String>) -> Resp
             status: None,
             deployment_serial: None,
             payload: delivery.body.clone(),
+            chains: Vec::new(),
             deliveries: vec![delivery],
         };
         let ids = api

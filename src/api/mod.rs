@@ -9,6 +9,7 @@
 //! the outbox like any other event.
 
 mod auth;
+mod chains;
 pub mod client;
 mod history;
 mod hooks;
@@ -42,6 +43,8 @@ pub struct Settings {
     pub token: Option<Secret>,
     pub allow_private_targets: bool,
     pub host_name: String,
+    /// `public_url`: the base of the next chain step's callback URL.
+    pub callback_base: Option<String>,
 }
 
 /// The hooks the daemon runs now (config and runtime ones), and their workers'
@@ -223,6 +226,8 @@ fn documented() -> OpenApiRouter<Api> {
         .routes(routes!(history::deployment))
         .routes(routes!(history::delivery))
         .routes(routes!(history::redeliver))
+        .routes(routes!(chains::callback))
+        .routes(routes!(chains::list))
         .routes(routes!(healthz))
         .routes(routes!(metrics))
 }

@@ -7,6 +7,7 @@
 //! machine's host name.
 
 pub mod api;
+pub mod chains;
 pub mod formats;
 pub mod raw;
 pub mod secrets;
@@ -16,6 +17,7 @@ pub mod validate;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use chains::ChainConfig;
 pub use formats::{CloudEventsMode, Format, GithubTarget, TEMPLATE_VARIABLES, Template};
 pub use secrets::{Secret, redact_url};
 pub use types::*;

@@ -22,6 +22,9 @@ pub struct RawConfig {
     pub hooks: Vec<RawHook>,
     /// The HTTP API (Kudu's `/api/hooks` and more). Absent: nothing listens.
     pub api: Option<RawApi>,
+    /// One `[[chain]]` table per chain of hooks called one after another.
+    #[serde(default, rename = "chain")]
+    pub chains: Vec<super::chains::RawChain>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -304,3 +304,35 @@ fn github_deployments_needs_a_repository_and_a_token_and_signs_nothing() {
         assert!(all.contains(needle), "{needle} in:\n{all}");
     }
 }
+
+#[test]
+fn chains_name_real_kudu_hooks_once_and_need_a_public_url() {
+    let base = "[[site]]\nname = \"shop\"\npath = \"/var/www/shop\"\n\n\
+                [[hook]]\nname = \"a\"\nurl = \"https://a.example.com\"\n\n\
+                [[hook]]\nname = \"b\"\nurl = \"https://b.example.com\"\nformat = \"slack\"\n\n";
+    let ok = format!(
+        "{base}[api]\npublic_url = \"https://build-01.example.com:8791\"\n\n\
+         [[chain]]\nname = \"promote\"\nhooks = [\"a\"]\ncallback_timeout = \"10m\"\n"
+    );
+    let c = parse(&ok, Path::new("/etc/dh.toml"), &env()).map_err(|e| format!("{e:?}"));
+    let c = c.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.chains[0].callback_timeout, Duration::from_secs(600));
+    assert_eq!(c.hooks[0].chain.as_deref(), Some("promote"));
+    assert_eq!(c.hooks[1].chain, None);
+
+    let all = errors(&format!(
+        "{base}[[chain]]\nname = \"one\"\nhooks = [\"a\", \"b\", \"nope\"]\non = \"building\"\n\n\
+         [[chain]]\nname = \"two\"\nhooks = [\"a\"]\nsites = [\"blog\"]\n"
+    ))
+    .join("\n");
+    for needle in [
+        "chain[0].name: a chain needs [api] with public_url",
+        "chain[0].hooks: hook \"b\" has format \"slack\"",
+        "chain[0].hooks: no [[hook]] is named \"nope\"",
+        "chain[0].on: \"building\": a chain starts on success or failed",
+        "chain[1].hooks: hook \"a\" is already in chain \"one\"",
+        "chain[1].sites: no [[site]] is named \"blog\"",
+    ] {
+        assert!(all.contains(needle), "{needle} in:\n{all}");
+    }
+}

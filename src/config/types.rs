@@ -20,6 +20,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub sites: Vec<SiteConfig>,
     pub hooks: Vec<HookConfig>,
+    /// `[[chain]]`: hooks called one after another (their hooks have `chain` set).
+    pub chains: Vec<super::chains::ChainConfig>,
     /// `[api]`: `None` when absent (nothing listens).
     pub api: Option<ApiConfig>,
     /// Things worth a warning at start-up (world-readable secrets, `insecure_ssl`).
@@ -169,6 +171,8 @@ pub struct HookConfig {
     pub template: Option<Template>,
     /// `format = "github-deployments"`: where it reports.
     pub github: Option<GithubTarget>,
+    /// The chain this hook belongs to: it is called only by that chain.
+    pub chain: Option<String>,
     pub secret: Option<Secret>,
     pub signature: SignatureKind,
     pub insecure_ssl: bool,
@@ -194,6 +198,7 @@ impl HookConfig {
             cloudevents_mode: CloudEventsMode::Structured,
             template: None,
             github: None,
+            chain: None,
             secret: None,
             signature: SignatureKind::None,
             insecure_ssl: false,

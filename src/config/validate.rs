@@ -36,7 +36,12 @@ impl Checker<'_> {
         });
     }
 
-    fn duration(&mut self, v: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
+    pub(super) fn duration(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
         match v {
             None => default,
             Some(s) => self.parse_duration(s, key).unwrap_or(default),
@@ -72,7 +77,7 @@ impl Checker<'_> {
         p
     }
 
-    fn name(&mut self, s: &Spanned<String>, key: &str, extra: &[char]) {
+    pub(super) fn name(&mut self, s: &Spanned<String>, key: &str, extra: &[char]) {
         let n = s.get_ref();
         let ok = !n.is_empty()
             && n.chars()
@@ -295,7 +300,7 @@ pub fn parse(text: &str, file: &Path, env: &Env<'_>) -> Result<Config, Vec<Confi
 
     let mut warnings = Vec::new();
     let mut seen = BTreeSet::new();
-    let hooks = raw
+    let mut hooks: Vec<HookConfig> = raw
         .hooks
         .iter()
         .enumerate()
@@ -306,6 +311,8 @@ pub fn parse(text: &str, file: &Path, env: &Env<'_>) -> Result<Config, Vec<Confi
         .api
         .as_ref()
         .map(|a| super::api::validate_api(&mut c, a, env, &mut warnings));
+    let chains =
+        super::chains::validate_chains(&mut c, &raw.chains, &mut hooks, &site_names, api.as_ref());
 
     if c.errors.is_empty() {
         Ok(Config {
@@ -313,6 +320,7 @@ pub fn parse(text: &str, file: &Path, env: &Env<'_>) -> Result<Config, Vec<Confi
             daemon,
             sites,
             hooks,
+            chains,
             api,
             warnings,
         })
@@ -657,6 +665,7 @@ fn validate_hook(
         cloudevents_mode,
         template,
         github,
+        chain: None,
         secret,
         signature,
         insecure_ssl,

@@ -37,6 +37,8 @@ use tasks::Tasks;
 /// Attempts in flight across all hooks.
 const MAX_IN_FLIGHT: usize = 64;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often, with chains configured, steps are checked for a missing callback.
+const CHAIN_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How long the first reads may take before the daemon says it is ready without them.
 const FIRST_READ_WAIT: Duration = Duration::from_secs(5);
 /// How often systemd's `STATUS=` line is refreshed.
@@ -175,6 +177,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     let mut ready = control.ready.take();
     let mut next_resync = tokio::time::Instant::now() + config.daemon.resync;
     let mut next_prune = tokio::time::Instant::now();
+    let mut next_chain_check = tokio::time::Instant::now();
     let mut first = true;
     loop {
         if !first {
@@ -199,6 +202,11 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
             let wake = match status_every {
                 Some(_) => wake.min(next_status),
                 None => wake,
+            };
+            let wake = if config.chains.is_empty() {
+                wake
+            } else {
+                wake.min(next_chain_check)
             };
             let api_request = async {
                 match api.as_mut() {
@@ -351,6 +359,18 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 }
             }
         }
+        if !config.chains.is_empty() && tokio::time::Instant::now() >= next_chain_check {
+            next_chain_check = tokio::time::Instant::now() + CHAIN_CHECK_EVERY;
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || match store.expire_chain_steps(Timestamp::now()) {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    runs = n,
+                    "chain runs ended in error: no callback in time, or a step's delivery died"
+                ),
+                Err(e) => tracing::warn!(error = %chain(&e), "cannot check chain steps"),
+            });
+        }
         if tokio::time::Instant::now() >= next_prune {
             next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
             let store = store.clone();
@@ -432,6 +452,11 @@ fn api_settings(config: &Config) -> api::Settings {
         token: config.api.as_ref().and_then(|a| a.token.clone()),
         allow_private_targets: config.api.as_ref().is_some_and(|a| a.allow_private_targets),
         host_name: config.daemon.host_name.clone(),
+        callback_base: config
+            .api
+            .as_ref()
+            .and_then(|a| a.public_url.as_ref())
+            .map(|u| u.as_str().trim_end_matches('/').to_string()),
     }
 }
 

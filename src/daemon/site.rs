@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::config::{Config, HookConfig, SiteConfig, WatchMode};
+use crate::config::{ChainConfig, Config, HookConfig, SiteConfig, WatchMode};
 use crate::events;
 use crate::infer::{self, model::Inference, model::SiteState};
 use crate::model::Timestamp;
@@ -114,15 +114,19 @@ impl SiteRuntime {
             .health
             .as_ref()
             .map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).clone());
-        let hooks = cx.hooks.clone();
-        let host = cx.host_name.clone();
+        let routing = Routing {
+            hooks: cx.hooks.clone(),
+            chains: cx.chains.clone(),
+            host: cx.host_name.clone(),
+            callback_base: cx.callback_base.clone(),
+        };
         let store = cx.store.clone();
         let wakes = cx.wakes.clone();
         let name = self.name.clone();
         let read = move || {
             let mut reader = reader;
             let result = catch_panic(|| {
-                let read = read_infer_commit(&mut reader, &prev, health, &hooks, &host, &store);
+                let read = read_infer_commit(&mut reader, &prev, health, &routing, &store);
                 if let Ok(queued) = &read.committed {
                     for hook in queued {
                         if let Some(w) = wakes.get(hook) {
@@ -226,7 +230,10 @@ impl SiteRuntime {
 pub struct ReadContext {
     pub store: Store,
     pub hooks: Arc<Vec<HookConfig>>,
+    pub chains: Arc<Vec<ChainConfig>>,
     pub host_name: String,
+    /// `[api] public_url`: the base of chain callback URLs.
+    pub callback_base: Option<String>,
     /// Each hook worker's wake-up: a read that queued deliveries wakes their workers
     /// right after its commit, from the read's own thread.
     pub wakes: Arc<BTreeMap<String, Arc<Notify>>>,
@@ -245,7 +252,13 @@ impl ReadContext {
         ReadContext {
             store: store.clone(),
             hooks: Arc::new(hooks.to_vec()),
+            chains: Arc::new(config.chains.clone()),
             host_name: config.daemon.host_name.clone(),
+            callback_base: config
+                .api
+                .as_ref()
+                .and_then(|a| a.public_url.as_ref())
+                .map(|u| u.as_str().trim_end_matches('/').to_string()),
             wakes: Arc::new(wakes.clone()),
             slots: Arc::new(tokio::sync::Semaphore::new(READ_SLOTS)),
         }
@@ -311,13 +324,20 @@ fn commit_ranges(
     ranges
 }
 
+/// What a read routes its events by.
+struct Routing {
+    hooks: Arc<Vec<HookConfig>>,
+    chains: Arc<Vec<ChainConfig>>,
+    host: String,
+    callback_base: Option<String>,
+}
+
 /// Reads one site, infers, and commits what changed (one transaction).
 fn read_infer_commit(
     reader: &mut Reader,
     prev: &SiteState,
     health: Option<Health>,
-    hooks: &[HookConfig],
-    host: &str,
+    routing: &Routing,
     store: &Store,
 ) -> SiteRead {
     let now = Timestamp::now();
@@ -340,11 +360,13 @@ fn read_infer_commit(
         let commits = commit_ranges(reader, &snap, &inference.transitions);
         let cx = events::Context {
             site: &name,
-            host_name: host,
+            host_name: &routing.host,
             layout: snap.layout.name(),
             commits: &commits,
+            chains: &routing.chains,
+            callback_base: routing.callback_base.as_deref(),
         };
-        let events = events::plan(&inference.transitions, hooks, cx);
+        let events = events::plan(&inference.transitions, &routing.hooks, cx);
         let queued: BTreeSet<String> = events
             .iter()
             .flat_map(|e| e.deliveries.iter().map(|d| d.hook.clone()))
@@ -412,7 +434,9 @@ pub(super) mod tests {
         let cx = ReadContext {
             store: store.clone(),
             hooks: Arc::new(Vec::new()),
+            chains: Arc::new(Vec::new()),
             host_name: "h".into(),
+            callback_base: None,
             wakes: Arc::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(1)),
         };

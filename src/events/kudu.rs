@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::config::ChainConfig;
 use crate::infer::model::Transition;
 use crate::model::{CommitRange, CommitSummary, Status, is_capped};
 
@@ -20,6 +21,10 @@ pub struct Context<'a> {
     /// What each deployment (by serial) changed, when the site's repository holds both
     /// its commit and the previous live one's.
     pub commits: &'a BTreeMap<u64, CommitRange>,
+    /// The chains a deployment's end may start.
+    pub chains: &'a [ChainConfig],
+    /// `[api] public_url`, the base of chain callback URLs.
+    pub callback_base: Option<&'a str>,
 }
 
 /// No commit ranges.
@@ -194,6 +199,8 @@ mod tests {
             host_name: "build-01",
             layout: "releases",
             commits: &NO_COMMITS,
+            chains: &[],
+            callback_base: None,
         };
         let ours = serde_json::to_string_pretty(&kudu(&t, POST_DEPLOYMENT, cx)).unwrap_or_default();
         let fixture_path = concat!(

@@ -14,6 +14,7 @@ pub mod template;
 use crate::config::{Format, HookConfig};
 use crate::infer::model::Transition;
 use crate::model::{Status, Timestamp};
+use crate::store::chains::{self, NewChainRun};
 use crate::store::{NewDelivery, NewEvent, new_delivery_id};
 
 pub use kudu::{Context, KuduPayload, NO_COMMITS, POST_DEPLOYMENT, STATUS_CHANGED, events_of};
@@ -82,25 +83,66 @@ pub fn plan(transitions: &[Transition], hooks: &[HookConfig], cx: Context<'_>) -
                 payload: &p,
                 kudu_body: &body,
             };
-            let deliveries = hooks
+            let mut deliveries: Vec<NewDelivery> = hooks
                 .iter()
+                // A chained hook is called only by its chain.
+                .filter(|h| h.chain.is_none())
                 .filter(|h| h.wants_event(kind) && h.wants_site(cx.site) && h.wants_status(t.to))
                 .filter_map(|h| {
                     let id = new_delivery_id();
                     render(h, &ev, &id).map(|r| r.into_delivery(id, &h.name))
                 })
                 .collect();
+            let chains = if kind == POST_DEPLOYMENT {
+                start_chains(cx, t.to, &body, &mut deliveries)
+            } else {
+                Vec::new()
+            };
             events.push(NewEvent {
                 kind: kind.to_string(),
                 site: Some(cx.site.to_string()),
                 status: Some(t.to),
                 deployment_serial: Some(t.deployment.serial),
                 payload: body,
+                chains,
                 deliveries,
             });
         }
     }
     events
+}
+
+/// The runs of the chains a deployment's end starts: each one's first step is a
+/// delivery of the kudu object with `callback_url` (added to `deliveries`).
+fn start_chains(
+    cx: Context<'_>,
+    status: Status,
+    body: &[u8],
+    deliveries: &mut Vec<NewDelivery>,
+) -> Vec<NewChainRun> {
+    let Some(base) = cx.callback_base else {
+        return Vec::new();
+    };
+    cx.chains
+        .iter()
+        .filter(|c| c.wants(cx.site, status))
+        .filter_map(|c| {
+            let first = c.hooks.first()?;
+            let token = chains::new_token();
+            let id = new_delivery_id();
+            let step = chains::step_body(body, base, &token, &c.name, 0, c.hooks.len());
+            deliveries.push(Rendered::plain(step).into_delivery(id.clone(), first));
+            Some(NewChainRun {
+                id: format!("run_{}", &new_delivery_id()[4..]),
+                chain: c.name.clone(),
+                hooks: c.hooks.clone(),
+                payload: body.to_vec(),
+                timeout: c.callback_timeout,
+                delivery_id: id,
+                token,
+            })
+        })
+        .collect()
 }
 
 /// The body of one delivery of a deployment event for `hook`, in its format; `None`
@@ -128,10 +170,13 @@ pub fn plan_published(kind: &str, body: &[u8], hooks: &[HookConfig], host_name: 
         status: None,
         deployment_serial: None,
         payload: body.to_vec(),
+        chains: Vec::new(),
         deliveries: hooks
             .iter()
             // GitHub's Deployments API takes deployments, not documents.
-            .filter(|h| h.wants_event(kind) && h.format != Format::GithubDeployments)
+            .filter(|h| {
+                h.wants_event(kind) && h.format != Format::GithubDeployments && h.chain.is_none()
+            })
             .map(|h| {
                 let id = new_delivery_id();
                 other(h, kind, body, host_name, &id, now).into_delivery(id, &h.name)
@@ -276,6 +321,8 @@ mod tests {
             host_name: "h",
             layout: "releases",
             commits: &kudu::NO_COMMITS,
+            chains: &[],
+            callback_base: None,
         };
         let building = plan(&[transition(Status::Building)], &hooks, cx);
         assert_eq!(

@@ -8,6 +8,7 @@
 //! two daemons never share one state directory.
 
 pub mod api_hooks;
+pub mod chains;
 pub mod github;
 pub mod query;
 mod schema;
@@ -101,6 +102,8 @@ pub struct NewEvent {
     pub deployment_serial: Option<u64>,
     pub payload: Vec<u8>,
     pub deliveries: Vec<NewDelivery>,
+    /// Chain runs the event starts (their first step's delivery is in `deliveries`).
+    pub chains: Vec<chains::NewChainRun>,
 }
 
 #[derive(Clone, Debug)]
@@ -750,6 +753,7 @@ fn insert_events(
             .map_err(q("write delivery"))?;
             ids.push(d.id.clone());
         }
+        chains::insert_runs(tx, event_id, e.site.as_deref(), &e.chains, now)?;
     }
     Ok(ids)
 }

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 
 use super::{StoreError, api_hooks, q};
 
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 pub(super) fn corrupt_or(e: rusqlite::Error, path: &Path, op: &'static str) -> StoreError {
     match e.sqlite_error_code() {
@@ -96,6 +96,10 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
     if version < 4 {
         conn.execute_batch(super::github::MIGRATE_4)
             .map_err(q("migrate to schema 4"))?;
+    }
+    if version < 5 {
+        conn.execute_batch(super::chains::MIGRATE_5)
+            .map_err(q("migrate to schema 5"))?;
     }
     Ok(())
 }

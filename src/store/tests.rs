@@ -24,6 +24,7 @@ fn pruning_drops_old_finished_history_and_keeps_anything_pending() {
         status: None,
         deployment_serial: None,
         payload: b"{}".to_vec(),
+        chains: Vec::new(),
         deliveries: vec![NewDelivery::new(hook, b"{}".to_vec())],
     };
     let day = 86_400_000_000;
@@ -70,6 +71,7 @@ fn attempts_keep_at_most_64_kib_of_a_response_body_and_migrations_run_once() {
         status: None,
         deployment_serial: None,
         payload: b"{}".to_vec(),
+        chains: Vec::new(),
         deliveries: vec![NewDelivery {
             headers: vec![("ce-id".into(), "x".into())],
             ..NewDelivery::new("h", b"{}".to_vec())

@@ -9,6 +9,7 @@ mod api_history;
 mod api_readme;
 mod api_schema;
 mod bad_input;
+mod chains;
 mod check;
 mod commits;
 mod delivery;

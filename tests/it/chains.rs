@@ -1,0 +1,254 @@
+//! Chains (issue 12, SPEC §5; Docker Hub's webhook chains): a deploy calls the chain's
+//! first hook with a `callback_url`; only a `success` callback calls the next one. A
+//! failure stops the chain, no callback in time ends it in `error`, a bad callback is
+//! `400` and leaves the step waiting, a used token is `404`, and a restart resumes a
+//! chain where it was — all visible in `GET /api/chains` and `deployhook status`.
+
+use crate::support::api::{Client, free_port};
+use crate::support::daemon::{self, Daemon};
+use crate::support::deploy::Site;
+use crate::support::env::TestEnv;
+use crate::support::receiver::Receiver;
+
+const HOOKS: [&str; 3] = ["smoke", "prod", "changelog"];
+
+fn config(env: &TestEnv, site: &Site, rxs: &[Receiver], port: u16, timeout: &str) -> String {
+    let hooks: String = HOOKS
+        .iter()
+        .zip(rxs)
+        .map(|(name, rx)| {
+            format!(
+                "[[hook]]\nname = \"{name}\"\nurl = \"{}\"\nretry = [\"100ms\"]\n\n",
+                rx.url
+            )
+        })
+        .collect();
+    format!(
+        "[daemon]\nstate_dir = \"{}\"\nhost_name = \"test-host\"\nshutdown_timeout = \"1s\"\n\n\
+         [api]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\n\
+         [[site]]\nname = \"shop\"\npath = \"{}\"\n\n{hooks}\
+         [[hook]]\nname = \"ops\"\nurl = \"{}\"\n\n\
+         [[chain]]\nname = \"promote\"\nsites = [\"shop\"]\non = \"success\"\n\
+         hooks = [\"smoke\", \"prod\", \"changelog\"]\ncallback_timeout = \"{timeout}\"\n",
+        env.join("state").display(),
+        site.root.display(),
+        rxs[3].url,
+    )
+}
+
+struct Setup {
+    env: TestEnv,
+    site: Site,
+    rxs: Vec<Receiver>,
+    port: u16,
+}
+
+fn setup() -> Setup {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    Setup {
+        env,
+        site,
+        rxs: (0..4).map(|_| Receiver::start()).collect(),
+        port: free_port(),
+    }
+}
+
+/// The callback path (`/api/callbacks/<token>`) of the `n`th request `rx` got.
+fn callback_path(rx: &Receiver, n: usize) -> String {
+    let body = rx.requests()[n].json();
+    let url = body["callback_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let path = url
+        .split_once("127.0.0.1:")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(_, p)| format!("/{p}"))
+        .unwrap_or_else(|| panic!("no callback_url in {body}"));
+    assert!(path.starts_with("/api/callbacks/"), "{path}");
+    path
+}
+
+fn deploy(s: &Setup) {
+    s.site.commit("a.html", "Fix header");
+    s.site.cap_deploy("20261120100000", "bob");
+}
+
+fn runs(api: &Client) -> serde_json::Value {
+    let a = api.get("/api/chains");
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.json()
+}
+
+#[test]
+fn success_calls_the_next_hook_failure_stops_and_bad_or_used_callbacks_are_refused() {
+    let s = setup();
+    let _d = Daemon::start(&s.env, &config(&s.env, &s.site, &s.rxs, s.port, "1h"));
+    let api = Client::tcp(s.port);
+    deploy(&s);
+    eventually!(s.rxs[0].requests().len() == 1, "the chain's first hook");
+    eventually!(!s.rxs[3].requests().is_empty(), "the ordinary hook too");
+    let first = s.rxs[0].requests()[0].json();
+    assert_eq!(first["status"], "success");
+    assert_eq!(
+        first["chain"],
+        serde_json::json!({"name": "promote", "step": 1, "of": 3})
+    );
+    assert!(
+        s.rxs[1].requests().is_empty(),
+        "the next hook waits for the callback"
+    );
+    let smoke = callback_path(&s.rxs[0], 0);
+
+    // A bad callback is refused and the step still waits.
+    let long = "x".repeat(256);
+    let a = api.post_json(
+        &smoke,
+        &serde_json::json!({"state": "success", "description": long}),
+    );
+    assert_eq!(a.status, 400, "{}", a.text());
+    let a = api.post_json(&smoke, &serde_json::json!({"state": "maybe"}));
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(api.post(&smoke, "not json").status, 400);
+    assert_eq!(runs(&api)[0]["steps"][0]["state"], "waiting");
+
+    let a = api.post_json(
+        &smoke,
+        &serde_json::json!({"state": "success", "description": "smoke tests passed", "context": "ci", "target_url": "https://ci.example.com/1"}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["next"], "prod");
+    // The token was single-use.
+    assert_eq!(
+        api.post_json(&smoke, &serde_json::json!({"state": "success"}))
+            .status,
+        404
+    );
+    assert_eq!(
+        api.post_json(
+            "/api/callbacks/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            &serde_json::json!({"state": "success"})
+        )
+        .status,
+        404,
+        "an unknown token"
+    );
+    eventually!(
+        s.rxs[1].requests().len() == 1,
+        "the second hook, after success"
+    );
+    assert_eq!(s.rxs[1].requests()[0].json()["chain"]["step"], 2);
+    let prod = callback_path(&s.rxs[1], 0);
+    assert_ne!(prod, smoke, "each step has its own token");
+    let a = api.post_json(
+        &prod,
+        &serde_json::json!({"state": "failure", "description": "canary alarms"}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(a.json()["next"].is_null());
+
+    let run = runs(&api)[0].clone();
+    assert_eq!(run["state"], "failure", "{run}");
+    let steps = run["steps"].as_array().cloned().unwrap_or_default();
+    assert_eq!(steps.len(), 2, "the chain stopped: {run}");
+    assert_eq!(steps[0]["state"], "success");
+    assert_eq!(steps[0]["description"], "smoke tests passed");
+    assert_eq!(steps[0]["target_url"], "https://ci.example.com/1");
+    assert_eq!(steps[1]["state"], "failure");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        s.rxs[2].requests().is_empty(),
+        "a failure calls no further hook"
+    );
+    assert_eq!(
+        s.rxs[0].requests().len(),
+        1,
+        "a chained hook is called only by its chain"
+    );
+    let out = daemon::run(
+        &s.env,
+        &[
+            "status",
+            "--config",
+            &s.env.join("deployhook.toml").display().to_string(),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("chain promote run")
+            && text.contains("failure")
+            && text.contains("smoke success"),
+        "{text}"
+    );
+}
+
+#[test]
+fn no_callback_within_the_timeout_ends_the_chain_in_error() {
+    let s = setup();
+    let _d = Daemon::start(&s.env, &config(&s.env, &s.site, &s.rxs, s.port, "1s"));
+    let api = Client::tcp(s.port);
+    deploy(&s);
+    eventually!(s.rxs[0].requests().len() == 1, "the first hook");
+    eventually!(
+        runs(&api)[0]["state"] == "error",
+        "the run ends in error: {}",
+        runs(&api)
+    );
+    let run = runs(&api)[0].clone();
+    assert_eq!(run["steps"][0]["state"], "error");
+    assert!(
+        run["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no callback")),
+        "{run}"
+    );
+    let late = callback_path(&s.rxs[0], 0);
+    assert_eq!(
+        api.post_json(&late, &serde_json::json!({"state": "success"}))
+            .status,
+        404,
+        "a callback after the timeout finds nothing waiting"
+    );
+    assert!(s.rxs[1].requests().is_empty());
+}
+
+#[test]
+fn a_restart_mid_chain_resumes_it() {
+    let s = setup();
+    let cfg = config(&s.env, &s.site, &s.rxs, s.port, "1h");
+    let d = Daemon::start(&s.env, &cfg);
+    deploy(&s);
+    eventually!(s.rxs[0].requests().len() == 1, "the first hook");
+    let smoke = callback_path(&s.rxs[0], 0);
+    d.kill();
+    let d = Daemon::start_with(&s.env, &s.env.join("deployhook.toml"), &[]);
+    let api = Client::tcp(s.port);
+    let a = api.post_json(&smoke, &serde_json::json!({"state": "success"}));
+    assert_eq!(
+        a.status,
+        200,
+        "the token survives the restart: {}",
+        a.text()
+    );
+    eventually!(s.rxs[1].requests().len() == 1, "the second hook");
+    let prod = callback_path(&s.rxs[1], 0);
+    assert_eq!(
+        api.post_json(&prod, &serde_json::json!({"state": "success"}))
+            .status,
+        200
+    );
+    eventually!(s.rxs[2].requests().len() == 1, "the third hook");
+    let last = callback_path(&s.rxs[2], 0);
+    assert_eq!(
+        api.post_json(&last, &serde_json::json!({"state": "success"}))
+            .status,
+        200
+    );
+    let run = runs(&api)[0].clone();
+    assert_eq!(run["state"], "success", "{run}");
+    assert_eq!(run["steps"].as_array().map(|s| s.len()), Some(3));
+    assert_eq!(s.rxs[0].requests().len(), 1, "no step was called twice");
+    drop(d);
+}
