@@ -252,3 +252,29 @@ fn a_restart_mid_chain_resumes_it() {
     assert_eq!(s.rxs[0].requests().len(), 1, "no step was called twice");
     drop(d);
 }
+
+#[test]
+fn the_readme_chain_config_is_accepted_as_printed() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let block = readme
+        .split_once("<!-- The block below is checked by tests/it/chains.rs. -->")
+        .and_then(|(_, rest)| rest.split_once("```toml\n"))
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .map(|(b, _)| b.to_string())
+        .unwrap_or_else(|| panic!("the README lost its chain example"));
+    let s = setup();
+    let cfg = format!(
+        "[daemon]\nstate_dir = \"{}\"\n\n[[site]]\nname = \"shop\"\npath = \"{}\"\n\n{block}\n",
+        s.env.join("state").display(),
+        s.site.root.display()
+    );
+    let path = s.env.join("readme-chain.toml");
+    std::fs::write(&path, cfg).unwrap_or_else(|e| panic!("{e}"));
+    let out = daemon::run(&s.env, &["check", "--config", &path.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
