@@ -87,17 +87,7 @@ pub(super) fn validate_chains(
                 Status::Success
             }
         };
-        if let Some(sites) = &r.sites {
-            for s in sites.get_ref() {
-                if !site_names.contains(s.as_str()) {
-                    c.at(
-                        sites.span(),
-                        &key("sites"),
-                        format!("no [[site]] is named {s:?}"),
-                    );
-                }
-            }
-        }
+        c.known_sites(r.sites.as_ref(), &key("sites"), site_names);
         if r.hooks.get_ref().is_empty() {
             c.at(
                 r.hooks.span(),

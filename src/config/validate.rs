@@ -77,6 +77,21 @@ impl Checker<'_> {
         p
     }
 
+    /// Each name in `sites` must be a `[[site]]`'s.
+    pub(super) fn known_sites(
+        &mut self,
+        sites: Option<&Spanned<Vec<String>>>,
+        key: &str,
+        site_names: &BTreeSet<&str>,
+    ) {
+        for s in sites.map(|s| s.get_ref().as_slice()).unwrap_or_default() {
+            if !site_names.contains(s.as_str()) {
+                let span = sites.map_or(0..0, |s| s.span());
+                self.at(span, key, format!("no [[site]] is named {s:?}"));
+            }
+        }
+    }
+
     pub(super) fn name(&mut self, s: &Spanned<String>, key: &str, extra: &[char]) {
         let n = s.get_ref();
         let ok = !n.is_empty()
@@ -493,17 +508,7 @@ fn validate_hook(
             e.get_ref().clone()
         },
     );
-    if let Some(sites) = &h.sites {
-        for s in sites.get_ref() {
-            if !site_names.contains(s.as_str()) {
-                c.at(
-                    sites.span(),
-                    &key("sites"),
-                    format!("no [[site]] is named {s:?}"),
-                );
-            }
-        }
-    }
+    c.known_sites(h.sites.as_ref(), &key("sites"), site_names);
     let statuses = h.statuses.as_ref().map(|st| {
         st.get_ref()
             .iter()

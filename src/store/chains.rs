@@ -215,7 +215,16 @@ impl Store {
                      FROM chain_steps s JOIN chain_runs r ON r.id = s.run_id
                      WHERE s.token_hash = ?1 AND s.state = 'waiting' AND r.state = 'running'",
                     [token_hash(token)],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    },
                 )
                 .optional()
                 .map_err(q("find a chain step"))?;
@@ -225,40 +234,66 @@ impl Store {
             tx.execute(
                 "UPDATE chain_steps SET state = ?3, description = ?4, context = ?5,
                    target_url = ?6, answered_at = ?7 WHERE run_id = ?1 AND step = ?2",
-                params![run, step, cb.state, cb.description, cb.context, cb.target_url, now.0],
+                params![
+                    run,
+                    step,
+                    cb.state,
+                    cb.description,
+                    cb.context,
+                    cb.target_url,
+                    now.0
+                ],
             )
             .map_err(q("record a callback"))?;
             let hooks: Vec<String> = serde_json::from_str(&hooks).unwrap_or_default();
             let next_index = step as usize + 1;
-            let next = if cb.state != "success" {
-                end_run(&tx, &run, &cb.state, &format!("step {} ({}) answered {}", next_index, hooks.get(step as usize).map_or("?", |h| h.as_str()), cb.state), now)?;
-                None
-            } else if let Some(hook) = hooks.get(next_index) {
-                let token = new_token();
-                let delivery_id = super::new_delivery_id();
-                let body = step_body(&payload, callback_base, &token, &chain, next_index, hooks.len());
-                tx.execute(
-                    "INSERT INTO deliveries (id, hook, event_id, body, state, attempts, next_attempt_at,
-                       created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)",
-                    params![delivery_id, hook, event_id, body, now.0],
-                )
-                .map_err(q("write the next step's delivery"))?;
-                tx.execute(
+            let next =
+                if cb.state != "success" {
+                    end_run(
+                        &tx,
+                        &run,
+                        &cb.state,
+                        &format!(
+                            "step {} ({}) answered {}",
+                            next_index,
+                            hooks.get(step as usize).map_or("?", |h| h.as_str()),
+                            cb.state
+                        ),
+                        now,
+                    )?;
+                    None
+                } else if let Some(hook) = hooks.get(next_index) {
+                    let token = new_token();
+                    let body = step_body(
+                        &payload,
+                        callback_base,
+                        &token,
+                        &chain,
+                        next_index,
+                        hooks.len(),
+                    );
+                    let delivery = super::NewDelivery::new(hook, body);
+                    let delivery_id = delivery.id.clone();
+                    super::insert_delivery(&tx, &delivery, event_id, "pending", now)?;
+                    tx.execute(
                     "INSERT INTO chain_steps (run_id, step, hook, delivery_id, token_hash, state)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'waiting')",
                     params![run, next_index as i64, hook, delivery_id, token_hash(&token)],
                 )
                 .map_err(q("write the next chain step"))?;
-                tx.execute(
-                    "UPDATE chain_runs SET step = ?2 WHERE id = ?1",
-                    params![run, next_index as i64],
-                )
-                .map_err(q("advance a chain run"))?;
-                Some(NextStep { hook: hook.clone(), delivery_id })
-            } else {
-                end_run(&tx, &run, "success", "every step answered success", now)?;
-                None
-            };
+                    tx.execute(
+                        "UPDATE chain_runs SET step = ?2 WHERE id = ?1",
+                        params![run, next_index as i64],
+                    )
+                    .map_err(q("advance a chain run"))?;
+                    Some(NextStep {
+                        hook: hook.clone(),
+                        delivery_id,
+                    })
+                } else {
+                    end_run(&tx, &run, "success", "every step answered success", now)?;
+                    None
+                };
             tx.commit().map_err(q("commit a callback"))?;
             Ok(Some(next))
         })

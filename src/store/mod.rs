@@ -423,21 +423,7 @@ impl Store {
         )
         .map_err(q("write event"))?;
         let event_id = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT INTO deliveries (id, hook, event_id, body, state, attempts, next_attempt_at,
-               created_at, updated_at, headers)
-             VALUES (?1, ?2, ?3, ?4, 'sending', 0, ?5, ?5, ?5, ?6)",
-            params![
-                d.id,
-                d.hook,
-                event_id,
-                d.body,
-                now.0,
-                headers_json(&d.headers)
-            ],
-        )
-        .map_err(q("write delivery"))?;
-        let seq = tx.last_insert_rowid();
+        let seq = insert_delivery(&tx, d, event_id, "sending", now)?;
         tx.commit().map_err(q("commit transaction"))?;
         Ok(DueDelivery {
             seq,
@@ -737,25 +723,37 @@ fn insert_events(
             } else {
                 DeliveryState::Pending
             };
-            tx.execute(
-                "INSERT INTO deliveries (id, hook, event_id, body, state, attempts, next_attempt_at,
-                   created_at, updated_at, headers) VALUES (?1, ?2, ?3, ?4, ?6, 0, ?5, ?5, ?5, ?7)",
-                params![
-                    d.id,
-                    d.hook,
-                    event_id,
-                    d.body,
-                    now.0,
-                    state.as_str(),
-                    headers_json(&d.headers)
-                ],
-            )
-            .map_err(q("write delivery"))?;
+            insert_delivery(tx, d, event_id, state.as_str(), now)?;
             ids.push(d.id.clone());
         }
         chains::insert_runs(tx, event_id, e.site.as_deref(), &e.chains, now)?;
     }
     Ok(ids)
+}
+
+/// Writes one delivery of event `event_id` in `state`, due now; returns its `seq`.
+pub(crate) fn insert_delivery(
+    tx: &rusqlite::Transaction<'_>,
+    d: &NewDelivery,
+    event_id: i64,
+    state: &str,
+    now: Timestamp,
+) -> Result<i64, StoreError> {
+    tx.execute(
+        "INSERT INTO deliveries (id, hook, event_id, body, state, attempts, next_attempt_at,
+           created_at, updated_at, headers) VALUES (?1, ?2, ?3, ?4, ?6, 0, ?5, ?5, ?5, ?7)",
+        params![
+            d.id,
+            d.hook,
+            event_id,
+            d.body,
+            now.0,
+            state,
+            headers_json(&d.headers)
+        ],
+    )
+    .map_err(q("write delivery"))?;
+    Ok(tx.last_insert_rowid())
 }
 
 /// A delivery's own headers as stored: NULL for none.

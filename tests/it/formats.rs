@@ -3,20 +3,10 @@
 //! (the `standardwebhooks` and `cloudevents` SDKs, the CDEvents schemas, JSON parsers).
 
 use crate::support::daemon::Daemon;
-use crate::support::deploy::Site;
+use crate::support::deploy::{Site, shop_config as config};
 use crate::support::env::TestEnv;
 use crate::support::python;
 use crate::support::receiver::{Receiver, Request};
-
-/// A config with one Capistrano site and the given `[[hook]]` tables.
-fn config(env: &TestEnv, site: &Site, hooks: &str) -> String {
-    format!(
-        "[daemon]\nstate_dir = \"{}\"\nhost_name = \"test-host\"\nshutdown_timeout = \"1s\"\n\n\
-         [[site]]\nname = \"shop\"\npath = \"{}\"\n\n{hooks}",
-        env.join("state").display(),
-        site.root.display()
-    )
-}
 
 fn hook(name: &str, url: &str, extra: &str) -> String {
     format!("[[hook]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n")

@@ -4,21 +4,12 @@
 //! reload (the old one keeps rendering).
 
 use crate::support::daemon::{Daemon, run};
-use crate::support::deploy::Site;
+use crate::support::deploy::{Site, shop_config as config};
 use crate::support::env::TestEnv;
 use crate::support::receiver::Receiver;
 
 /// A commit message a body must carry through its escaping intact.
 const HOSTILE: &str = "Fix \"quotes\", a \\ backslash, <!channel> & {{ braces }}";
-
-fn config(env: &TestEnv, site: &Site, hooks: &str) -> String {
-    format!(
-        "[daemon]\nstate_dir = \"{}\"\nhost_name = \"test-host\"\nshutdown_timeout = \"1s\"\n\n\
-         [[site]]\nname = \"shop\"\npath = \"{}\"\n\n{hooks}",
-        env.join("state").display(),
-        site.root.display()
-    )
-}
 
 fn template_hook(name: &str, url: &str, template: &str, extra: &str) -> String {
     format!(

@@ -248,3 +248,13 @@ retry = ["100ms", "200ms"]
         root = site.root.display(),
     )
 }
+
+/// A config with site `shop` at `site` (host `test-host`) and the given `[[hook]]` tables.
+pub fn shop_config(env: &TestEnv, site: &Site, hooks: &str) -> String {
+    format!(
+        "[daemon]\nstate_dir = \"{}\"\nhost_name = \"test-host\"\nshutdown_timeout = \"1s\"\n\n\
+         [[site]]\nname = \"shop\"\npath = \"{}\"\n\n{hooks}",
+        env.join("state").display(),
+        site.root.display()
+    )
+}

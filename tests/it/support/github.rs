@@ -80,15 +80,7 @@ async fn handle(
             method: method.to_string(),
             path,
             query: uri.query().unwrap_or("").to_string(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
+            headers: super::receiver::header_pairs(&headers),
             body,
             answered: code,
         });

@@ -82,15 +82,7 @@ async fn handle(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Res
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(Request {
-            headers: headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
+            headers: header_pairs(&headers),
             body: body.to_vec(),
             answered: if hang { 0 } else { status },
         });
@@ -104,6 +96,19 @@ async fn handle(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Res
         resp.headers_mut().insert("retry-after", ra);
     }
     resp
+}
+
+/// A request's headers as (name, value) pairs.
+pub fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn serve(
