@@ -226,9 +226,13 @@ pub fn run(path: &Path) -> bool {
             humantime::format_duration(h.timeout)
         );
         match h.format {
-            Format::CloudEvents | Format::CdEvents => {
-                say!("  cloudevents_mode {:?}", h.cloudevents_mode)
-            }
+            Format::CloudEvents | Format::CdEvents => say!(
+                "  cloudevents_mode {}",
+                match h.cloudevents_mode {
+                    config::CloudEventsMode::Structured => "structured",
+                    config::CloudEventsMode::Binary => "binary",
+                }
+            ),
             Format::Template => {
                 if let Some(t) = &h.template {
                     say!("  template {} (checked)", t.path.display())
@@ -245,8 +249,30 @@ pub fn run(path: &Path) -> bool {
             }
             Format::Kudu | Format::Slack => {}
         }
+        if let Some(chain) = &h.chain {
+            say!("  in chain {chain}: called only by that chain, never by an event on its own");
+        }
         if h.insecure_ssl {
             say!("  warning: insecure_ssl = true: TLS certificates are not verified");
+        }
+    }
+    for ch in &config.chains {
+        println!();
+        say!(
+            "chain {}  on {} of {}: {}  (callback_timeout {})",
+            ch.name,
+            ch.on.as_str(),
+            ch.sites
+                .as_ref()
+                .map_or("every site".into(), |s| s.join(", ")),
+            ch.hooks.join(" → "),
+            humantime::format_duration(ch.callback_timeout)
+        );
+        if let Some(base) = config.api.as_ref().and_then(|a| a.public_url.as_ref()) {
+            say!(
+                "  receivers call back {}/api/callbacks/<token>",
+                base.as_str().trim_end_matches('/')
+            );
         }
     }
     ok
