@@ -457,11 +457,11 @@ pub fn hooks_test(path: &std::path::Path, name: &str, out: &mut impl Write) -> R
     let now = Timestamp::now();
     let ping = crate::events::ping(&hook, &config.daemon.host_name, now);
     let d = store.commit_direct("ping", &ping, now)?;
-    let client = deliver::client_for(&hook)?;
+    let mut sink = deliver::Sink::for_hook(&hook)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (record, response) = rt.block_on(deliver::send(&client, &hook, &d, &store, now));
+    let (record, response) = rt.block_on(deliver::send(&mut sink, &hook, &d, &store, now));
     // The same decision a worker makes, with no retries: a 410 disables the hook.
     let outcome = deliver::retry::decide(&[], 1, &response, Timestamp::now(), 0.0);
     let ok = outcome == Outcome::Delivered;

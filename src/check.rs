@@ -249,6 +249,19 @@ pub fn run(path: &Path) -> bool {
             }
             Format::Kudu | Format::Slack => {}
         }
+        if let Some(n) = &h.nats {
+            let site = config.sites.first().map(|s| s.name.as_str());
+            let subject = n.subject_for(&config.daemon.host_name, site, "PostDeployment");
+            let probe = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(crate::deliver::nats::probe(h, &subject)));
+            match probe {
+                Ok(stream) => say!("  NATS: connected; stream {stream} captures {subject}"),
+                Err(why) => say!("  warning: NATS: {why}"),
+            }
+        }
         if let Some(chain) = &h.chain {
             say!("  in chain {chain}: called only by that chain, never by an event on its own");
         }

@@ -103,6 +103,11 @@ pub(super) fn validate_chains(
                     &key("hooks"),
                     format!("hook {h:?} is already in chain {:?}: a hook belongs to one chain", hook.chain.as_deref().unwrap_or("")),
                 ),
+                Some(hook) if hook.nats.is_some() => c.at(
+                    r.hooks.span(),
+                    &key("hooks"),
+                    format!("hook {h:?} publishes to NATS: a chain's hooks are HTTP receivers that call back"),
+                ),
                 Some(hook) if hook.format != Format::Kudu => c.at(
                     r.hooks.span(),
                     &key("hooks"),

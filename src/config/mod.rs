@@ -9,6 +9,7 @@
 pub mod api;
 pub mod chains;
 pub mod formats;
+pub mod nats;
 pub mod raw;
 pub mod secrets;
 pub mod types;

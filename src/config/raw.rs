@@ -99,7 +99,8 @@ pub struct RawSite {
 pub struct RawHook {
     /// Unique name; letters, digits, `-` and `_` only.
     pub name: Spanned<String>,
-    /// Absolute `http://` or `https://` URL; `user:pass@` is sent as Basic auth.
+    /// Absolute `http://` or `https://` URL (`user:pass@` is sent as Basic auth), or
+    /// `nats://` / `tls://` for NATS JetStream.
     pub url: Spanned<String>,
     /// Event types. Default `["PostDeployment"]`; also `StatusChanged`.
     pub events: Option<Spanned<Vec<String>>>,
@@ -114,6 +115,9 @@ pub struct RawHook {
     pub cloudevents_mode: Option<Spanned<String>>,
     /// Template file for `format = "template"` (minijinja; `*.json.j2` escapes as JSON).
     pub template: Option<Spanned<String>>,
+    /// A `nats://` or `tls://` hook: the subject, with `{hostName}`, `{siteName}` and
+    /// `{event}`. Default `deployhook.{hostName}.{siteName}.{event}`.
+    pub subject: Option<Spanned<String>>,
     /// `format = "github-deployments"`: the repository, `owner/name`.
     pub repository: Option<Spanned<String>>,
     /// `format = "github-deployments"`: the environment. Default: the site's name.

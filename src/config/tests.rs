@@ -336,3 +336,32 @@ fn chains_name_real_kudu_hooks_once_and_need_a_public_url() {
         assert!(all.contains(needle), "{needle} in:\n{all}");
     }
 }
+
+#[test]
+fn nats_hooks_take_a_subject_template_and_sign_nothing() {
+    let site = "[[site]]\nname = \"shop\"\npath = \"/var/www/shop\"\n\n";
+    let ok = format!(
+        "{site}[[hook]]\nname = \"bus\"\nurl = \"nats://127.0.0.1:4222\"\nsecret_file = \"/etc/dh/secret\"\n"
+    );
+    let c = parse(&ok, Path::new("/etc/dh.toml"), &env()).map_err(|e| format!("{e:?}"));
+    let hook = c
+        .map(|c| c.hooks[0].clone())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(hook.signature, SignatureKind::None);
+    assert_eq!(
+        hook.nats.map(|n| n.subject),
+        Some(nats::DEFAULT_SUBJECT.to_string())
+    );
+    let all = errors(&format!(
+        "{site}[[hook]]\nname = \"bus\"\nurl = \"tls://nats.example.com\"\nsubject = \"deploys.>\"\nsignature = \"standard\"\n\n\
+         [[hook]]\nname = \"web\"\nurl = \"https://a.example.com\"\nsubject = \"x\"\n"
+    ))
+    .join("\n");
+    for needle in [
+        "hook[0].subject: \"deploys.>\" is not a NATS subject",
+        "hook[0].signature: a NATS hook's secret is its connection credential",
+        "hook[1].subject: only for a nats:// or tls:// url",
+    ] {
+        assert!(all.contains(needle), "{needle} in:\n{all}");
+    }
+}

@@ -171,6 +171,8 @@ pub struct HookConfig {
     pub template: Option<Template>,
     /// `format = "github-deployments"`: where it reports.
     pub github: Option<GithubTarget>,
+    /// A `nats://` or `tls://` hook: where it publishes.
+    pub nats: Option<super::nats::NatsTarget>,
     /// The chain this hook belongs to: it is called only by that chain.
     pub chain: Option<String>,
     pub secret: Option<Secret>,
@@ -198,6 +200,7 @@ impl HookConfig {
             cloudevents_mode: CloudEventsMode::Structured,
             template: None,
             github: None,
+            nats: None,
             chain: None,
             secret: None,
             signature: SignatureKind::None,

@@ -484,12 +484,12 @@ fn validate_hook(
         );
     }
     let url = match url::Url::parse(h.url.get_ref()) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+        Ok(u) if matches!(u.scheme(), "http" | "https" | "nats" | "tls") && u.host().is_some() => u,
         Ok(_) | Err(_) => {
             c.at(
                 h.url.span(),
                 &key("url"),
-                "must be an absolute http:// or https:// URL",
+                "must be an absolute http:// or https:// URL (or nats:// / tls:// for NATS JetStream)",
             );
             placeholder_url()
         }
@@ -545,12 +545,22 @@ fn validate_hook(
             "a github-deployments hook's secret is its API token: it signs nothing",
         );
     }
+    let nats = super::nats::nats_target(c, h, &url, format, &key);
+    if let (Some(_), Some(s)) = (&nats, &h.signature)
+        && s.get_ref() != "none"
+    {
+        c.at(
+            s.span(),
+            &key("signature"),
+            "a NATS hook's secret is its connection credential (creds, nkey seed or token): it signs nothing",
+        );
+    }
     let signature = match h
         .signature
         .as_ref()
         .map(|s| (s.get_ref().as_str(), s.span()))
     {
-        _ if github.is_some() => SignatureKind::None,
+        _ if github.is_some() || nats.is_some() => SignatureKind::None,
         None => {
             if secret.is_some() {
                 SignatureKind::Standard
@@ -670,6 +680,7 @@ fn validate_hook(
         cloudevents_mode,
         template,
         github,
+        nats,
         chain: None,
         secret,
         signature,

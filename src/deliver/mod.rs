@@ -9,6 +9,7 @@
 
 pub mod github;
 pub mod guard;
+pub mod nats;
 pub mod retry;
 pub mod sign;
 
@@ -135,19 +136,37 @@ pub fn build_headers(hook: &HookConfig, d: &DueDelivery, now: Timestamp) -> Vec<
     headers
 }
 
-/// Sends one attempt of `d` the way its hook's format says: one POST of the body, or
-/// for `github-deployments` the API's create and status (`github.rs`).
+/// How a hook's deliveries leave: HTTP (reqwest), or a NATS connection.
+pub struct Sink {
+    http: reqwest::Client,
+    nats: nats::Publisher,
+}
+
+impl Sink {
+    pub fn for_hook(hook: &HookConfig) -> Result<Sink, DeliverError> {
+        Ok(Sink {
+            http: client_for(hook)?,
+            nats: nats::Publisher::default(),
+        })
+    }
+}
+
+/// Sends one attempt of `d` the way its hook says: a JetStream publish for a NATS hook
+/// (`nats.rs`), the API's create and status for `github-deployments` (`github.rs`), else
+/// one POST of the body.
 pub async fn send(
-    client: &reqwest::Client,
+    sink: &mut Sink,
     hook: &HookConfig,
     d: &DueDelivery,
     store: &Store,
     now: Timestamp,
 ) -> (AttemptRecord, Response) {
-    if hook.format == Format::GithubDeployments {
-        github::send(client, hook, d, store, now).await
+    if hook.nats.is_some() {
+        sink.nats.send(hook, d, now).await
+    } else if hook.format == Format::GithubDeployments {
+        github::send(&sink.http, hook, d, store, now).await
     } else {
-        send_attempt(client, hook, d, now).await
+        send_attempt(&sink.http, hook, d, now).await
     }
 }
 
@@ -259,7 +278,10 @@ async fn read_capped_body(
 
 /// The request headers as they are recorded in the history: the values of the hook's
 /// own `headers` (API keys, tokens) are `***`; `Authorization` is never recorded.
-fn recorded_headers(hook: &HookConfig, headers: Vec<(String, String)>) -> Vec<(String, String)> {
+pub(crate) fn recorded_headers(
+    hook: &HookConfig,
+    headers: Vec<(String, String)>,
+) -> Vec<(String, String)> {
     headers
         .into_iter()
         .filter(|(k, _)| !k.eq_ignore_ascii_case("authorization"))
@@ -381,7 +403,7 @@ pub async fn run_recorder(
 
 /// One hook's worker: sends its deliveries in order, forever.
 pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), DeliverError> {
-    let client = client_for(&hook)?;
+    let mut sink = Sink::for_hook(&hook)?;
     // The wait after a failing store (a full disk): 1 s, doubling up to 30 s, reset by a
     // success; one log line per step.
     let mut store_backoff: Option<Duration> = None;
@@ -438,7 +460,7 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
         let Ok(permit) = in_flight.acquire_owned().await else {
             return Ok(());
         };
-        let (record, response) = send(&client, &hook, &d, &cx.store, now).await;
+        let (record, response) = send(&mut sink, &hook, &d, &cx.store, now).await;
         let attempts = d.attempts + 1;
         let decision = retry::decide(
             &hook.retry,

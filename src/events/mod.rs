@@ -90,7 +90,10 @@ pub fn plan(transitions: &[Transition], hooks: &[HookConfig], cx: Context<'_>) -
                 .filter(|h| h.wants_event(kind) && h.wants_site(cx.site) && h.wants_status(t.to))
                 .filter_map(|h| {
                     let id = new_delivery_id();
-                    render(h, &ev, &id).map(|r| r.into_delivery(id, &h.name))
+                    render(h, &ev, &id).map(|r| {
+                        addressed(h, r, cx.host_name, Some(cx.site), kind)
+                            .into_delivery(id, &h.name)
+                    })
                 })
                 .collect();
             let chains = if kind == POST_DEPLOYMENT {
@@ -111,6 +114,25 @@ pub fn plan(transitions: &[Transition], hooks: &[HookConfig], cx: Context<'_>) -
     }
     events
 }
+
+/// The header that names a NATS hook's subject for this event (`X-Deployhook-Subject`,
+/// also a header of the published message); other hooks' deliveries are unchanged.
+fn addressed(
+    hook: &HookConfig,
+    mut r: Rendered,
+    host: &str,
+    site: Option<&str>,
+    event: &str,
+) -> Rendered {
+    if let Some(n) = &hook.nats {
+        r.headers
+            .push((SUBJECT_HEADER.to_string(), n.subject_for(host, site, event)));
+    }
+    r
+}
+
+/// The header of a NATS delivery that holds its subject.
+pub const SUBJECT_HEADER: &str = "X-Deployhook-Subject";
 
 /// The runs of the chains a deployment's end starts: each one's first step is a
 /// delivery of the kudu object with `callback_url` (added to `deliveries`).
@@ -179,7 +201,8 @@ pub fn plan_published(kind: &str, body: &[u8], hooks: &[HookConfig], host_name: 
             })
             .map(|h| {
                 let id = new_delivery_id();
-                other(h, kind, body, host_name, &id, now).into_delivery(id, &h.name)
+                let r = other(h, kind, body, host_name, &id, now);
+                addressed(h, r, host_name, None, kind).into_delivery(id, &h.name)
             })
             .collect(),
     }
@@ -229,6 +252,7 @@ pub fn ping(hook: &HookConfig, host_name: &str, now: Timestamp) -> NewDelivery {
             other(hook, "ping", &body, host_name, &id, now)
         }
     };
+    let rendered = addressed(hook, rendered, host_name, None, "ping");
     rendered.into_delivery(id, &hook.name)
 }
 

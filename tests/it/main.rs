@@ -22,6 +22,7 @@ mod hot_reload;
 mod kudu;
 mod limits;
 mod marker;
+mod nats;
 mod notify;
 mod readme_formats;
 mod releases;

@@ -17,6 +17,7 @@ pub mod deploy;
 pub mod env;
 pub mod git;
 pub mod github;
+pub mod nats;
 pub mod netns;
 pub mod python;
 pub mod receiver;
