@@ -269,6 +269,25 @@ pub fn run(path: &Path) -> bool {
             say!("  warning: insecure_ssl = true: TLS certificates are not verified");
         }
     }
+    for src in &config.sources {
+        println!();
+        say!(
+            "source {}  nats {}  stream {}  durable consumer {}",
+            src.name,
+            crate::config::redact_url(&src.url),
+            src.stream,
+            src.durable
+        );
+        let probe = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(crate::relay::probe(src)));
+        match probe {
+            Ok(n) => say!("  connected; the stream holds {n} messages"),
+            Err(why) => say!("  warning: {why}"),
+        }
+    }
     for ch in &config.chains {
         println!();
         say!(

@@ -226,6 +226,7 @@ async fn run_in(root: &Path) -> Result<(), DemoError> {
         },
         sites: vec![SiteConfig::new("shop", &site)],
         chains: Vec::new(),
+        sources: Vec::new(),
         hooks: vec![HookConfig {
             events: vec!["StatusChanged".into(), "PostDeployment".into()],
             secret: Some(secret.clone()),

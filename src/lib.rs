@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod events;
 pub mod infer;
+pub mod relay;
 pub mod snapshot;
 pub mod store;
 pub mod watch;

@@ -49,6 +49,12 @@ pub struct Metrics {
     rescans: Counter,
     reloads: Counter,
     reload_failures: Counter,
+    relay_skipped: Family<SourceLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
 }
 
 fn attempt_histogram() -> Histogram {
@@ -69,6 +75,7 @@ impl Metrics {
             rescans: Counter::default(),
             reloads: Counter::default(),
             reload_failures: Counter::default(),
+            relay_skipped: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -112,6 +119,11 @@ impl Metrics {
             "Config reloads rejected (the old config kept running)",
             m.reload_failures.clone(),
         );
+        registry.register(
+            "relay_skipped",
+            "Messages a relay source skipped (no deployhook event), by source",
+            m.relay_skipped.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -142,6 +154,14 @@ impl Metrics {
         self.site_reads
             .get_or_create(&SiteLabel {
                 site: site.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn relay_skipped(&self, source: &str) {
+        self.relay_skipped
+            .get_or_create(&SourceLabel {
+                source: source.to_string(),
             })
             .inc();
     }

@@ -12,6 +12,7 @@ pub mod formats;
 pub mod nats;
 pub mod raw;
 pub mod secrets;
+pub mod sources;
 pub mod types;
 pub mod validate;
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 pub use chains::ChainConfig;
 pub use formats::{CloudEventsMode, Format, GithubTarget, TEMPLATE_VARIABLES, Template};
 pub use secrets::{Secret, redact_url};
+pub use sources::SourceConfig;
 pub use types::*;
 pub use validate::{check_event_name, parse};
 

@@ -22,6 +22,9 @@ pub struct RawConfig {
     pub hooks: Vec<RawHook>,
     /// The HTTP API (Kudu's `/api/hooks` and more). Absent: nothing listens.
     pub api: Option<RawApi>,
+    /// One `[[source]]` table per stream a relay consumes (relay mode).
+    #[serde(default, rename = "source")]
+    pub sources: Vec<super::sources::RawSource>,
     /// One `[[chain]]` table per chain of hooks called one after another.
     #[serde(default, rename = "chain")]
     pub chains: Vec<super::chains::RawChain>,
@@ -106,6 +109,8 @@ pub struct RawHook {
     pub events: Option<Spanned<Vec<String>>>,
     /// Site names this hook wants. Default: all sites.
     pub sites: Option<Spanned<Vec<String>>>,
+    /// Host names (`hostName`) this hook wants: for a relay, which edges. Default: all.
+    pub hosts: Option<Spanned<Vec<String>>>,
     /// Statuses this hook wants (`pending` … `failed`). Default: all.
     pub statuses: Option<Spanned<Vec<String>>>,
     /// Payload format: `kudu` (default), `cloudevents`, `cdevents`, `slack`, `template`,

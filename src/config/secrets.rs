@@ -74,7 +74,30 @@ pub(super) fn read_secret(
     name: &str,
     warnings: &mut Vec<String>,
 ) -> Option<Secret> {
-    match (&h.secret_file, &h.secret_env) {
+    let owner = format!("hook {name}");
+    secret_of(
+        c,
+        (&h.secret_file, &h.secret_env),
+        key,
+        env,
+        &owner,
+        warnings,
+    )
+}
+
+/// A secret from `secret_file` or `secret_env` (at most one of them), for `owner`.
+pub(super) fn secret_of(
+    c: &mut Checker<'_>,
+    (file, var): (
+        &Option<toml::Spanned<String>>,
+        &Option<toml::Spanned<String>>,
+    ),
+    key: &dyn Fn(&str) -> String,
+    env: &Env<'_>,
+    owner: &str,
+    warnings: &mut Vec<String>,
+) -> Option<Secret> {
+    match (file, var) {
         (Some(f), Some(_)) => {
             c.at(
                 f.span(),
@@ -83,14 +106,7 @@ pub(super) fn read_secret(
             );
             None
         }
-        (Some(f), None) => read_secret_file(
-            c,
-            f,
-            &key("secret_file"),
-            env,
-            &format!("hook {name}"),
-            warnings,
-        ),
+        (Some(f), None) => read_secret_file(c, f, &key("secret_file"), env, owner, warnings),
         (None, Some(v)) => match (env.read_env)(v.get_ref()) {
             Some(s) if !s.trim().is_empty() => Some(Secret::new(s.trim().to_string())),
             _ => {

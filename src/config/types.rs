@@ -22,6 +22,8 @@ pub struct Config {
     pub hooks: Vec<HookConfig>,
     /// `[[chain]]`: hooks called one after another (their hooks have `chain` set).
     pub chains: Vec<super::chains::ChainConfig>,
+    /// `[[source]]`: streams a relay consumes.
+    pub sources: Vec<super::sources::SourceConfig>,
     /// `[api]`: `None` when absent (nothing listens).
     pub api: Option<ApiConfig>,
     /// Things worth a warning at start-up (world-readable secrets, `insecure_ssl`).
@@ -164,6 +166,8 @@ pub struct HookConfig {
     /// Event types, compared case-insensitively.
     pub events: Vec<String>,
     pub sites: Option<Vec<String>>,
+    /// Host names (`hostName`) it wants; `None`: all.
+    pub hosts: Option<Vec<String>>,
     pub statuses: Option<Vec<Status>>,
     pub format: Format,
     pub cloudevents_mode: CloudEventsMode,
@@ -195,6 +199,7 @@ impl HookConfig {
             url,
             events: vec!["PostDeployment".to_string()],
             sites: None,
+            hosts: None,
             statuses: None,
             format: Format::Kudu,
             cloudevents_mode: CloudEventsMode::Structured,
@@ -223,6 +228,12 @@ impl HookConfig {
         self.sites
             .as_ref()
             .is_none_or(|s| s.iter().any(|x| x == site))
+    }
+
+    pub fn wants_host(&self, host: &str) -> bool {
+        self.hosts
+            .as_ref()
+            .is_none_or(|h| h.iter().any(|x| x == host))
     }
 
     pub fn wants_status(&self, status: Status) -> bool {

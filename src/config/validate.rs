@@ -309,8 +309,12 @@ pub fn parse(text: &str, file: &Path, env: &Env<'_>) -> Result<Config, Vec<Confi
         .map(|(i, s)| validate_site(&mut c, i, s, &mut seen))
         .collect();
     let site_names: BTreeSet<&str> = sites.iter().map(|s| s.name.as_str()).collect();
-    if sites.is_empty() && c.dropped_tables == 0 {
-        c.at(0..0, "site", "no [[site]] table: nothing to watch");
+    if sites.is_empty() && c.dropped_tables == 0 && raw.sources.is_empty() {
+        c.at(
+            0..0,
+            "site",
+            "no [[site]] table: nothing to watch (a relay has a [[source]] instead)",
+        );
     }
 
     let mut warnings = Vec::new();
@@ -326,6 +330,7 @@ pub fn parse(text: &str, file: &Path, env: &Env<'_>) -> Result<Config, Vec<Confi
         .api
         .as_ref()
         .map(|a| super::api::validate_api(&mut c, a, env, &mut warnings));
+    let sources = super::sources::validate_sources(&mut c, &raw.sources, env, &mut warnings);
     let chains =
         super::chains::validate_chains(&mut c, &raw.chains, &mut hooks, &site_names, api.as_ref());
 
@@ -336,6 +341,7 @@ pub fn parse(text: &str, file: &Path, env: &Env<'_>) -> Result<Config, Vec<Confi
             sites,
             hooks,
             chains,
+            sources,
             api,
             warnings,
         })
@@ -675,6 +681,7 @@ fn validate_hook(
         url,
         events,
         sites: h.sites.as_ref().map(|s| s.get_ref().clone()),
+        hosts: h.hosts.as_ref().map(|s| s.get_ref().clone()),
         statuses,
         format,
         cloudevents_mode,
@@ -721,7 +728,7 @@ pub fn check_event_name(name: &str) -> Result<(), String> {
 
 /// Stands in for an invalid URL while the remaining keys are validated (the config is
 /// rejected anyway).
-fn placeholder_url() -> url::Url {
+pub(super) fn placeholder_url() -> url::Url {
     #[allow(clippy::expect_used)]
     url::Url::parse("http://invalid.invalid/").expect("invariant: a constant, valid URL")
 }

@@ -162,6 +162,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     let mut tasks = Tasks::new(&store, in_flight);
     let mut read_cx = ReadContext::new(&config, &[], &store, tasks.wakes());
     run_hooks(&config, &api_hooks, &mut tasks, &mut read_cx, api.as_ref());
+    tasks.start_sources(&config);
     tasks.reconcile_probes(&config, &sites, &dirty);
     // The watchdog is pinged from this loop, so a stuck loop stops the pings.
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
@@ -487,13 +488,15 @@ fn run_hooks(
     let hooks = wanted_hooks(config, api_hooks);
     tasks.reconcile_hooks(&hooks);
     *read_cx = read_cx.reconfigured(config, &hooks, tasks.wakes());
+    // The same lists the reads use.
+    let view = HookView {
+        hooks: read_cx.hooks.clone(),
+        config_hooks: Arc::new(config.hooks.iter().map(|h| h.name.clone()).collect()),
+        wakes: read_cx.wakes.clone(),
+    };
+    tasks.publish_view(view.clone());
     if let Some(a) = api {
-        // The same lists the reads use.
-        a.view.send_replace(HookView {
-            hooks: read_cx.hooks.clone(),
-            config_hooks: Arc::new(config.hooks.iter().map(|h| h.name.clone()).collect()),
-            wakes: read_cx.wakes.clone(),
-        });
+        a.view.send_replace(view);
     }
 }
 

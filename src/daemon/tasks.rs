@@ -1,5 +1,6 @@
 //! The supervisor: every long-running task — one worker per hook, one health probe per
-//! site with a `health_url` — runs in one `JoinSet` under a name, and the loop hears at
+//! site with a `health_url`, one consumer per relay `[[source]]` — runs in one `JoinSet`
+//! under a name, and the loop hears at
 //! once when any of them ends (a worker whose HTTP client cannot be built is an error in
 //! the log right away, not at shutdown).
 //!
@@ -30,6 +31,7 @@ use crate::watch::Dirty;
 pub enum TaskName {
     Hook(String),
     Health(String),
+    Source(String),
     Recorder,
 }
 
@@ -57,6 +59,9 @@ pub struct Tasks {
     /// Each hook's wake-up, poked after a commit queued a delivery for it.
     wakes: BTreeMap<String, Arc<Notify>>,
     probes: watch::Sender<bool>,
+    /// What the relay sources route by (the hooks that run and their wake-ups).
+    sources_view: watch::Sender<crate::api::HookView>,
+    sources_stop: watch::Sender<bool>,
     next_generation: u64,
 }
 
@@ -78,6 +83,8 @@ impl Tasks {
             waiting: BTreeMap::new(),
             wakes: BTreeMap::new(),
             probes: watch::channel(false).0,
+            sources_view: watch::channel(crate::api::HookView::default()).0,
+            sources_stop: watch::channel(false).0,
             next_generation: 0,
         }
     }
@@ -181,6 +188,29 @@ impl Tasks {
         }
     }
 
+    /// The hooks the relay sources route to from now on.
+    pub fn publish_view(&self, view: crate::api::HookView) {
+        self.sources_view.send_replace(view);
+    }
+
+    /// Starts one consumer per `[[source]]` (at start-up; a change waits for a restart).
+    pub fn start_sources(&mut self, config: &Config) {
+        for source in &config.sources {
+            let name = TaskName::Source(source.name.clone());
+            let run = crate::relay::run(
+                source.clone(),
+                self.sources_view.subscribe(),
+                self.store.clone(),
+                config.daemon.host_name.clone(),
+                self.sources_stop.subscribe(),
+            );
+            self.set.spawn(async move {
+                let r = run.await;
+                (name, 0, r.map_err(TaskError::from))
+            });
+        }
+    }
+
     /// The next task to end (pending forever while none runs).
     pub async fn join_next(&mut self) -> Option<Result<TaskResult, tokio::task::JoinError>> {
         if self.set.is_empty() {
@@ -217,6 +247,10 @@ impl Tasks {
                 tracing::error!(site = %escape(site), error = %escape(&chain(e.as_ref())), "health probe failed");
             }
             (TaskName::Health(_), Ok(())) => {}
+            (TaskName::Source(source), Err(e)) => {
+                tracing::error!(source = %escape(source), error = %escape(&chain(e.as_ref())), "relay source failed");
+            }
+            (TaskName::Source(_), Ok(())) => {}
             (TaskName::Recorder, result) => {
                 if let Err(e) = result {
                     tracing::error!(error = %escape(&chain(e.as_ref())), "the attempt recorder failed");
@@ -231,6 +265,7 @@ impl Tasks {
             let _ = w.stop.send(true);
         }
         let _ = self.probes.send(true);
+        let _ = self.sources_stop.send(true);
         // The recorder ends once the last worker (and this handle) is gone.
         self.recorder = None;
         let drained = tokio::time::timeout(grace, async {

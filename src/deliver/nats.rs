@@ -20,10 +20,25 @@ pub struct Publisher {
     client: Option<async_nats::Client>,
 }
 
-/// The connect options a hook's secret makes: a `.creds` file's text, an nkey seed
-/// (`SU…`), else a token.
-fn options(hook: &HookConfig) -> Result<async_nats::ConnectOptions, String> {
-    let base = match hook.secret.as_ref().map(Secret::first) {
+/// Connects to `url` with `secret` (a relay's source; a hook uses `Publisher`).
+pub async fn connect(
+    url: &url::Url,
+    secret: Option<&Secret>,
+    name: &str,
+) -> Result<async_nats::Client, String> {
+    credentials(secret)?
+        .name(name)
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .require_tls(url.scheme() == "tls")
+        .connect(server(url))
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", crate::config::redact_url(url)))
+}
+
+/// The connect options a secret makes: a `.creds` file's text, an nkey seed (`SU…`),
+/// else a token.
+fn credentials(secret: Option<&Secret>) -> Result<async_nats::ConnectOptions, String> {
+    Ok(match secret.map(Secret::first) {
         None => async_nats::ConnectOptions::new(),
         Some(s) if s.contains("BEGIN NATS USER JWT") => {
             async_nats::ConnectOptions::with_credentials(s)
@@ -33,26 +48,23 @@ fn options(hook: &HookConfig) -> Result<async_nats::ConnectOptions, String> {
             async_nats::ConnectOptions::new().nkey(s.to_string())
         }
         Some(s) => async_nats::ConnectOptions::new().token(s.to_string()),
-    };
-    Ok(base
+    })
+}
+
+fn options(hook: &HookConfig) -> Result<async_nats::ConnectOptions, String> {
+    Ok(credentials(hook.secret.as_ref())?
         .name(format!("deployhook hook {}", hook.name))
         .connection_timeout(hook.timeout.min(std::time::Duration::from_secs(5)))
         .request_timeout(Some(hook.timeout))
         .require_tls(hook.url.scheme() == "tls"))
 }
 
-/// The server address of a hook's URL, without credentials (they go as options).
-fn address(hook: &HookConfig) -> String {
-    let host = hook.url.host_str().unwrap_or("127.0.0.1");
-    let port = hook.url.port().unwrap_or(4222);
-    format!(
-        "{}://{host}:{port}",
-        if hook.url.scheme() == "tls" {
-            "tls"
-        } else {
-            "nats"
-        }
-    )
+/// The server address of a URL, without credentials (they go as options).
+fn server(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or("127.0.0.1");
+    let port = url.port().unwrap_or(4222);
+    let scheme = if url.scheme() == "tls" { "tls" } else { "nats" };
+    format!("{scheme}://{host}:{port}")
 }
 
 impl Publisher {
@@ -63,7 +75,7 @@ impl Publisher {
         if self.client.is_none() {
             let opts = options(hook)?;
             let client = opts
-                .connect(address(hook))
+                .connect(server(&hook.url))
                 .await
                 .map_err(|e| format!("cannot connect to {}: {e}", hook.display_url()))?;
             self.client = Some(client);

@@ -8,6 +8,7 @@ pub mod cdevents;
 pub mod cloudevents;
 pub mod github;
 pub mod kudu;
+pub mod relayed;
 pub mod slack;
 pub mod template;
 
@@ -35,7 +36,7 @@ impl Rendered {
         }
     }
 
-    fn into_delivery(self, id: String, hook: &str) -> NewDelivery {
+    pub(crate) fn into_delivery(self, id: String, hook: &str) -> NewDelivery {
         NewDelivery {
             id,
             hook: hook.to_string(),
@@ -88,6 +89,7 @@ pub fn plan(transitions: &[Transition], hooks: &[HookConfig], cx: Context<'_>) -
                 // A chained hook is called only by its chain.
                 .filter(|h| h.chain.is_none())
                 .filter(|h| h.wants_event(kind) && h.wants_site(cx.site) && h.wants_status(t.to))
+                .filter(|h| h.wants_host(cx.host_name))
                 .filter_map(|h| {
                     let id = new_delivery_id();
                     render(h, &ev, &id).map(|r| {
@@ -117,7 +119,7 @@ pub fn plan(transitions: &[Transition], hooks: &[HookConfig], cx: Context<'_>) -
 
 /// The header that names a NATS hook's subject for this event (`X-Deployhook-Subject`,
 /// also a header of the published message); other hooks' deliveries are unchanged.
-fn addressed(
+pub(crate) fn addressed(
     hook: &HookConfig,
     mut r: Rendered,
     host: &str,

@@ -10,7 +10,12 @@ use crate::config::{HookConfig, TEMPLATE_VARIABLES};
 
 /// The context a template of `hook` renders an event with.
 pub fn context(hook: &HookConfig, ev: &DeploymentEvent<'_>) -> Value {
-    let object: Map<String, Value> = serde_json::from_slice(ev.kudu_body).unwrap_or_default();
+    object_context(hook, ev.kudu_body, ev.cx.site)
+}
+
+/// The context of a kudu object (`kudu_body`) of `site`.
+fn object_context(hook: &HookConfig, kudu_body: &[u8], site: &str) -> Value {
+    let object: Map<String, Value> = serde_json::from_slice(kudu_body).unwrap_or_default();
     let mut cx = Map::new();
     for name in TEMPLATE_VARIABLES {
         cx.insert(name.to_string(), Value::Null);
@@ -25,7 +30,7 @@ pub fn context(hook: &HookConfig, ev: &DeploymentEvent<'_>) -> Value {
         cx.insert("commitsTruncated".into(), Value::Bool(false));
     }
     cx.insert("hook".into(), hook.name.clone().into());
-    cx.insert("site".into(), ev.cx.site.into());
+    cx.insert("site".into(), site.into());
     cx.insert("payload".into(), Value::Object(object));
     Value::Object(cx)
 }
@@ -33,14 +38,19 @@ pub fn context(hook: &HookConfig, ev: &DeploymentEvent<'_>) -> Value {
 /// The rendered body. A template that fails at run time (a filter given a value it
 /// cannot take) is logged, and the kudu object goes instead: the event is not lost.
 pub fn render(hook: &HookConfig, ev: &DeploymentEvent<'_>) -> Rendered {
+    render_object(hook, ev.kudu_body, ev.cx.site)
+}
+
+/// `render` for a kudu object alone (a relayed event).
+pub fn render_object(hook: &HookConfig, kudu_body: &[u8], site: &str) -> Rendered {
     let Some(t) = &hook.template else {
-        return Rendered::plain(ev.kudu_body.to_vec());
+        return Rendered::plain(kudu_body.to_vec());
     };
-    match t.render(&context(hook, ev)) {
+    match t.render(&object_context(hook, kudu_body, site)) {
         Ok(text) => Rendered::plain(text.into_bytes()),
         Err(why) => {
             tracing::error!(hook = %hook.name, template = %t.path.display(), error = %crate::telemetry::escape(&why), "the template failed; the kudu object is sent instead");
-            Rendered::plain(ev.kudu_body.to_vec())
+            Rendered::plain(kudu_body.to_vec())
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod api_hooks;
 pub mod chains;
 pub mod github;
 pub mod query;
+pub mod relay;
 mod schema;
 
 use std::fs::File;
@@ -540,6 +541,12 @@ impl Store {
             [cutoff.0],
         )
         .map_err(q("prune events"))?;
+        // A relayed message older than the history is not redelivered any more.
+        tx.execute(
+            "DELETE FROM source_messages WHERE received_at < ?1",
+            [cutoff.0],
+        )
+        .map_err(q("prune relayed message ids"))?;
         tx.commit().map_err(q("commit transaction"))?;
         Ok(n)
     }

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 
 use super::{StoreError, api_hooks, q};
 
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 pub(super) fn corrupt_or(e: rusqlite::Error, path: &Path, op: &'static str) -> StoreError {
     match e.sqlite_error_code() {
@@ -100,6 +100,10 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
     if version < 5 {
         conn.execute_batch(super::chains::MIGRATE_5)
             .map_err(q("migrate to schema 5"))?;
+    }
+    if version < 6 {
+        conn.execute_batch(super::relay::MIGRATE_6)
+            .map_err(q("migrate to schema 6"))?;
     }
     Ok(())
 }

@@ -1,0 +1,97 @@
+//! `[[source]]` (relay mode, issue 13): a central deployhook consumes a fleet's events
+//! from a NATS JetStream stream (`kind = "nats"`, `url`, `stream`, `durable` consumer
+//! name; the secret is the connection's credential) and treats each as an event of its
+//! own.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::validate::Checker;
+use super::{Env, Secret};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// Unique name; letters, digits, `-` and `_` only.
+    pub name: Spanned<String>,
+    /// `nats` (the only kind).
+    pub kind: Spanned<String>,
+    /// `nats://host:4222` or `tls://…`.
+    pub url: Spanned<String>,
+    /// The JetStream stream the fleet's edges publish into.
+    pub stream: Spanned<String>,
+    /// The durable consumer's name (one per relay; relays sharing it share the work).
+    pub durable: Spanned<String>,
+    /// File holding the credential (a `.creds` file, an nkey seed, or a token).
+    pub secret_file: Option<Spanned<String>>,
+    /// Environment variable holding the credential.
+    pub secret_env: Option<Spanned<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceConfig {
+    pub name: String,
+    pub url: url::Url,
+    pub stream: String,
+    pub durable: String,
+    pub secret: Option<Secret>,
+}
+
+pub(super) fn validate_sources(
+    c: &mut Checker<'_>,
+    raw: &[RawSource],
+    env: &Env<'_>,
+    warnings: &mut Vec<String>,
+) -> Vec<SourceConfig> {
+    let mut names = std::collections::BTreeSet::new();
+    raw.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let key = |k: &str| format!("source[{i}].{k}");
+            c.name(&r.name, &key("name"), &[]);
+            if !names.insert(r.name.get_ref().clone()) {
+                c.at(
+                    r.name.span(),
+                    &key("name"),
+                    format!("duplicate source name {:?}", r.name.get_ref()),
+                );
+            }
+            if r.kind.get_ref() != "nats" {
+                c.at(
+                    r.kind.span(),
+                    &key("kind"),
+                    format!("unknown kind {:?}: use nats", r.kind.get_ref()),
+                );
+            }
+            let url = match url::Url::parse(r.url.get_ref()) {
+                Ok(u) if matches!(u.scheme(), "nats" | "tls") && u.host().is_some() => u,
+                _ => {
+                    c.at(
+                        r.url.span(),
+                        &key("url"),
+                        "must be nats://host:port or tls://host:port",
+                    );
+                    super::validate::placeholder_url()
+                }
+            };
+            c.name(&r.stream, &key("stream"), &[]);
+            c.name(&r.durable, &key("durable"), &[]);
+            let owner = format!("source {}", r.name.get_ref());
+            let secret = super::secrets::secret_of(
+                c,
+                (&r.secret_file, &r.secret_env),
+                &key,
+                env,
+                &owner,
+                warnings,
+            );
+            SourceConfig {
+                name: r.name.get_ref().clone(),
+                url,
+                stream: r.stream.get_ref().clone(),
+                durable: r.durable.get_ref().clone(),
+                secret,
+            }
+        })
+        .collect()
+}
