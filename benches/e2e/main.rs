@@ -4,12 +4,13 @@
 //!
 //! ```text
 //! cargo bench --bench e2e                  every scenario
-//! cargo bench --bench e2e -- latency       one (latency, footprint, scale, fanout, backlog)
+//! cargo bench --bench e2e -- latency       one (latency, footprint, scale, fanout, backlog, fleet)
 //! ```
 //!
 //! Installs nothing: a baseline whose tool is missing (`inotifywait` from inotify-tools,
 //! `curl`) is skipped, and the table says so. Numbers, never assertions.
 
+mod fleet;
 mod harness;
 mod results;
 mod scenarios;
@@ -52,6 +53,10 @@ fn main() {
     if want("backlog") {
         eprintln!("backlog: 100,000 deliveries queued…");
         backlog(&mut res, 100, 1_000);
+    }
+    if want("fleet") {
+        eprintln!("fleet: 3 edges × 1,000 events through NATS and a relay, then 100 deploys…");
+        fleet::fleet(&mut res, 3, 1_000, 100);
     }
     res.print();
     res.write();
