@@ -113,7 +113,7 @@ async fn consume(
             }
             Ok(relayed) => {
                 let current = view.borrow().clone();
-                let event = relayed.plan(&current.hooks, host);
+                let event = relayed.plan(&current, host);
                 let deployment = relayed.deployment();
                 let hooks: Vec<String> = event.deliveries.iter().map(|d| d.hook.clone()).collect();
                 let (store, name, id) = (store.clone(), source.name.clone(), msg_id.clone());

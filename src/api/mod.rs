@@ -55,6 +55,10 @@ pub struct HookView {
     /// Names of the hooks that come from the config file.
     pub config_hooks: Arc<Vec<String>>,
     pub wakes: Arc<BTreeMap<String, Arc<Notify>>>,
+    /// The chains (a relay starts them for relayed deployments too).
+    pub chains: Arc<Vec<crate::config::ChainConfig>>,
+    /// `public_url`, the base of chain callback URLs.
+    pub callback_base: Option<String>,
 }
 
 /// Asks of the daemon loop.

@@ -493,6 +493,8 @@ fn run_hooks(
         hooks: read_cx.hooks.clone(),
         config_hooks: Arc::new(config.hooks.iter().map(|h| h.name.clone()).collect()),
         wakes: read_cx.wakes.clone(),
+        chains: read_cx.chains.clone(),
+        callback_base: read_cx.callback_base.clone(),
     };
     tasks.publish_view(view.clone());
     if let Some(a) = api {

@@ -138,7 +138,7 @@ pub const SUBJECT_HEADER: &str = "X-Deployhook-Subject";
 
 /// The runs of the chains a deployment's end starts: each one's first step is a
 /// delivery of the kudu object with `callback_url` (added to `deliveries`).
-fn start_chains(
+pub(crate) fn start_chains(
     cx: Context<'_>,
     status: Status,
     body: &[u8],

@@ -1,19 +1,23 @@
 //! Relayed events (relay mode, issue 13): a message a `[[source]]` consumed from a
 //! fleet's stream — an edge's kudu object, bare or as a structured CloudEvent's `data` —
 //! becomes an event of this deployhook with one delivery per hook that wants it (by
-//! event, `siteName`, `hostName` and `status`). The kudu object is all there is (no
-//! `Transition`): `kudu` and `template` hooks get what they would get on the edge,
-//! `cloudevents`/`cdevents` hooks a `dev.deployhook.deployment.<status>` CloudEvent, `slack`
-//! hooks a short message; `github-deployments` hooks and chains are not fed by relayed
-//! events.
+//! event, `siteName`, `hostName` and `status`). A full kudu object is turned back into the
+//! `Transition` it was made from (its deployment keyed by the edge's `receivedTime`), so
+//! every format renders it as on the edge and a deployment's end starts the relay's
+//! chains; anything less (a custom event, a partial object) goes to `kudu` and
+//! `template` hooks as is, to `cloudevents`/`cdevents` hooks in a CloudEvent, to `slack`
+//! hooks as one line, and to no `github-deployments` hook.
 
 use serde_json::{Map, Value, json};
 
-use super::{Rendered, addressed, cloudevents, template};
+use std::collections::BTreeMap;
+
+use super::{Context, DeploymentEvent, Rendered, addressed, cloudevents, template};
+use crate::api::HookView;
 use crate::config::{Format, HookConfig};
-use crate::infer::model::Deployment;
-use crate::model::{CommitInfo, Status, Timestamp};
-use crate::store::{NewEvent, new_delivery_id};
+use crate::infer::model::{Deployment, Transition};
+use crate::model::{CommitInfo, CommitRange, CommitSummary, Status, Timestamp};
+use crate::store::{NewDelivery, NewEvent, new_delivery_id};
 
 /// What an edge's message says, parsed.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,23 +119,94 @@ impl Relayed {
         })
     }
 
-    /// The event and its deliveries for `hooks`.
-    pub fn plan(&self, hooks: &[HookConfig], relay_host: &str) -> NewEvent {
+    /// The transition an edge's deployment event was made from: its deployment keyed and
+    /// numbered by the edge's `receivedTime` (the same for all of that deployment's
+    /// events), `from` its `previousStatus`.
+    fn transition(&self) -> Option<Transition> {
+        let mut deployment = self.deployment()?;
+        deployment.serial = u64::try_from(deployment.received.0).unwrap_or(0);
+        Some(Transition {
+            to: self.status()?,
+            from: self.text("previousStatus").and_then(Status::parse),
+            sequence: self
+                .object
+                .get("sequence")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            last_success_end: self
+                .text("lastSuccessEndTime")
+                .and_then(Timestamp::parse_rfc3339),
+            deployment,
+        })
+    }
+
+    /// The edge's `commits`, if it sent them.
+    fn commits(&self) -> Option<CommitRange> {
+        let commits: Vec<CommitSummary> =
+            serde_json::from_value(self.object.get("commits")?.clone()).ok()?;
+        Some(CommitRange {
+            commits,
+            truncated: self
+                .object
+                .get("commitsTruncated")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
+    }
+
+    /// The event and its deliveries for the hooks of `view` (and the chain runs a
+    /// deployment's end starts).
+    pub fn plan(&self, view: &HookView, relay_host: &str) -> NewEvent {
         let body = serde_json::to_vec(&self.object).unwrap_or_default();
-        let deliveries = hooks
+        let transition = self.transition();
+        let mut commits = BTreeMap::new();
+        if let (Some(t), Some(c)) = (&transition, self.commits()) {
+            commits.insert(t.deployment.serial, c);
+        }
+        let cx = Context {
+            site: self.site(),
+            host_name: self.host(),
+            layout: self.text("layout").unwrap_or("relayed"),
+            commits: &commits,
+            chains: &view.chains,
+            callback_base: view.callback_base.as_deref(),
+        };
+        let payload = transition
+            .as_ref()
+            .map(|t| super::kudu::kudu(t, &self.kind, cx));
+        let mut deliveries: Vec<NewDelivery> = view
+            .hooks
             .iter()
-            .filter(|h| h.chain.is_none() && h.format != Format::GithubDeployments)
+            .filter(|h| h.chain.is_none())
             .filter(|h| {
                 h.wants_event(&self.kind) && h.wants_site(self.site()) && h.wants_host(self.host())
             })
             .filter(|h| self.status().is_none_or(|s| h.wants_status(s)))
-            .map(|h| {
+            .filter_map(|h| {
                 let id = new_delivery_id();
-                let r = self.render(h, &body, &id, relay_host);
-                addressed(h, r, self.host(), Some(self.site()), &self.kind)
-                    .into_delivery(id, &h.name)
+                let r = match (&transition, &payload) {
+                    (Some(t), Some(p)) => {
+                        let ev = DeploymentEvent {
+                            transition: t,
+                            kind: &self.kind,
+                            cx,
+                            payload: p,
+                            kudu_body: &body,
+                        };
+                        super::render(h, &ev, &id)?
+                    }
+                    _ => self.render(h, &body, &id, relay_host)?,
+                };
+                let r = addressed(h, r, self.host(), Some(self.site()), &self.kind);
+                Some(r.into_delivery(id, &h.name))
             })
             .collect();
+        let chains = match &transition {
+            Some(t) if self.kind == super::POST_DEPLOYMENT => {
+                super::start_chains(cx, t.to, &body, &mut deliveries)
+            }
+            _ => Vec::new(),
+        };
         NewEvent {
             kind: self.kind.clone(),
             site: Some(format!("{}/{}", self.host(), self.site())),
@@ -139,13 +214,21 @@ impl Relayed {
             deployment_serial: None,
             payload: body,
             deliveries,
-            chains: Vec::new(),
+            chains,
         }
     }
 
-    fn render(&self, hook: &HookConfig, body: &[u8], id: &str, relay_host: &str) -> Rendered {
-        match hook.format {
-            Format::Kudu | Format::GithubDeployments => Rendered::plain(body.to_vec()),
+    /// An event that is no full deployment event, for the hooks that can take it.
+    fn render(
+        &self,
+        hook: &HookConfig,
+        body: &[u8],
+        id: &str,
+        relay_host: &str,
+    ) -> Option<Rendered> {
+        Some(match hook.format {
+            Format::GithubDeployments => return None,
+            Format::Kudu => Rendered::plain(body.to_vec()),
             Format::Template => template::render_object(hook, body, self.site()),
             Format::CloudEvents | Format::CdEvents => {
                 let host = if self.host().is_empty() {
@@ -171,7 +254,7 @@ impl Relayed {
                 cloudevents::envelope(hook.cloudevents_mode, &attributes, body)
             }
             Format::Slack => Rendered::plain(self.slack()),
-        }
+        })
     }
 
     fn slack(&self) -> Vec<u8> {

@@ -53,9 +53,20 @@ fn edge_config(e: &Edge, url: &str, block: &str) -> String {
     )
 }
 
-fn relay_config(env: &TestEnv, url: &str, hook: &str, port: u16, block: &str) -> String {
+/// The README's relay, plus two hooks of the test's own: `all` (every edge) and
+/// `chat` (`format = "slack"`, rendered from the relayed kudu object as on an edge).
+fn relay_config(
+    env: &TestEnv,
+    url: &str,
+    hooks: (&str, &str, &str),
+    port: u16,
+    block: &str,
+) -> String {
+    let (hook, all, chat) = hooks;
     format!(
-        "[daemon]\nstate_dir = \"{}\"\nhost_name = \"relay\"\nshutdown_timeout = \"1s\"\n\n{}\n",
+        "[daemon]\nstate_dir = \"{}\"\nhost_name = \"relay\"\nshutdown_timeout = \"1s\"\n\n{}\n\n\
+         [[hook]]\nname = \"all\"\nurl = \"{all}\"\n\n\
+         [[hook]]\nname = \"chat\"\nurl = \"{chat}\"\nformat = \"slack\"\n",
         env.join("state").display(),
         block
             .replace(README_NATS, url)
@@ -114,11 +125,19 @@ fn three_edges_through_one_relay_each_deployment_once_in_order_across_crashes() 
         .map(|e| Daemon::start(&e.env, &edge_config(e, &server.url(), &edge_block)))
         .collect();
     let rx = Receiver::start();
+    let all = Receiver::start();
+    let chat = Receiver::start();
     let relay_env = TestEnv::new();
     let port = crate::support::api::free_port();
     let relay = Daemon::start(
         &relay_env,
-        &relay_config(&relay_env, &server.url(), &rx.url, port, &relay_block),
+        &relay_config(
+            &relay_env,
+            &server.url(),
+            (&rx.url, &all.url, &chat.url),
+            port,
+            &relay_block,
+        ),
     );
 
     let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -182,6 +201,37 @@ fn three_edges_through_one_relay_each_deployment_once_in_order_across_crashes() 
             "{host}: every deployment, in order"
         );
     }
+    // Every edge's deployments reach the unfiltered hook, each once, in per-edge order.
+    wait_long(
+        || received(&all).0.len() >= 12,
+        || format!("twelve: {:?}", received(&all).0),
+    );
+    let (every, _) = received(&all);
+    assert_eq!(every.len(), 12, "{every:?}");
+    for (host, ids) in &expected {
+        let seen: Vec<&String> = every
+            .iter()
+            .filter(|(h, _)| h == host)
+            .map(|(_, id)| id)
+            .collect();
+        assert_eq!(
+            seen,
+            ids.iter().collect::<Vec<_>>(),
+            "{host} on the unfiltered hook"
+        );
+    }
+    // A slack hook on the relay gets the edge's full message (blocks, commit, author).
+    eventually!(chat.requests().len() >= 12, "twelve chat messages");
+    let first = chat.requests()[0].json();
+    let fields = first["blocks"][1]["fields"].to_string();
+    assert!(
+        first["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("shop: deployment success on build-0"))
+            && fields.contains("*Author*")
+            && fields.contains("*Commit*"),
+        "{first}"
+    );
     // The relay's API lists the whole fleet's deployments.
     let api = crate::support::api::Client::tcp(port);
     let rows = || {
