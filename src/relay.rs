@@ -63,6 +63,7 @@ async fn consume(
             &source.url,
             source.secret.as_ref(),
             &format!("deployhook source {}", source.name),
+            Duration::from_secs(10),
         )
         .await?,
     );
@@ -146,6 +147,7 @@ pub async fn probe(source: &SourceConfig) -> Result<u64, String> {
         &source.url,
         source.secret.as_ref(),
         &format!("deployhook check {}", source.name),
+        Duration::from_secs(5),
     )
     .await?;
     let js = async_nats::jetstream::new(client);

@@ -20,15 +20,18 @@ pub struct Publisher {
     client: Option<async_nats::Client>,
 }
 
-/// Connects to `url` with `secret` (a relay's source; a hook uses `Publisher`).
+/// Connects to `url` with `secret`, waiting at most `timeout` (5 s at most to connect)
+/// for the connection and for each request (a PubAck).
 pub async fn connect(
     url: &url::Url,
     secret: Option<&Secret>,
     name: &str,
+    timeout: std::time::Duration,
 ) -> Result<async_nats::Client, String> {
     credentials(secret)?
         .name(name)
-        .connection_timeout(std::time::Duration::from_secs(5))
+        .connection_timeout(timeout.min(std::time::Duration::from_secs(5)))
+        .request_timeout(Some(timeout))
         .require_tls(url.scheme() == "tls")
         .connect(server(url))
         .await
@@ -51,14 +54,6 @@ fn credentials(secret: Option<&Secret>) -> Result<async_nats::ConnectOptions, St
     })
 }
 
-fn options(hook: &HookConfig) -> Result<async_nats::ConnectOptions, String> {
-    Ok(credentials(hook.secret.as_ref())?
-        .name(format!("deployhook hook {}", hook.name))
-        .connection_timeout(hook.timeout.min(std::time::Duration::from_secs(5)))
-        .request_timeout(Some(hook.timeout))
-        .require_tls(hook.url.scheme() == "tls"))
-}
-
 /// The server address of a URL, without credentials (they go as options).
 fn server(url: &url::Url) -> String {
     let host = url.host_str().unwrap_or("127.0.0.1");
@@ -73,11 +68,8 @@ impl Publisher {
         hook: &HookConfig,
     ) -> Result<async_nats::jetstream::Context, String> {
         if self.client.is_none() {
-            let opts = options(hook)?;
-            let client = opts
-                .connect(server(&hook.url))
-                .await
-                .map_err(|e| format!("cannot connect to {}: {e}", hook.display_url()))?;
+            let name = format!("deployhook hook {}", hook.name);
+            let client = connect(&hook.url, hook.secret.as_ref(), &name, hook.timeout).await?;
             self.client = Some(client);
         }
         match &self.client {

@@ -211,7 +211,7 @@ pub fn plan_published(kind: &str, body: &[u8], hooks: &[HookConfig], host_name: 
 }
 
 /// An event that is not a deployment's (published, `ping`) for `hook`.
-fn other(
+pub(crate) fn other(
     hook: &HookConfig,
     kind: &str,
     body: &[u8],

@@ -4,17 +4,17 @@
 //! event, `siteName`, `hostName` and `status`). A full kudu object is turned back into the
 //! `Transition` it was made from (its deployment keyed by the edge's `receivedTime`), so
 //! every format renders it as on the edge and a deployment's end starts the relay's
-//! chains; anything less (a custom event, a partial object) goes to `kudu` and
-//! `template` hooks as is, to `cloudevents`/`cdevents` hooks in a CloudEvent, to `slack`
-//! hooks as one line, and to no `github-deployments` hook.
+//! chains; anything less (a custom event, a partial object) is sent as a published event
+//! is (`events::other`: as is, or in a `dev.deployhook.<event>` CloudEvent), and to no
+//! `github-deployments` hook.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use std::collections::BTreeMap;
 
-use super::{Context, DeploymentEvent, Rendered, addressed, cloudevents, template};
+use super::{Context, DeploymentEvent, addressed};
 use crate::api::HookView;
-use crate::config::{Format, HookConfig};
+use crate::config::Format;
 use crate::infer::model::{Deployment, Transition};
 use crate::model::{CommitInfo, CommitRange, CommitSummary, Status, Timestamp};
 use crate::store::{NewDelivery, NewEvent, new_delivery_id};
@@ -195,7 +195,16 @@ impl Relayed {
                         };
                         super::render(h, &ev, &id)?
                     }
-                    _ => self.render(h, &body, &id, relay_host)?,
+                    // No full deployment event: as a published event is sent.
+                    _ if h.format == Format::GithubDeployments => return None,
+                    _ => {
+                        let host = if self.host().is_empty() {
+                            relay_host
+                        } else {
+                            self.host()
+                        };
+                        super::other(h, &self.kind, &body, host, &id, Timestamp::now())
+                    }
                 };
                 let r = addressed(h, r, self.host(), Some(self.site()), &self.kind);
                 Some(r.into_delivery(id, &h.name))
@@ -216,62 +225,6 @@ impl Relayed {
             deliveries,
             chains,
         }
-    }
-
-    /// An event that is no full deployment event, for the hooks that can take it.
-    fn render(
-        &self,
-        hook: &HookConfig,
-        body: &[u8],
-        id: &str,
-        relay_host: &str,
-    ) -> Option<Rendered> {
-        Some(match hook.format {
-            Format::GithubDeployments => return None,
-            Format::Kudu => Rendered::plain(body.to_vec()),
-            Format::Template => template::render_object(hook, body, self.site()),
-            Format::CloudEvents | Format::CdEvents => {
-                let host = if self.host().is_empty() {
-                    relay_host
-                } else {
-                    self.host()
-                };
-                let kind = match self.status() {
-                    Some(s) => format!("dev.deployhook.deployment.{}", s.as_str()),
-                    None => format!("dev.deployhook.{}", self.kind),
-                };
-                let time = self
-                    .text("endTime")
-                    .or(self.text("receivedTime"))
-                    .map_or_else(|| Timestamp::now().rfc3339(), str::to_string);
-                let attributes = cloudevents::Attributes {
-                    id: id.to_string(),
-                    source: cloudevents::source(host, Some(self.site())),
-                    kind,
-                    subject: self.text("id").map(str::to_string),
-                    time,
-                };
-                cloudevents::envelope(hook.cloudevents_mode, &attributes, body)
-            }
-            Format::Slack => Rendered::plain(self.slack()),
-        })
-    }
-
-    fn slack(&self) -> Vec<u8> {
-        let status = self.status();
-        let emoji = status.map_or(":information_source:", super::slack::emoji);
-        let short: String = self.text("id").unwrap_or("").chars().take(12).collect();
-        let line = |v: Option<&str>| super::slack::escape(v.unwrap_or("-"), 200);
-        let text = format!(
-            "{emoji} {}: deployment {} on {} — `{}` {} ({})",
-            line(Some(self.site())),
-            status.map_or("?", |s| s.as_str()),
-            line(Some(self.host())),
-            super::slack::escape(&short, 12),
-            line(self.text("message").and_then(|m| m.lines().next())),
-            line(self.text("author")),
-        );
-        serde_json::to_vec(&json!({ "text": text })).unwrap_or_default()
     }
 }
 

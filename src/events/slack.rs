@@ -23,7 +23,7 @@ pub fn emoji(status: Status) -> &'static str {
 }
 
 /// Slack's control characters escaped, and at most `max` characters.
-pub fn escape(text: &str, max: usize) -> String {
+fn escape(text: &str, max: usize) -> String {
     cap_text(text, max)
         .replace('&', "&amp;")
         .replace('<', "&lt;")

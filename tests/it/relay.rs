@@ -190,14 +190,9 @@ fn three_edges_through_one_relay_each_deployment_once_in_order_across_crashes() 
     );
     assert_eq!(events.len(), 8, "{events:?}");
     for (host, ids) in expected.iter().filter(|(h, _)| h.as_str() != "build-03") {
-        let seen: Vec<&String> = events
-            .iter()
-            .filter(|(h, _)| h == host)
-            .map(|(_, id)| id)
-            .collect();
         assert_eq!(
-            seen,
-            ids.iter().collect::<Vec<_>>(),
+            &of(&events, host),
+            ids,
             "{host}: every deployment, in order"
         );
     }
@@ -209,16 +204,7 @@ fn three_edges_through_one_relay_each_deployment_once_in_order_across_crashes() 
     let (every, _) = received(&all);
     assert_eq!(every.len(), 12, "{every:?}");
     for (host, ids) in &expected {
-        let seen: Vec<&String> = every
-            .iter()
-            .filter(|(h, _)| h == host)
-            .map(|(_, id)| id)
-            .collect();
-        assert_eq!(
-            seen,
-            ids.iter().collect::<Vec<_>>(),
-            "{host} on the unfiltered hook"
-        );
+        assert_eq!(&of(&every, host), ids, "{host} on the unfiltered hook");
     }
     // A slack hook on the relay gets the edge's full message (blocks, commit, author).
     eventually!(chat.requests().len() >= 12, "twelve chat messages");
@@ -266,6 +252,15 @@ fn three_edges_through_one_relay_each_deployment_once_in_order_across_crashes() 
         "all successful (Kudu's 4)"
     );
     drop(daemons);
+}
+
+/// The ids `host`'s deployments arrived with, in arrival order.
+fn of(events: &[(String, String)], host: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|(h, _)| h == host)
+        .map(|(_, id)| id.clone())
+        .collect()
 }
 
 /// `eventually!` with room for JetStream's redelivery of an unacknowledged message.
