@@ -188,6 +188,8 @@ mod tests {
                 progress: String::new(),
                 done_at: None,
                 switched_away: None,
+                id_known: true,
+                hold_until: None,
             },
             from: Some(Status::Deploying),
             to: Status::Success,

@@ -116,6 +116,8 @@ impl Relayed {
             progress: self.text("progress").unwrap_or("").to_string(),
             done_at: None,
             switched_away: None,
+            id_known: true,
+            hold_until: None,
         })
     }
 

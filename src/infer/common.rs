@@ -38,6 +38,8 @@ pub fn new_deployment(
         progress: String::new(),
         done_at: None,
         switched_away: None,
+        id_known: true,
+        hold_until: None,
     }
 }
 

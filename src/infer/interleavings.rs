@@ -230,7 +230,8 @@ fn run_reads(
 }
 
 /// Each expected deployment (by payload id) is reported in increasing statuses, once
-/// each, ending in `success`; nothing else is reported.
+/// each, ending in `success`, every transition with the same id; nothing else is
+/// reported.
 fn assert_exact(all: &[Transition], expected_ids: &[String]) -> Result<(), TestCaseError> {
     let mut by_serial: BTreeMap<u64, Vec<&Transition>> = BTreeMap::new();
     for t in all {
@@ -254,6 +255,13 @@ fn assert_exact(all: &[Transition], expected_ids: &[String]) -> Result<(), TestC
         summary()
     );
     for ts in by_serial.values() {
+        let ids: BTreeSet<&str> = ts.iter().map(|t| t.deployment.id.as_str()).collect();
+        prop_assert_eq!(
+            ids.len(),
+            1,
+            "one deployment, one id, from its first transition to its last: {:?}",
+            summary()
+        );
         let statuses: Vec<Status> = ts.iter().map(|t| t.to).collect();
         prop_assert!(
             statuses.windows(2).all(|w| w[0] < w[1]),

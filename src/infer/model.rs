@@ -53,6 +53,18 @@ pub struct Deployment {
     /// have read the tool's log before the line that finished this deploy was written.
     #[serde(default)]
     pub switched_away: Option<Timestamp>,
+    /// Whether `id` is final. A new release's first transition waits until its commit
+    /// is known (`REVISION`, its git `HEAD`, the mirror's head), at most until
+    /// `hold_until` (`settle` after it appeared); then the release name is the id. Every
+    /// transition of one deployment carries one id.
+    #[serde(default = "yes")]
+    pub id_known: bool,
+    #[serde(default)]
+    pub hold_until: Option<Timestamp>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The release that is live now.

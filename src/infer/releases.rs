@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 
 use super::common;
 use super::model::{Anomaly, Deployment, Inference, Live, Params, SiteState, Transition};
-use crate::model::{Status, Timestamp};
+use crate::model::{CommitInfo, Status, Timestamp};
 use crate::snapshot::{Current, Flavour, Health, LogEntry, Release, ReleasesSnapshot, Revision};
 
 /// Orders release names: numerically when both are all digits (timestamps, Deployer's
@@ -23,6 +23,37 @@ pub fn release_order(a: &str, b: &str) -> Ordering {
     } else {
         a.cmp(b)
     }
+}
+
+/// Gives a deployment whose release just appeared its commit when it is known (its id
+/// final from now on); else holds its first transition until `settle` has passed.
+fn attach_commit(
+    d: &mut Deployment,
+    known: Option<(String, Option<CommitInfo>)>,
+    now: Timestamp,
+    settle: std::time::Duration,
+    release: &str,
+) {
+    if d.id_known {
+        return;
+    }
+    match known {
+        Some((sha, commit)) => {
+            d.id = sha;
+            d.commit = commit;
+            d.id_known = true;
+            d.hold_until = None;
+        }
+        None => {
+            d.id = release.to_string();
+            d.hold_until = Some(now.plus(settle));
+        }
+    }
+}
+
+/// Whether two commit ids name the same commit (one may be abbreviated).
+fn same_commit(a: &str, b: &str) -> bool {
+    !a.is_empty() && !b.is_empty() && (a.starts_with(b) || b.starts_with(a))
 }
 
 pub fn infer(
@@ -230,8 +261,12 @@ impl Run<'_> {
         }
         match self.snap.flavour {
             Flavour::Deployer if self.lock_now() && !self.st.lock_held => {
+                // Its commit is known only once its release carries it: held until then.
                 let id = format!("pending-{}", self.st.next_serial + 1);
                 self.create(None, id, false);
+                if let Some(d) = self.st.active.last_mut() {
+                    d.id_known = false;
+                }
             }
             Flavour::Capistrano => {
                 if let Some(head) = &self.snap.repo_head {
@@ -262,16 +297,39 @@ impl Run<'_> {
             .collect();
         new.sort_by(|a, b| release_order(&a.name, &b.name));
         for rel in new {
-            if let Some(d) = self.st.active.iter_mut().find(|d| d.release.is_none()) {
-                d.release = Some(rel.name.clone());
-                d.key = rel.name.clone();
-                if matches!(rel.revision, Revision::Sha(_)) || d.id.starts_with("pending-") {
-                    d.id = rel.id();
+            let known = self.known_commit(rel);
+            let (now, settle) = (self.now, self.p.settle);
+            let d = match self.st.active.iter().position(|d| d.release.is_none()) {
+                Some(i) => &mut self.st.active[i],
+                None => {
+                    self.create(Some(rel.name.clone()), rel.name.clone(), false);
+                    let Some(d) = self.st.active.last_mut() else {
+                        continue;
+                    };
+                    d.id_known = false;
+                    d
                 }
-                d.last_change = self.now;
-            } else {
-                self.create(Some(rel.name.clone()), rel.id(), false);
-            }
+            };
+            d.release = Some(rel.name.clone());
+            d.key = rel.name.clone();
+            d.last_change = now;
+            d.started.get_or_insert(now);
+            attach_commit(d, known, now, settle, &rel.name);
+        }
+    }
+
+    /// The commit a new release carries, if it can be known now: its own `REVISION` or
+    /// git `HEAD`, else (Capistrano, which updates its mirror before it creates the
+    /// release) the mirror's branch head, which is what the tool archives into it.
+    fn known_commit(&self, rel: &Release) -> Option<(String, Option<CommitInfo>)> {
+        match &rel.revision {
+            Revision::Sha(s) => Some((s.clone(), rel.commit.clone())),
+            _ if self.snap.flavour == Flavour::Capistrano => self
+                .snap
+                .repo_head
+                .clone()
+                .map(|h| (h, self.snap.repo_head_commit.clone())),
+            _ => None,
         }
     }
 
@@ -321,11 +379,19 @@ impl Run<'_> {
             .collect();
         in_progress.sort_by(|a, b| release_order(&a.name, &b.name));
         for rel in in_progress {
-            self.create(Some(rel.name.clone()), rel.id(), false);
+            let known = self.known_commit(rel);
+            self.create(Some(rel.name.clone()), rel.name.clone(), false);
+            if let Some(d) = self.st.active.last_mut() {
+                d.id_known = false;
+                attach_commit(d, known, self.now, self.p.settle, &rel.name);
+            }
         }
         if self.snap.flavour == Flavour::Deployer && lock_now && self.st.active.is_empty() {
             let id = format!("pending-{}", self.st.next_serial + 1);
             self.create(None, id, false);
+            if let Some(d) = self.st.active.last_mut() {
+                d.id_known = false;
+            }
         }
     }
 
@@ -362,6 +428,16 @@ impl Run<'_> {
                     None => (level, text),
                 }
             };
+            if !d.id_known {
+                // Its first transition waits for its commit, at most `settle`; a failure
+                // is its last transition, so it goes out with the id it has.
+                let expired = d.hold_until.is_some_and(|t| self.now >= t);
+                if !(expired || level == Status::Failed) {
+                    continue;
+                }
+                d.id_known = true;
+                d.hold_until = None;
+            }
             self.advance(d, level, text);
         }
         active.retain(|d| !d.status.is_terminal());
@@ -405,11 +481,15 @@ impl Run<'_> {
         switched: bool,
     ) {
         if let Some(rel) = self.snap.releases.get(name) {
-            if matches!(rel.revision, Revision::Sha(_)) || d.id.starts_with("pending-") {
-                d.id = rel.id();
-            }
-            if rel.commit.is_some() {
-                d.commit = rel.commit.clone();
+            if let Revision::Sha(sha) = &rel.revision {
+                if !d.id_known {
+                    d.id = sha.clone();
+                    d.id_known = true;
+                    d.hold_until = None;
+                }
+                if rel.commit.is_some() && same_commit(sha, &d.id) {
+                    d.commit = rel.commit.clone();
+                }
             }
             let fp = rel.fingerprint();
             if fp != d.fingerprint {
@@ -430,8 +510,10 @@ impl Run<'_> {
         if let Some((_, branch, sha, user)) = self.log.deployed.iter().find(|e| e.0 == name) {
             d.branch = Some(branch.clone());
             d.deployer = Some(user.clone());
-            if d.id == name {
+            if !d.id_known {
                 d.id = sha.clone();
+                d.id_known = true;
+                d.hold_until = None;
             }
         }
         if let Some((_, user)) = self.log.rolled_back.iter().find(|e| e.0 == name) {
@@ -562,6 +644,7 @@ impl Run<'_> {
                     settle,
                     Some(since.plus(self.p.idle_timeout)),
                     common::health_deadline(d, self.p),
+                    d.hold_until,
                 ]
             })
             .flatten()

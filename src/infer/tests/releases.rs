@@ -328,10 +328,13 @@ fn dep_live() -> (S, SiteState) {
 }
 
 #[test]
-fn dep_pending_when_the_lock_appears() {
+fn dep_lock_starts_a_deployment_held_until_its_commit_is_known() {
     let (s, st) = dep_live();
     let s = s.lock("carol");
-    let st = check(&st, &s, 1, &[("pending-1", None, Pending)]);
+    // Nothing is sent yet: its id (the commit its release will carry) is not known.
+    let st = check(&st, &s, 1, &[]);
+    assert_eq!(st.active.len(), 1);
+    assert!(!st.active[0].id_known);
     assert_eq!(st.active[0].deployer.as_deref(), Some("carol"));
 }
 
@@ -339,7 +342,7 @@ fn dep_pending_when_the_lock_appears() {
 fn dep_full_deploy_uses_releases_log_and_finishes_when_the_lock_goes() {
     let (s, st) = dep_live();
     let s = s.lock("carol");
-    let st = check(&st, &s, 1, &[("pending-1", None, Pending)]);
+    let st = check(&st, &s, 1, &[]);
     let s = s
         .releases_log("2", "carol", 1)
         .release("2", 2)
@@ -347,6 +350,7 @@ fn dep_full_deploy_uses_releases_log_and_finishes_when_the_lock_goes() {
     let out = full(&st, &s, 2);
     assert_eq!(out.transitions.len(), 1);
     let d = &out.transitions[0].deployment;
+    assert_eq!(out.transitions[0].from, None);
     assert_eq!(out.transitions[0].to, Building);
     assert_eq!(d.id, sha_of("2"));
     assert_eq!(d.deployer.as_deref(), Some("carol"));
@@ -376,13 +380,9 @@ fn dep_lock_removed_while_release_still_points_at_it_fails() {
 #[test]
 fn dep_lock_removed_before_any_release_fails_the_pending_deployment() {
     let (s, st) = dep_live();
-    let st = check(
-        &st,
-        &s.clone().lock("carol"),
-        1,
-        &[("pending-1", None, Pending)],
-    );
-    check(&st, &s, 2, &[("pending-1", Some(Pending), Failed)]);
+    let st = check(&st, &s.clone().lock("carol"), 1, &[]);
+    // Its one transition: it goes out with the only id it ever had.
+    check(&st, &s, 2, &[("pending-1", None, Failed)]);
 }
 
 #[test]
@@ -482,9 +482,62 @@ fn unreadable_revision_is_reported_with_the_release_name_as_id() {
         .release("200", 1)
         .revision("200", Revision::Unreadable("not UTF-8 text".into()))
         .current("200");
+    // Held for `settle`: a REVISION being written may still become readable.
     let out = full(&st, &s, 1);
+    assert!(out.transitions.is_empty());
+    assert_eq!(out.wake_at, Some(t(3)));
+    let out = full(&out.state, &s, 3);
     assert_eq!(out.transitions[0].deployment.id, "200");
     assert_eq!(out.transitions[0].deployment.commit, None);
+}
+
+// ---- one deployment, one id ------------------------------------------------------
+
+#[test]
+fn release_without_revision_is_held_until_its_revision_is_written() {
+    // Capistrano's own order without a mirror to read: the archive, then `REVISION`.
+    let (s, st) = plain_live();
+    let s = s.release("200", 1).revision("200", Revision::Missing);
+    let out = full(&st, &s, 1);
+    assert!(out.transitions.is_empty(), "{:?}", out.transitions);
+    assert_eq!(out.wake_at, Some(t(3)));
+    let s = s.release("200", 2);
+    let out = full(&out.state, &s, 2);
+    assert_eq!(out.transitions.len(), 1);
+    assert_eq!(out.transitions[0].to, Building);
+    assert_eq!(out.transitions[0].deployment.id, sha_of("200"));
+    assert_eq!(out.transitions[0].deployment.started, Some(t(1)));
+}
+
+#[test]
+fn release_whose_commit_never_shows_keeps_its_name_as_id_to_the_end() {
+    let (s, st) = plain_live();
+    let s = s.release("200", 1).revision("200", Revision::Missing);
+    let st = check(&st, &s, 1, &[]);
+    let out = full(&st, &s, 3);
+    assert_eq!(out.transitions[0].deployment.id, "200");
+    // A REVISION written later does not change the id of a deployment already sent.
+    let s = s.release("200", 4).current("200");
+    let out = full(&out.state, &s, 4);
+    let out = full(&out.state, &s, 7);
+    let ids: Vec<&str> = out
+        .transitions
+        .iter()
+        .map(|t| t.deployment.id.as_str())
+        .collect();
+    assert_eq!(ids, ["200"], "{:?}", out.transitions);
+    assert_eq!(out.transitions[0].to, Success);
+}
+
+#[test]
+fn cap_release_takes_the_mirror_head_when_no_revision_is_written_yet() {
+    // A redeploy of the commit the mirror already has: no pending, no REVISION yet.
+    let (s, st) = cap_live();
+    let s = s.release("200", 1).revision("200", Revision::Missing);
+    let out = full(&st, &s, 1);
+    assert_eq!(out.transitions.len(), 1);
+    assert_eq!(out.transitions[0].to, Building);
+    assert_eq!(out.transitions[0].deployment.id, sha_of("100"));
 }
 
 // ---- equivalence rule ---------------------------------------------------------------
