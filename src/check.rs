@@ -45,7 +45,14 @@ pub fn run(path: &Path) -> bool {
         println!();
         say!("site {}  {}", site.name, site.path.display());
         let mut reader = Reader::new(site.clone());
-        let (snap, warnings) = reader.read(now);
+        let (snap, warnings) = match reader.read(now) {
+            Ok(read) => read,
+            Err(e) => {
+                say!("  error: {e}");
+                ok = false;
+                continue;
+            }
+        };
         let why = match site.layout {
             LayoutChoice::Auto => snapshot::detect_layout(&site.path).1,
             _ => "set in the config".to_string(),
@@ -56,11 +63,6 @@ pub fn run(path: &Path) -> bool {
                     "  error: {} does not exist (the daemon waits for it to appear)",
                     path.display()
                 );
-                ok = false;
-                continue;
-            }
-            LayoutSnapshot::Unreadable { path, reason } => {
-                say!("  error: cannot read {}: {reason}", path.display());
                 ok = false;
                 continue;
             }

@@ -27,6 +27,8 @@ pub enum MarkError {
         "site {name:?} has layout {layout}: mark and wrap write the status file of a marker site only (set layout = \"marker\" for this site, or let the daemon infer a {layout} site by itself)"
     )]
     NotMarker { name: String, layout: &'static str },
+    #[error(transparent)]
+    ReadMarker(#[from] crate::snapshot::ReadError),
     #[error("cannot write the status file {}", path.display())]
     WriteMarker {
         path: std::path::PathBuf,
@@ -91,7 +93,7 @@ pub fn program_name(argv: &[String]) -> String {
 /// Writes the marker for `status`. A mark that continues the deployment in progress
 /// keeps its id and fields; otherwise the id defaults to the repository's HEAD.
 pub fn mark_site(site: &SiteConfig, status: Status, fields: Fields) -> Result<Marker, MarkError> {
-    let existing = match read_marker(&site.status_file, &mut Vec::new()) {
+    let existing = match read_marker(&site.status_file, &mut Vec::new())? {
         MarkerFile::Ready { marker, status, .. } if !status.is_terminal() => Some(marker),
         _ => None,
     };

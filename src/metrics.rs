@@ -46,6 +46,8 @@ pub struct Metrics {
     queue_depth: Family<HookLabel, Gauge>,
     oldest_pending: Family<HookLabel, Gauge<f64, AtomicU64>>,
     site_reads: Family<SiteLabel, Counter>,
+    site_read_errors: Family<SiteLabel, Counter>,
+    not_commits: Family<HookLabel, Counter>,
     rescans: Counter,
     reloads: Counter,
     reload_failures: Counter,
@@ -72,6 +74,8 @@ impl Metrics {
             queue_depth: Family::default(),
             oldest_pending: Family::default(),
             site_reads: Family::default(),
+            site_read_errors: Family::default(),
+            not_commits: Family::default(),
             rescans: Counter::default(),
             reloads: Counter::default(),
             reload_failures: Counter::default(),
@@ -107,6 +111,16 @@ impl Metrics {
             "site_reads",
             "Reads of a site (snapshot, infer, commit), by site",
             m.site_reads.clone(),
+        );
+        registry.register(
+            "site_read_errors",
+            "Reads of a site that failed (an error other than not found: permissions, too many open files, I/O); the site kept its last state and is read again, by site",
+            m.site_read_errors.clone(),
+        );
+        registry.register(
+            "github_not_commits",
+            "Deployments not sent to a github-deployments hook because their id is no commit SHA, by hook",
+            m.not_commits.clone(),
         );
         registry.register(
             "watcher_rescans",
@@ -148,6 +162,22 @@ impl Metrics {
                 hook: hook.to_string(),
             })
             .observe(seconds);
+    }
+
+    pub fn site_read_error(&self, site: &str) {
+        self.site_read_errors
+            .get_or_create(&SiteLabel {
+                site: site.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn github_not_commit(&self, hook: &str) {
+        self.not_commits
+            .get_or_create(&HookLabel {
+                hook: hook.to_string(),
+            })
+            .inc();
     }
 
     pub fn site_read(&self, site: &str) {

@@ -8,7 +8,7 @@
 //! the task: the reader comes back, the panic is logged once, and the site is read again
 //! at its next wake-up. A commit that fails (a full disk) is retried with backoff.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use crate::config::{ChainConfig, Config, HookConfig, SiteConfig, WatchMode};
 use crate::events;
 use crate::infer::{self, model::Inference, model::SiteState};
 use crate::model::Timestamp;
-use crate::snapshot::{Health, Reader, Warning};
+use crate::snapshot::{Health, ReadError, Reader, Warning};
 use crate::store::{Store, StoreError, next_backoff};
 use crate::telemetry::{catch_panic, chain, escape};
 
@@ -32,10 +32,12 @@ pub struct SiteRuntime {
     pub again: bool,
     pub state: SiteState,
     pub wake_at: Option<Timestamp>,
-    /// Anomaly and warning keys already logged.
-    logged: HashSet<String>,
-    /// The current wait after failed commits, while they fail.
+    /// Anomaly and warning keys already logged (the newest `LOGGED_KEPT`).
+    logged: lru::LruCache<String, ()>,
+    /// The current wait after failed reads or commits, while they fail.
     backoff: Option<Duration>,
+    /// Why reads of the site fail, while they do (one WARN per episode).
+    read_failing: Option<String>,
     /// Read every `poll_interval` (configured, or inotify could not watch it).
     pub polling: bool,
     pub next_poll: tokio::time::Instant,
@@ -59,8 +61,9 @@ impl SiteRuntime {
             reader: Some(Reader::new(site.clone())),
             again: false,
             wake_at: None,
-            logged: HashSet::new(),
+            logged: lru::LruCache::new(LOGGED_KEPT),
             backoff: None,
+            read_failing: None,
             polling: poll_all || site.watch == WatchMode::Poll,
             next_poll: tokio::time::Instant::now(),
             health: site.health_url.as_ref().map(|_| Arc::default()),
@@ -77,6 +80,7 @@ impl SiteRuntime {
         rt.wake_at = old.wake_at;
         rt.logged = old.logged;
         rt.backoff = old.backoff;
+        rt.read_failing = old.read_failing;
         rt.again = old.again;
         if old.config == rt.config {
             rt.reader = old.reader;
@@ -127,7 +131,11 @@ impl SiteRuntime {
             let mut reader = reader;
             let result = catch_panic(|| {
                 let read = read_infer_commit(&mut reader, &prev, health, &routing, &store);
-                if let Ok(queued) = &read.committed {
+                if let Ok(SiteRead {
+                    committed: Ok(queued),
+                    ..
+                }) = &read
+                {
                     for hook in queued {
                         if let Some(w) = wakes.get(hook) {
                             w.notify_one();
@@ -173,22 +181,42 @@ impl SiteRuntime {
         let read = match done.result {
             Ok(read) => read,
             Err(panic) => {
-                if self.logged.insert(format!("panic:{panic}")) {
+                if self.logged.put(format!("panic:{panic}"), ()).is_none() {
                     tracing::error!(site = %escape(&self.name), panic = %escape(&panic), "reading the site failed unexpectedly (a bug: please report it); it is read again at its next wake-up");
                 }
                 self.wake_at = Some(now.plus(self.config_resync_hint()));
                 return;
             }
         };
+        let read = match read {
+            Ok(read) => read,
+            Err(e) => {
+                // Nothing was inferred: the site keeps its last state and is read again
+                // after a backoff (1 s doubling to 30 s). One WARN per episode.
+                crate::metrics::get().site_read_error(&self.name);
+                let wait = next_backoff(self.backoff);
+                self.backoff = Some(wait);
+                self.wake_at = Some(now.plus(wait));
+                if self.read_failing.is_none() {
+                    tracing::warn!(site = %escape(&self.name), error = %escape(&e.to_string()), retry_in_s = wait.as_secs(), "cannot read the site; its last state is kept and it is read again");
+                }
+                self.read_failing = Some(e.to_string());
+                return;
+            }
+        };
+        if self.read_failing.take().is_some() {
+            tracing::info!(site = %escape(&self.name), "the site can be read again");
+            self.backoff = None;
+        }
         let [snapshot_us, infer_us, commit_us] = read.timings;
         tracing::debug!(site = %escape(&self.name), snapshot_us, infer_us, commit_us, "site read");
         for w in &read.warnings {
-            if self.logged.insert(w.key.clone()) {
+            if self.logged.put(w.key.clone(), ()).is_none() {
                 tracing::warn!(site = %escape(&self.name), detail = %escape(&w.message), "site read warning");
             }
         }
         for a in &read.inference.anomalies {
-            if self.logged.insert(a.key.clone()) {
+            if self.logged.put(a.key.clone(), ()).is_none() {
                 tracing::warn!(site = %escape(&self.name), detail = %escape(&a.message), "site anomaly");
             }
         }
@@ -279,6 +307,13 @@ impl ReadContext {
     }
 }
 
+/// How many anomaly and warning keys a site remembers as logged: one whose id changes
+/// every deploy must not grow without end (one forgotten is at worst logged again).
+const LOGGED_KEPT: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(1024) {
+    Some(n) => n,
+    None => std::num::NonZeroUsize::MIN,
+};
+
 /// How many site reads run at once.
 pub const READ_SLOTS: usize = 8;
 /// A read running longer than this gives its slot back.
@@ -288,8 +323,8 @@ const SLOW_READ: Duration = Duration::from_secs(5);
 pub struct ReadDone {
     pub site: String,
     reader: Reader,
-    /// `Err` holds the text of a panic.
-    result: Result<SiteRead, String>,
+    /// `Err` holds the text of a panic; `Ok(Err)` a read that failed as a whole.
+    result: Result<Result<SiteRead, ReadError>, String>,
 }
 
 struct SiteRead {
@@ -339,10 +374,10 @@ fn read_infer_commit(
     health: Option<Health>,
     routing: &Routing,
     store: &Store,
-) -> SiteRead {
+) -> Result<SiteRead, ReadError> {
     let now = Timestamp::now();
     let t0 = std::time::Instant::now();
-    let (mut snap, warnings) = reader.read(now);
+    let (mut snap, warnings) = reader.read(now)?;
     let t_snapshot = t0.elapsed().as_micros();
     #[cfg(test)]
     if tests::FORCE_PANIC.swap(false, Ordering::SeqCst) {
@@ -388,12 +423,12 @@ fn read_infer_commit(
     } else {
         Ok(BTreeSet::new())
     };
-    SiteRead {
+    Ok(SiteRead {
         timings: [t_snapshot, t_infer, t2.elapsed().as_micros()],
         warnings,
         inference,
         committed,
-    }
+    })
 }
 
 /// One log line per transition: a fixed message; what came from disk (ids, release
@@ -457,7 +492,9 @@ pub(super) mod tests {
         read(&mut rt);
         assert!(!rt.in_flight(), "the reader is back");
         assert!(
-            rt.logged.iter().any(|k| k.contains("forced inside a read")),
+            rt.logged
+                .iter()
+                .any(|(k, _)| k.contains("forced inside a read")),
             "{:?}",
             rt.logged
         );

@@ -42,6 +42,11 @@ fn fill(template: &str, site: &str, id: &str) -> String {
         .replace("{id}", &enc(id))
 }
 
+/// A full commit id: 40 hex digits (SHA-1) or 64 (SHA-256).
+pub fn is_full_sha(id: &str) -> bool {
+    matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The delivery of a deployment event to a `github-deployments` hook: `None` for a
 /// PostDeployment when the hook also takes StatusChanged (that one already says it),
 /// and for deploying after building (both are `in_progress`).
@@ -51,11 +56,20 @@ pub fn render(hook: &HookConfig, ev: &DeploymentEvent<'_>) -> Option<Rendered> {
         return None;
     }
     let t = ev.transition;
+    let d = &t.deployment;
+    // GitHub deploys a `ref`: a deployment whose id is no full commit SHA (its commit
+    // could not be known) is not sent; said and counted once, at its first transition.
+    if !is_full_sha(&d.id) {
+        if t.from.is_none() {
+            crate::metrics::get().github_not_commit(&hook.name);
+            tracing::warn!(hook = %hook.name, site = %crate::telemetry::escape(ev.cx.site), deployment = %crate::telemetry::escape(&d.id), "not sent to this github-deployments hook: the deployment's id is no commit SHA");
+        }
+        return None;
+    }
     // Building and deploying are both `in_progress`: the second would say nothing new.
     if t.to == Status::Deploying && t.from == Some(Status::Building) {
         return None;
     }
-    let d = &t.deployment;
     let site = ev.cx.site;
     let environment = target.environment.as_deref().unwrap_or(site);
     let short: String = d.id.chars().take(7).collect();

@@ -56,17 +56,14 @@ pub struct KuduPayload {
     pub rollback: bool,
     pub layout: String,
     pub sequence: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The status before this transition; `null` for a deployment's first.
     pub previous_status: Option<Status>,
     /// The commits between the previous live release and this one (newest first, at
-    /// most 20), when the repository holds both.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// most 20), when the repository holds both; else `null`.
     pub commits: Option<Vec<CommitSummary>>,
-    /// Whether `commits` left some out; present with `commits`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Whether `commits` left some out; `null` with `commits`.
     pub commits_truncated: Option<bool>,
     /// The fields that were cut at their cap (their text ends in `…[truncated]`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub truncated: Vec<&'static str>,
 }
 
@@ -107,11 +104,7 @@ pub fn kudu(t: &Transition, event: &str, cx: Context<'_>) -> KuduPayload {
         rollback: d.rollback,
         layout: cx.layout.to_string(),
         sequence: t.sequence,
-        previous_status: if event == STATUS_CHANGED {
-            t.from
-        } else {
-            None
-        },
+        previous_status: t.from,
         commits: None,
         commits_truncated: None,
         truncated: Vec::new(),
@@ -190,6 +183,7 @@ mod tests {
                 switched_away: None,
                 id_known: true,
                 hold_until: None,
+                pending_seen: false,
             },
             from: Some(Status::Deploying),
             to: Status::Success,

@@ -312,6 +312,7 @@ mod tests {
                 switched_away: None,
                 id_known: true,
                 hold_until: None,
+                pending_seen: false,
             },
             from: None,
             to,

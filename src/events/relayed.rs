@@ -118,6 +118,7 @@ impl Relayed {
             switched_away: None,
             id_known: true,
             hold_until: None,
+            pending_seen: false,
         })
     }
 

@@ -40,6 +40,7 @@ pub fn new_deployment(
         switched_away: None,
         id_known: true,
         hold_until: None,
+        pending_seen: false,
     }
 }
 

@@ -33,7 +33,7 @@ pub fn infer(prev: &SiteState, snap: &Snapshot, now: Timestamp, p: &Params) -> I
     // new baseline; deployments of the old layout cannot be followed any more.
     let fresh;
     let prev = match &snap.layout {
-        LayoutSnapshot::Missing { .. } | LayoutSnapshot::Unreadable { .. } => prev,
+        LayoutSnapshot::Missing { .. } => prev,
         _ if prev.initialised && !prev.layout.is_empty() && prev.layout != layout => {
             fresh = SiteState {
                 initialised: !prev.active.is_empty() || prev.live.is_some(),
@@ -66,15 +66,6 @@ pub fn infer(prev: &SiteState, snap: &Snapshot, now: Timestamp, p: &Params) -> I
                         "{} does not exist (yet); waiting for it to appear",
                         path.display()
                     ),
-                },
-            );
-        }
-        LayoutSnapshot::Unreadable { path, reason } => {
-            return unchanged(
-                prev.clone(),
-                Anomaly {
-                    key: "unreadable".into(),
-                    message: format!("cannot read {}: {reason}", path.display()),
                 },
             );
         }

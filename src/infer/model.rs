@@ -61,6 +61,10 @@ pub struct Deployment {
     pub id_known: bool,
     #[serde(default)]
     pub hold_until: Option<Timestamp>,
+    /// Deployer: its lock said `pending` while its id was held; that status goes out
+    /// first when it is announced.
+    #[serde(default)]
+    pub pending_seen: bool,
 }
 
 fn yes() -> bool {

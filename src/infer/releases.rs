@@ -266,6 +266,7 @@ impl Run<'_> {
                 self.create(None, id, false);
                 if let Some(d) = self.st.active.last_mut() {
                     d.id_known = false;
+                    d.pending_seen = true;
                 }
             }
             Flavour::Capistrano => {
@@ -312,6 +313,11 @@ impl Run<'_> {
             };
             d.release = Some(rel.name.clone());
             d.key = rel.name.clone();
+            // A lock seen in this same read as its release: no `pending` was observed
+            // on its own, and skipped states are not invented.
+            if d.received == now {
+                d.pending_seen = false;
+            }
             d.last_change = now;
             d.started.get_or_insert(now);
             attach_commit(d, known, now, settle, &rel.name);
@@ -391,6 +397,7 @@ impl Run<'_> {
             self.create(None, id, false);
             if let Some(d) = self.st.active.last_mut() {
                 d.id_known = false;
+                d.pending_seen = true;
             }
         }
     }
@@ -437,6 +444,11 @@ impl Run<'_> {
                 }
                 d.id_known = true;
                 d.hold_until = None;
+            }
+            // Deployer's lock said `pending` while the id was held: that status goes out
+            // first, now that it has its id.
+            if d.pending_seen && !d.announced && level > Status::Pending {
+                self.advance(d, Status::Pending, String::new());
             }
             self.advance(d, level, text);
         }

@@ -31,6 +31,18 @@ pub enum FileProblem {
 }
 
 impl FileProblem {
+    /// An error of the read itself (permissions, too many open files, I/O), as opposed
+    /// to what the file is: such a read fails as a whole (`ReadError`), never a warning.
+    pub fn into_read_error(self, path: &Path) -> Result<FileProblem, super::ReadError> {
+        match self {
+            FileProblem::Io(reason) => Err(super::ReadError {
+                path: path.to_path_buf(),
+                reason,
+            }),
+            other => Ok(other),
+        }
+    }
+
     /// A warning about `path`: the file and why, never its content; logged once.
     pub fn warning(&self, path: &Path) -> super::Warning {
         super::Warning {
@@ -80,11 +92,11 @@ pub fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), FileProble
             Some(libc::ENOENT) | Some(libc::ENOTDIR) => FileProblem::Missing,
             Some(libc::ELOOP) => FileProblem::Symlink,
             Some(libc::ENXIO) => FileProblem::NotRegular("a socket"),
-            _ => FileProblem::Io(e.kind().to_string()),
+            _ => FileProblem::Io(e.to_string()),
         })?;
     let meta = file
         .metadata()
-        .map_err(|e| FileProblem::Io(e.kind().to_string()))?;
+        .map_err(|e| FileProblem::Io(e.to_string()))?;
     let ft = meta.file_type();
     if !ft.is_file() {
         use std::os::unix::fs::FileTypeExt;
@@ -113,7 +125,7 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<FileRead, FileProblem> {
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).min(1 << 16));
     file.take(cap.saturating_add(1))
         .read_to_end(&mut bytes)
-        .map_err(|e| FileProblem::Io(e.kind().to_string()))?;
+        .map_err(|e| FileProblem::Io(e.to_string()))?;
     // The file may have grown between the stat and the read.
     if bytes.len() as u64 > cap {
         return Err(FileProblem::TooLarge { cap });

@@ -146,17 +146,71 @@ pub fn read_head(work_tree: &Path) -> Option<String> {
     head.peel_to_commit().ok().map(|c| c.id().to_string())
 }
 
+/// Whether a git error means "not there" (no repository, no such ref, an unborn
+/// branch): data, not a failed read.
+fn is_absent(e: &git2::Error) -> bool {
+    matches!(e.code(), ErrorCode::NotFound | ErrorCode::UnbornBranch)
+}
+
+fn read_error(path: &Path, e: &git2::Error) -> super::ReadError {
+    super::ReadError {
+        path: path.to_path_buf(),
+        reason: format!("git: {}", e.message()),
+    }
+}
+
+/// `read_head`, where only "not there" is `None`: any other error (permissions, a
+/// corrupt or unreadable repository) fails the read.
+pub fn read_head_checked(work_tree: &Path) -> Result<Option<String>, super::ReadError> {
+    let repo = match open(work_tree) {
+        Ok(r) => r,
+        Err(e) if is_absent(&e) => return Ok(None),
+        Err(e) => return Err(read_error(work_tree, &e)),
+    };
+    let head = match repo.head() {
+        Ok(h) => h,
+        Err(e) if is_absent(&e) => return Ok(None),
+        Err(e) => return Err(read_error(work_tree, &e)),
+    };
+    match head.peel_to_commit() {
+        Ok(c) => Ok(Some(c.id().to_string())),
+        Err(e) if is_absent(&e) => Ok(None),
+        Err(e) => Err(read_error(work_tree, &e)),
+    }
+}
+
 /// The branch name and the commit `branch` (default: what HEAD names) points at in
 /// `repo` (bare or not). Packed and loose refs are both read by libgit2.
-pub fn read_branch_head(repo: &Path, branch: Option<&str>) -> Option<(String, String)> {
-    let repo = open(repo).ok()?;
+/// Only "not there" (no repository, no such branch) is `None`; any other error fails
+/// the read: a mirror read as "no head" would make its next head look like a move.
+pub fn read_branch_head(
+    path: &Path,
+    branch: Option<&str>,
+) -> Result<Option<(String, String)>, super::ReadError> {
+    let absent_or = |e: git2::Error| {
+        if is_absent(&e) {
+            Ok(None)
+        } else {
+            Err(read_error(path, &e))
+        }
+    };
+    let repo = match open(path) {
+        Ok(r) => r,
+        Err(e) => return absent_or(e),
+    };
     let reference = match branch {
-        Some(b) => repo.find_reference(&format!("refs/heads/{b}")).ok()?,
-        None => repo.head().ok()?,
+        Some(b) => repo.find_reference(&format!("refs/heads/{b}")),
+        None => repo.head(),
+    };
+    let reference = match reference {
+        Ok(r) => r,
+        Err(e) => return absent_or(e),
     };
     let name = reference.shorthand().unwrap_or_default().to_string();
-    let sha = reference.peel_to_commit().ok()?.id().to_string();
-    Some((name, sha))
+    match reference.peel_to_commit() {
+        Ok(c) => Ok(Some((name, c.id().to_string()))),
+        Err(e) => absent_or(e),
+    }
 }
 
 /// What the `git` layout reads of a site.
@@ -179,13 +233,29 @@ pub struct GitSite {
 
 /// Reads a push/pull-to-deploy site: `work_tree` is a non-bare repository's work tree,
 /// or (with `bare`) the directory a post-receive script checks `bare` out into.
-pub fn read_git_site(work_tree: &Path, bare: Option<&Path>, branch: Option<&str>) -> GitSite {
+///
+/// A repository or branch that is not there is data (`error`); any other error fails
+/// the read.
+pub fn read_git_site(
+    work_tree: &Path,
+    bare: Option<&Path>,
+    branch: Option<&str>,
+) -> Result<GitSite, super::ReadError> {
     match read_git_site_inner(work_tree, bare, branch) {
-        Ok(s) => s,
-        Err(e) => GitSite {
+        Ok(s) => Ok(s),
+        Err(e) if is_absent(&e) => Ok(GitSite {
             error: Some(e.message().to_string()),
             ..GitSite::default()
-        },
+        }),
+        Err(e) => Err(read_error(bare.unwrap_or(work_tree), &e)),
+    }
+}
+
+impl GitError {
+    /// A repository that exists but could not be opened: the read fails (and is
+    /// tried again), rather than a commit reported without its author.
+    pub fn is_read_failure(&self) -> bool {
+        matches!(self, GitError::OpenRepository { .. })
     }
 }
 

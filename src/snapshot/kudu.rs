@@ -8,10 +8,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::Warning;
 use super::file::{self, FileProblem};
 use super::marker::short_reason;
 use super::releases::parse_time;
+use super::{ReadError, Warning, list_dir, not_found};
 use crate::model::{Status, Timestamp, cap_text, caps};
 
 /// One deployment as `status.xml` describes it.
@@ -120,7 +120,10 @@ pub fn parse_status_xml(text: &str) -> Result<KuduStatus, String> {
 /// Reads `<root>/deployments/`: `active` and each `status.xml` are regular files of at
 /// most 1 MiB, not followed if they are symlinks. A file that cannot be read is
 /// `NotReady` with the reason (never its content).
-pub fn read_kudu(root: &Path, warnings: &mut Vec<Warning>) -> KuduSnapshot {
+///
+/// An error other than "not found" listing `deployments/` or reading a file fails the
+/// read as a whole: a glitch is never an empty directory.
+pub fn read_kudu(root: &Path, warnings: &mut Vec<Warning>) -> Result<KuduSnapshot, ReadError> {
     let dir = root.join("deployments");
     let active_path = dir.join("active");
     let active = match file::read_small(&active_path) {
@@ -131,7 +134,7 @@ pub fn read_kudu(root: &Path, warnings: &mut Vec<Warning>) -> KuduSnapshot {
         .filter(|s| !s.is_empty()),
         Err(FileProblem::Missing) => None,
         Err(e) => {
-            warnings.push(e.warning(&active_path));
+            warnings.push(e.into_read_error(&active_path)?.warning(&active_path));
             None
         }
     };
@@ -139,17 +142,21 @@ pub fn read_kudu(root: &Path, warnings: &mut Vec<Warning>) -> KuduSnapshot {
         active,
         ..KuduSnapshot::default()
     };
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return snap;
+    let Some(entries) = list_dir(&dir)? else {
+        return Ok(snap);
     };
-    for entry in entries.flatten() {
+    for entry in entries {
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
         if name.starts_with("temp-") || name.starts_with('.') || name == "tools" {
             continue;
         }
-        let is_dir = std::fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir());
+        let is_dir = match std::fs::symlink_metadata(entry.path()) {
+            Ok(m) => m.is_dir(),
+            Err(e) if not_found(&e) => false,
+            Err(e) => return Err(ReadError::io(&entry.path(), &e)),
+        };
         if !is_dir {
             continue;
         }
@@ -157,6 +164,7 @@ pub fn read_kudu(root: &Path, warnings: &mut Vec<Warning>) -> KuduSnapshot {
         let entry = match file::read_small(&path) {
             Err(FileProblem::Missing) => continue, // not a deployment (yet)
             Err(e) => {
+                let e = e.into_read_error(&path)?;
                 warnings.push(e.warning(&path));
                 KuduEntry::NotReady {
                     reason: e.to_string(),
@@ -186,7 +194,7 @@ pub fn read_kudu(root: &Path, warnings: &mut Vec<Warning>) -> KuduSnapshot {
         };
         snap.deployments.insert(name, entry);
     }
-    snap
+    Ok(snap)
 }
 
 #[cfg(test)]

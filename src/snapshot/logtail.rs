@@ -77,7 +77,7 @@ impl<T: Clone> LogTail<T> {
                 ..LogTail::default()
             };
         }
-        let io = |e: std::io::Error| FileProblem::Io(e.kind().to_string());
+        let io = |e: std::io::Error| FileProblem::Io(e.to_string());
         if !self.check.is_empty() {
             let mut seen = vec![0u8; self.check.len()];
             f.seek(SeekFrom::Start(self.offset - self.check.len() as u64))

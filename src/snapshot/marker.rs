@@ -86,27 +86,33 @@ pub fn short_reason(e: &str) -> String {
 
 /// Reads the marker file (a regular file of at most 1 MiB, not followed if a symlink).
 /// A file that is refused (not a regular file, too large) is also a warning.
-pub fn read_marker(path: &Path, warnings: &mut Vec<super::Warning>) -> MarkerFile {
+///
+/// An error reading it (permissions, too many open files) fails the read.
+pub fn read_marker(
+    path: &Path,
+    warnings: &mut Vec<super::Warning>,
+) -> Result<MarkerFile, super::ReadError> {
     let read = match file::read_small(path) {
         Ok(r) => r,
-        Err(FileProblem::Missing) => return MarkerFile::Absent,
+        Err(FileProblem::Missing) => return Ok(MarkerFile::Absent),
         Err(e) => {
+            let e = e.into_read_error(path)?;
             warnings.push(e.warning(path));
             let modified = file::modified_no_follow(path);
-            return MarkerFile::NotReady {
+            return Ok(MarkerFile::NotReady {
                 reason: e.to_string(),
                 modified,
-            };
+            });
         }
     };
     let modified = read.modified;
     let Ok(text) = String::from_utf8(read.bytes) else {
-        return MarkerFile::NotReady {
+        return Ok(MarkerFile::NotReady {
             reason: "not UTF-8 text".into(),
             modified,
-        };
+        });
     };
-    match parse_marker(&text) {
+    Ok(match parse_marker(&text) {
         Ok((marker, status)) => MarkerFile::Ready {
             fingerprint: format!("{}:{}", modified.0, text.len()),
             marker,
@@ -114,7 +120,7 @@ pub fn read_marker(path: &Path, warnings: &mut Vec<super::Warning>) -> MarkerFil
             modified,
         },
         Err(reason) => MarkerFile::NotReady { reason, modified },
-    }
+    })
 }
 
 /// Writes the marker atomically: a temp file in the same directory, then rename.
@@ -170,7 +176,7 @@ mod tests {
             ..Marker::default()
         };
         write_marker(&file, &m).unwrap_or_else(|e| panic!("{e}"));
-        match read_marker(&file, &mut Vec::new()) {
+        match read_marker(&file, &mut Vec::new()).unwrap_or_else(|e| panic!("{e}")) {
             MarkerFile::Ready { marker, status, .. } => {
                 assert_eq!(marker, m);
                 assert_eq!(status, Status::Success);

@@ -15,7 +15,9 @@ pub mod marker;
 mod parse_props;
 pub mod releases;
 
-use std::collections::{BTreeMap, HashSet};
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
 use std::path::{Path, PathBuf};
 
 use crate::config::{LayoutChoice, SiteConfig};
@@ -44,16 +46,71 @@ pub struct Health {
     pub last_error: Option<String>,
 }
 
+/// Why a read of a site failed as a whole: an error other than "not found" while
+/// listing or reading one of its parts (permissions, too many open files, an I/O error,
+/// a repository that cannot be opened). Nothing is inferred from a partial view: the
+/// site keeps its last state and is read again.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot read {}: {reason}", path.display())]
+pub struct ReadError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl ReadError {
+    pub fn io(path: &Path, e: &std::io::Error) -> Self {
+        ReadError {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Whether `path` exists (not following a final symlink); an error other than "not
+/// found" is a failed read, never "no".
+pub fn exists(path: &Path) -> Result<bool, ReadError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if not_found(&e) => Ok(false),
+        Err(e) => Err(ReadError::io(path, &e)),
+    }
+}
+
+/// Whether `path` is a directory (following symlinks, as `Path::is_dir`); an error other
+/// than "not found" is a failed read.
+pub fn is_dir(path: &Path) -> Result<bool, ReadError> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(m.is_dir()),
+        Err(e) if not_found(&e) => Ok(false),
+        Err(e) => Err(ReadError::io(path, &e)),
+    }
+}
+
+/// "Not found": the path, or a directory on the way to it, is not there.
+pub fn not_found(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+}
+
+/// The entries of a directory, each with its name; `None` if it does not exist. Any
+/// other error, listing it or any entry, fails the read.
+pub fn list_dir(dir: &Path) -> Result<Option<Vec<std::fs::DirEntry>>, ReadError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if not_found(&e) => return Ok(None),
+        Err(e) => return Err(ReadError::io(dir, &e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        out.push(entry.map_err(|e| ReadError::io(dir, &e))?);
+    }
+    Ok(Some(out))
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LayoutSnapshot {
     /// The deployment directory does not exist (yet).
     Missing {
         path: PathBuf,
-    },
-    /// The directory exists but could not be read (permissions, I/O error).
-    Unreadable {
-        path: PathBuf,
-        reason: String,
     },
     Releases(Box<ReleasesSnapshot>),
     Kudu(Box<kudu::KuduSnapshot>),
@@ -65,7 +122,6 @@ impl LayoutSnapshot {
     pub fn name(&self) -> &'static str {
         match self {
             LayoutSnapshot::Missing { .. } => "missing",
-            LayoutSnapshot::Unreadable { .. } => "unreadable",
             LayoutSnapshot::Releases(_) => "releases",
             LayoutSnapshot::Kudu(_) => "kudu",
             LayoutSnapshot::Git(_) => "git",
@@ -77,43 +133,122 @@ impl LayoutSnapshot {
 /// Detects the layout of `path` for `layout = "auto"` (SPEC §2.5); returns the layout
 /// and why. Every path detects as something: `marker` is the fallback.
 pub fn detect_layout(path: &Path) -> (LayoutChoice, String) {
+    read_layout(path).unwrap_or_else(|e| (LayoutChoice::Marker, e.to_string()))
+}
+
+/// `detect_layout`, failing where a part could not be read (a glitch must not make a
+/// site look like another layout).
+pub fn read_layout(path: &Path) -> Result<(LayoutChoice, String), ReadError> {
     let deployments = path.join("deployments");
-    let kudu = std::fs::read_dir(&deployments).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.path().join("status.xml").is_file())
-    });
-    let current_link = std::fs::symlink_metadata(path.join("current"))
-        .map(|m| m.file_type().is_symlink())
-        .unwrap_or(false);
-    if kudu {
+    let mut kudu = false;
+    for e in list_dir(&deployments)?.unwrap_or_default() {
+        let status = e.path().join("status.xml");
+        match std::fs::metadata(&status) {
+            Ok(m) if m.is_file() => {
+                kudu = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(err) if not_found(&err) => {}
+            Err(err) => return Err(ReadError::io(&status, &err)),
+        }
+    }
+    let current_link = match std::fs::symlink_metadata(path.join("current")) {
+        Ok(m) => m.file_type().is_symlink(),
+        Err(e) if not_found(&e) => false,
+        Err(e) => return Err(ReadError::io(&path.join("current"), &e)),
+    };
+    let releases = is_dir(&path.join("releases"))?;
+    let git = exists(&path.join(".git"))?;
+    Ok(if kudu {
         (
             LayoutChoice::Kudu,
             "found deployments/ with status.xml files".into(),
         )
-    } else if path.join("releases").is_dir() {
+    } else if releases {
         (LayoutChoice::Releases, "found a releases/ directory".into())
     } else if current_link {
         (LayoutChoice::Releases, "found a current symlink".into())
-    } else if path.join(".git").exists() {
+    } else if git {
         (LayoutChoice::Git, "found a .git work tree".into())
     } else {
         (
             LayoutChoice::Marker,
             "no deployments/, releases/, current or .git: a marker file".into(),
         )
+    })
+}
+
+/// How many commits, commit ranges and logged warnings a `Reader` remembers: a site
+/// that names a new id every deploy (a marker site, say) must not grow without end.
+const COMMITS_KEPT: usize = 256;
+const RANGES_KEPT: usize = 64;
+const WARNINGS_KEPT: usize = 1024;
+
+fn lru<K: std::hash::Hash + Eq, V>(cap: usize) -> LruCache<K, V> {
+    LruCache::new(NonZeroUsize::new(cap).unwrap_or(NonZeroUsize::MIN))
+}
+
+/// Commit data by SHA, least recently used first out (commits never change, so a
+/// forgotten one is only read again).
+pub struct Commits(LruCache<String, Option<CommitInfo>>);
+
+impl Default for Commits {
+    fn default() -> Self {
+        Commits(lru(COMMITS_KEPT))
     }
 }
 
-/// Reads one site; keeps caches between reads.
+impl Commits {
+    /// The commit `sha` from the first of `repos` that holds it. Not found is
+    /// remembered as `None` with a warning (`what` names whose commit it is); a
+    /// repository that cannot be opened fails the read and is not remembered.
+    pub fn commit_of(
+        &mut self,
+        repos: &[PathBuf],
+        sha: &str,
+        what: &str,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Option<CommitInfo>, ReadError> {
+        if let Some(c) = self.0.get(sha) {
+            return Ok(c.clone());
+        }
+        let found = match git::read_commit(repos, sha) {
+            Ok(c) => Some(c),
+            Err(e) if e.is_read_failure() => {
+                return Err(ReadError {
+                    path: repos.first().cloned().unwrap_or_default(),
+                    reason: telemetry_chain(&e),
+                });
+            }
+            Err(e) => {
+                warnings.push(Warning {
+                    key: format!("commit:{sha}"),
+                    message: format!(
+                        "commit {sha} ({what}): {e}; reporting it without author data"
+                    ),
+                });
+                None
+            }
+        };
+        self.0.put(sha.to_string(), found.clone());
+        Ok(found)
+    }
+}
+
+fn telemetry_chain(e: &dyn std::error::Error) -> String {
+    crate::telemetry::chain(e)
+}
+
+/// Reads one site; keeps caches between reads, each bounded.
 pub struct Reader {
     site: SiteConfig,
-    commits: BTreeMap<String, Option<CommitInfo>>,
+    commits: Commits,
     /// Commit ranges by (from, to): they never change either.
-    ranges: BTreeMap<(String, String), Option<CommitRange>>,
+    ranges: LruCache<(String, String), Option<CommitRange>>,
     /// What a releases site read last time (log offsets, settled releases).
     cache: releases::ReleasesCache,
-    warned: HashSet<String>,
+    warned: LruCache<String, ()>,
 }
 
 /// A warning from reading, to be logged once by the caller.
@@ -127,10 +262,10 @@ impl Reader {
     pub fn new(site: SiteConfig) -> Self {
         Reader {
             site,
-            commits: BTreeMap::new(),
-            ranges: BTreeMap::new(),
+            commits: Commits::default(),
+            ranges: lru(RANGES_KEPT),
             cache: releases::ReleasesCache::default(),
-            warned: HashSet::new(),
+            warned: lru(WARNINGS_KEPT),
         }
     }
 
@@ -138,38 +273,29 @@ impl Reader {
         &self.site
     }
 
-    fn read_marker(&mut self, warnings: &mut Vec<Warning>) -> marker::MarkerSnapshot {
-        let file = marker::read_marker(&self.site.status_file, warnings);
+    fn read_marker(
+        &mut self,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<marker::MarkerSnapshot, ReadError> {
+        let file = marker::read_marker(&self.site.status_file, warnings)?;
         let repo = self
             .site
             .repo
             .clone()
             .unwrap_or_else(|| self.site.path.clone());
-        let head = git::read_head(&repo);
+        let head = git::read_head_checked(&repo)?;
         let id = match &file {
             marker::MarkerFile::Ready { marker, .. } => marker.id.clone().or(head.clone()),
             _ => None,
         };
-        let commit = id.and_then(|id| {
-            self.commits
-                .entry(id.clone())
-                .or_insert_with(
-                    || match git::read_commit(std::slice::from_ref(&repo), &id) {
-                        Ok(c) => Some(c),
-                        Err(e) => {
-                            warnings.push(Warning {
-                                key: format!("commit:{id}"),
-                                message: format!(
-                                    "commit {id}: {e}; reporting it without author data"
-                                ),
-                            });
-                            None
-                        }
-                    },
-                )
-                .clone()
-        });
-        marker::MarkerSnapshot { file, head, commit }
+        let commit = match id {
+            Some(id) => {
+                let repos = std::slice::from_ref(&repo);
+                self.commits.commit_of(repos, &id, "the marker", warnings)?
+            }
+            None => None,
+        };
+        Ok(marker::MarkerSnapshot { file, head, commit })
     }
 
     /// The repositories a site's commits may be in, for the layout `snap` was read as.
@@ -177,7 +303,7 @@ impl Reader {
         let mut repos: Vec<PathBuf> = self.site.repo.iter().cloned().collect();
         match &snap.layout {
             LayoutSnapshot::Releases(r) => {
-                repos.extend(releases::candidate_repos(&self.site, r.flavour));
+                repos.extend(releases::candidate_repos(&self.site, r.flavour).unwrap_or_default());
             }
             LayoutSnapshot::Git(_) | LayoutSnapshot::Marker(_) => {
                 repos.push(self.site.path.clone());
@@ -201,39 +327,37 @@ impl Reader {
             return r.clone();
         }
         let range = git::commits_between(&self.repos(snap), from, to);
-        if self.ranges.len() >= 64 {
-            self.ranges.clear();
-        }
-        self.ranges.insert(key, range.clone());
+        self.ranges.put(key, range.clone());
         range
     }
 
-    /// Reads a snapshot of the site. Never fails: problems become data or warnings.
-    pub fn read(&mut self, now: Timestamp) -> (Snapshot, Vec<Warning>) {
+    /// Reads a snapshot of the site. What a site holds (odd files, garbage) becomes
+    /// data or warnings; an error other than "not found" reading any part (a glitch:
+    /// permissions, too many open files, an I/O error) fails the whole read.
+    pub fn read(&mut self, now: Timestamp) -> Result<(Snapshot, Vec<Warning>), ReadError> {
         let mut warnings = Vec::new();
         let path = self.site.path.clone();
         let layout = match std::fs::metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LayoutSnapshot::Missing { path },
-            Err(e) => LayoutSnapshot::Unreadable {
-                path,
-                reason: e.to_string(),
-            },
-            Ok(m) if !m.is_dir() => LayoutSnapshot::Unreadable {
-                path,
-                reason: "not a directory".to_string(),
-            },
+            Err(e) if not_found(&e) => LayoutSnapshot::Missing { path },
+            Err(e) => return Err(ReadError::io(&path, &e)),
+            Ok(m) if !m.is_dir() => {
+                return Err(ReadError {
+                    path,
+                    reason: "not a directory".to_string(),
+                });
+            }
             Ok(_) => {
                 let choice = match self.site.layout {
-                    LayoutChoice::Auto => detect_layout(&path).0,
+                    LayoutChoice::Auto => read_layout(&path)?.0,
                     other => other,
                 };
                 match choice {
                     LayoutChoice::Kudu => {
-                        LayoutSnapshot::Kudu(Box::new(kudu::read_kudu(&path, &mut warnings)))
+                        LayoutSnapshot::Kudu(Box::new(kudu::read_kudu(&path, &mut warnings)?))
                     }
                     LayoutChoice::Git => {
                         let bare = self.site.repo.as_deref().filter(|r| *r != path);
-                        let site = git::read_git_site(&path, bare, self.site.branch.as_deref());
+                        let site = git::read_git_site(&path, bare, self.site.branch.as_deref())?;
                         if let Some(e) = &site.error {
                             warnings.push(Warning {
                                 key: format!("git:{e}"),
@@ -243,7 +367,7 @@ impl Reader {
                         LayoutSnapshot::Git(Box::new(site))
                     }
                     LayoutChoice::Marker => {
-                        LayoutSnapshot::Marker(Box::new(self.read_marker(&mut warnings)))
+                        LayoutSnapshot::Marker(Box::new(self.read_marker(&mut warnings)?))
                     }
                     LayoutChoice::Releases | LayoutChoice::Auto => {
                         LayoutSnapshot::Releases(Box::new(releases::read_releases(
@@ -251,23 +375,23 @@ impl Reader {
                             &mut self.commits,
                             &mut self.cache,
                             &mut warnings,
-                        )))
+                        )?))
                     }
                 }
             }
         };
         let fresh = warnings
             .into_iter()
-            .filter(|w| self.warned.insert(w.key.clone()))
+            .filter(|w| self.warned.put(w.key.clone(), ()).is_none())
             .collect();
-        (
+        Ok((
             Snapshot {
                 taken_at: now,
                 layout,
                 health: None,
             },
             fresh,
-        )
+        ))
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::file::{self, FileProblem};
 use super::logtail::LogTail;
-use super::{Warning, git};
+use super::{Commits, ReadError, Warning, exists, git, is_dir, list_dir, not_found};
 use crate::config::SiteConfig;
 use crate::model::{CommitInfo, Timestamp, cap_text, caps};
 
@@ -294,14 +294,14 @@ pub fn parse_time(s: &str) -> Option<Timestamp> {
 }
 
 /// Reads the flavour: `.dep/` → Deployer; `revisions.log` or `repo/` → Capistrano.
-pub fn read_flavour(root: &Path) -> Flavour {
-    if root.join(".dep").is_dir() {
+pub fn read_flavour(root: &Path) -> Result<Flavour, ReadError> {
+    Ok(if is_dir(&root.join(".dep"))? {
         Flavour::Deployer
-    } else if root.join("revisions.log").exists() || root.join("repo").is_dir() {
+    } else if exists(&root.join("revisions.log"))? || is_dir(&root.join("repo"))? {
         Flavour::Capistrano
     } else {
         Flavour::Plain
-    }
+    })
 }
 
 /// Reads the whole layout of one site.
@@ -311,18 +311,20 @@ pub fn read_flavour(root: &Path) -> Flavour {
 /// created before it was read, so a later read sees it too, and a snapshot read while a
 /// deploy runs never names a release it does not list (unless one was deleted between
 /// the reads, which `infer` tolerates).
+///
+/// An error other than "not found" reading any part fails the read as a whole.
 pub fn read_releases(
     site: &SiteConfig,
-    commits: &mut BTreeMap<String, Option<CommitInfo>>,
+    commits: &mut Commits,
     cache: &mut ReleasesCache,
     warnings: &mut Vec<Warning>,
-) -> ReleasesSnapshot {
+) -> Result<ReleasesSnapshot, ReadError> {
     let root = &site.path;
-    let flavour = read_flavour(root);
+    let flavour = read_flavour(root)?;
     let mut snap = ReleasesSnapshot::empty(flavour);
     let releases_dir = root.join("releases");
 
-    if flavour == Flavour::Capistrano || root.join("revisions.log").exists() {
+    if flavour == Flavour::Capistrano || exists(&root.join("revisions.log"))? {
         let path = root.join("revisions.log");
         let parse = |l: &str| (!l.trim().is_empty()).then(|| parse_revisions_log_line(l));
         match cache.revisions.read(&path, parse) {
@@ -334,7 +336,7 @@ pub fn read_releases(
                 })
             }
             Err(FileProblem::Missing) => {}
-            Err(e) => warnings.push(e.warning(&path)),
+            Err(e) => warnings.push(e.into_read_error(&path)?.warning(&path)),
         }
     }
 
@@ -349,11 +351,11 @@ pub fn read_releases(
             Err(FileProblem::Missing) => None,
             Err(e) => {
                 // It exists, so the lock is held; who holds it is unknown.
-                warnings.push(e.warning(&lock_path));
+                warnings.push(e.into_read_error(&lock_path)?.warning(&lock_path));
                 Some(String::new())
             }
         };
-        let release_link = match read_release_link(root, &root.join("release")) {
+        let release_link = match read_release_link(root, &root.join("release"))? {
             Current::Release(n) | Current::Dangling(n) => Some(n),
             _ => None,
         };
@@ -362,7 +364,7 @@ pub fn read_releases(
             Ok(t) => t.entries,
             Err(FileProblem::Missing) => Vec::new(),
             Err(e) => {
-                warnings.push(e.warning(&log_path));
+                warnings.push(e.into_read_error(&log_path)?.warning(&log_path));
                 Vec::new()
             }
         };
@@ -373,10 +375,10 @@ pub fn read_releases(
         });
     }
 
-    snap.current = read_release_link(root, &root.join("current"));
+    snap.current = read_release_link(root, &root.join("current"))?;
 
-    if let Ok(entries) = std::fs::read_dir(&releases_dir) {
-        for entry in entries.flatten() {
+    if let Some(entries) = list_dir(&releases_dir)? {
+        for entry in entries {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
@@ -384,8 +386,10 @@ pub fn read_releases(
                 continue;
             }
             // symlink_metadata: `releases/current` (Capistrano's temp link) is no release.
-            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
-                continue;
+            let meta = match std::fs::symlink_metadata(entry.path()) {
+                Ok(m) => m,
+                Err(e) if not_found(&e) => continue, // removed since the listing
+                Err(e) => return Err(ReadError::io(&entry.path(), &e)),
             };
             if !meta.is_dir() {
                 continue;
@@ -404,9 +408,11 @@ pub fn read_releases(
                 continue;
             }
             let dir = entry.path();
-            let mut revision = read_revision(&dir);
+            let mut revision = read_revision(&dir)?;
+            // A clone into the release (Ansible's git module) has no HEAD commit until
+            // it is done: "not yet", whatever libgit2 says meanwhile.
             if revision == Revision::Missing
-                && dir.join(".git").exists()
+                && exists(&dir.join(".git"))?
                 && let Some(head) = git::read_head(&dir)
             {
                 revision = Revision::Sha(head);
@@ -426,8 +432,8 @@ pub fn read_releases(
             let release = Release {
                 name: name.clone(),
                 revision,
-                unfinished: dir.join("DEPLOY_UNFINISHED").exists(),
-                bad: dir.join("BAD_RELEASE").exists(),
+                unfinished: exists(&dir.join("DEPLOY_UNFINISHED"))?,
+                bad: exists(&dir.join("BAD_RELEASE"))?,
                 modified,
                 commit: None,
             };
@@ -448,50 +454,33 @@ pub fn read_releases(
         .releases
         .retain(|name, _| snap.releases.contains_key(name));
 
-    let repos = candidate_repos(site, flavour);
+    let repos = candidate_repos(site, flavour)?;
     for release in snap.releases.values_mut() {
         let Revision::Sha(sha) = &release.revision else {
             continue;
         };
-        let sha = sha.clone();
-        let cached = commits.entry(sha.clone()).or_insert_with(|| {
-            let mut own = repos.clone();
-            own.push(releases_dir.join(&release.name));
-            match git::read_commit(&own, &sha) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    warnings.push(Warning {
-                        key: format!("commit:{sha}"),
-                        message: format!(
-                            "commit {sha} (release {}): {e}; reporting it without author data",
-                            release.name
-                        ),
-                    });
-                    None
-                }
-            }
-        });
-        release.commit = cached.clone();
+        let mut own = repos.clone();
+        own.push(releases_dir.join(&release.name));
+        let what = format!("release {}", release.name);
+        release.commit = commits.commit_of(&own, &sha.clone(), &what, warnings)?;
     }
 
     if flavour == Flavour::Capistrano {
         let mirror = site.repo.clone().unwrap_or_else(|| root.join("repo"));
-        if mirror.exists()
-            && let Some((branch, head)) = git::read_branch_head(&mirror, site.branch.as_deref())
+        if exists(&mirror)?
+            && let Some((branch, head)) = git::read_branch_head(&mirror, site.branch.as_deref())?
         {
-            snap.repo_head_commit = commits
-                .entry(head.clone())
-                .or_insert_with(|| git::read_commit(std::slice::from_ref(&mirror), &head).ok())
-                .clone();
+            let mirrors = std::slice::from_ref(&mirror);
+            snap.repo_head_commit = commits.commit_of(mirrors, &head, "the mirror", warnings)?;
             snap.repo_branch = Some(cap_text(&branch, caps::SHORT));
             snap.repo_head = Some(head);
         }
     }
-    snap
+    Ok(snap)
 }
 
 /// The repositories to look a release's commit up in, most specific first.
-pub fn candidate_repos(site: &SiteConfig, flavour: Flavour) -> Vec<PathBuf> {
+pub fn candidate_repos(site: &SiteConfig, flavour: Flavour) -> Result<Vec<PathBuf>, ReadError> {
     let mut repos = Vec::new();
     if let Some(r) = &site.repo {
         repos.push(r.clone());
@@ -501,17 +490,24 @@ pub fn candidate_repos(site: &SiteConfig, flavour: Flavour) -> Vec<PathBuf> {
         Flavour::Deployer => repos.push(site.path.join(".dep").join("repo")),
         Flavour::Plain => {}
     }
-    repos.retain(|r| r.exists());
-    repos
+    let mut out = Vec::new();
+    for r in repos {
+        if exists(&r)? {
+            out.push(r);
+        }
+    }
+    Ok(out)
 }
 
-/// Reads `REVISION` in a release directory (a regular file of at most 1 MiB).
-pub fn read_revision(release_dir: &Path) -> Revision {
-    match file::read_small(&release_dir.join("REVISION")) {
+/// Reads `REVISION` in a release directory (a regular file of at most 1 MiB). What the
+/// file is (a FIFO, too large) is data; an error reading it fails the read.
+pub fn read_revision(release_dir: &Path) -> Result<Revision, ReadError> {
+    let path = release_dir.join("REVISION");
+    Ok(match file::read_small(&path) {
         Ok(r) => parse_revision(&r.bytes),
         Err(FileProblem::Missing) => Revision::Missing,
-        Err(e) => Revision::Unreadable(e.to_string()),
-    }
+        Err(e) => Revision::Unreadable(e.into_read_error(&path)?.to_string()),
+    })
 }
 
 /// Parses the content of `REVISION`: a hex commit id (possibly still being written).
@@ -531,16 +527,22 @@ pub fn parse_revision(bytes: &[u8]) -> Revision {
 }
 
 /// Reads a symlink (`current`, `release`) and says which release it names, if any.
-pub fn read_release_link(root: &Path, link: &Path) -> Current {
+pub fn read_release_link(root: &Path, link: &Path) -> Result<Current, ReadError> {
     let meta = match std::fs::symlink_metadata(link) {
         Ok(m) => m,
-        Err(_) => return Current::Absent,
+        Err(e) if not_found(&e) => return Ok(Current::Absent),
+        Err(e) => return Err(ReadError::io(link, &e)),
     };
     if !meta.file_type().is_symlink() {
-        return Current::Outside(format!("{} is not a symlink", link.display()));
+        return Ok(Current::Outside(format!(
+            "{} is not a symlink",
+            link.display()
+        )));
     }
-    let Ok(target) = std::fs::read_link(link) else {
-        return Current::Absent;
+    let target = match std::fs::read_link(link) {
+        Ok(t) => t,
+        Err(e) if not_found(&e) => return Ok(Current::Absent),
+        Err(e) => return Err(ReadError::io(link, &e)),
     };
     let resolved = normalise(&root.join(&target));
     let releases = normalise(&root.join("releases"));
@@ -551,17 +553,17 @@ pub fn read_release_link(root: &Path, link: &Path) -> Current {
                 _ => false,
             }
     };
-    match (resolved.parent(), resolved.file_name()) {
+    Ok(match (resolved.parent(), resolved.file_name()) {
         (Some(parent), Some(name)) if parent_ok(parent) => {
             let name = name.to_string_lossy().into_owned();
-            if releases.join(&name).is_dir() {
+            if is_dir(&releases.join(&name))? {
                 Current::Release(name)
             } else {
                 Current::Dangling(name)
             }
         }
         _ => Current::Outside(target.display().to_string()),
-    }
+    })
 }
 
 /// Lexical normalisation (`.` and `..`), without following symlinks.
@@ -646,10 +648,11 @@ mod tests {
         let mut warnings = Vec::new();
         let snap = read_releases(
             &site,
-            &mut BTreeMap::new(),
+            &mut Commits::default(),
             &mut ReleasesCache::default(),
             &mut warnings,
-        );
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(snap.releases.keys().collect::<Vec<_>>(), ["20261120090000"]);
         assert_eq!(snap.current, Current::Release("20261120090000".into()));
         assert_eq!(snap.flavour, Flavour::Plain);
@@ -682,7 +685,9 @@ mod tests {
         site.layout = crate::config::LayoutChoice::Releases;
         let mut cache = ReleasesCache::default();
         let read = |cache: &mut ReleasesCache| {
-            read_releases(&site, &mut BTreeMap::new(), cache, &mut Vec::new()).releases["1"]
+            read_releases(&site, &mut Commits::default(), cache, &mut Vec::new())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .releases["1"]
                 .revision
                 .clone()
         };

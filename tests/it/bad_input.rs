@@ -202,8 +202,11 @@ fn a_commit_missing_from_the_repository_is_reported_without_author_data() {
     let rx = Receiver::start();
     let d = Daemon::start(&env, &config(&env, &site, &rx.url, ""));
     let unknown = "0123456789abcdef0123456789abcdef01234567";
-    site.cap_create_release("20261120100000");
-    site.write_revision("20261120100000", unknown);
+    // The release appears whole, its REVISION naming a commit no repository holds.
+    let tmp = site.root.join("releases/.incoming");
+    std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(tmp.join("REVISION"), format!("{unknown}\n")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&tmp, site.release_dir("20261120100000")).unwrap_or_else(|e| panic!("{e}"));
     site.cap_switch("20261120100000");
     site.cap_log("20261120100000", unknown, "bob");
     eventually!(rx.payloads("PostDeployment").len() == 1, "a PostDeployment");

@@ -128,6 +128,7 @@ fn twenty_thousand_writes_inside_a_building_release_neither_delay_nor_lose_trans
     let d = Daemon::start(&env, &config(&env, &site.root, "", &rx.url));
     let sha = site.commit("x.html", "Burst");
     let r = "20261120100000";
+    site.cap_update();
     site.cap_create_release(r);
     eventually!(
         rx.statuses().last().is_some_and(|s| s == "building"),
@@ -141,7 +142,7 @@ fn twenty_thousand_writes_inside_a_building_release_neither_delay_nor_lose_trans
     site.write_revision(r, &sha);
     site.cap_switch(r);
     eventually!(
-        rx.statuses().len() == 2,
+        rx.statuses().iter().any(|s| s == "deploying"),
         "deploying, got {:?}",
         rx.statuses()
     );
@@ -152,7 +153,15 @@ fn twenty_thousand_writes_inside_a_building_release_neither_delay_nor_lose_trans
         "no overflow: the release tree is not watched"
     );
     d.stop();
-    assert_eq!(rx.statuses(), ["building", "deploying", "success"]);
+    let statuses = rx.statuses();
+    assert_eq!(
+        statuses[statuses.len() - 3..],
+        ["building", "deploying", "success"]
+    );
+    assert!(
+        statuses.len() == 3 || statuses[0] == "pending",
+        "{statuses:?}"
+    );
     assert_eq!(rx.payloads("PostDeployment")[0]["id"], sha);
 }
 

@@ -347,11 +347,14 @@ fn dep_full_deploy_uses_releases_log_and_finishes_when_the_lock_goes() {
         .releases_log("2", "carol", 1)
         .release("2", 2)
         .release_link(Some("2"));
+    // The lock's `pending` goes out first, with the commit the release carries.
     let out = full(&st, &s, 2);
-    assert_eq!(out.transitions.len(), 1);
-    let d = &out.transitions[0].deployment;
-    assert_eq!(out.transitions[0].from, None);
-    assert_eq!(out.transitions[0].to, Building);
+    assert_eq!(out.transitions.len(), 2);
+    assert_eq!(out.transitions[0].to, Pending);
+    assert_eq!(out.transitions[0].deployment.id, sha_of("2"));
+    let d = &out.transitions[1].deployment;
+    assert_eq!(out.transitions[1].from, Some(Pending));
+    assert_eq!(out.transitions[1].to, Building);
     assert_eq!(d.id, sha_of("2"));
     assert_eq!(d.deployer.as_deref(), Some("carol"));
     assert_eq!(d.started, Some(t(1)));
@@ -381,8 +384,16 @@ fn dep_lock_removed_while_release_still_points_at_it_fails() {
 fn dep_lock_removed_before_any_release_fails_the_pending_deployment() {
     let (s, st) = dep_live();
     let st = check(&st, &s.clone().lock("carol"), 1, &[]);
-    // Its one transition: it goes out with the only id it ever had.
-    check(&st, &s, 2, &[("pending-1", None, Failed)]);
+    // It goes out with the only id it ever had.
+    check(
+        &st,
+        &s,
+        2,
+        &[
+            ("pending-1", None, Pending),
+            ("pending-1", Some(Pending), Failed),
+        ],
+    );
 }
 
 #[test]

@@ -92,6 +92,19 @@ impl<'a> Daemon<'a> {
         );
     }
 
+    /// What `deployhook status` prints about the running daemon (stdout and stderr).
+    pub fn status(&self) -> String {
+        let o = run(
+            self.env,
+            &["status", "--config", &self.config.to_string_lossy()],
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
