@@ -111,8 +111,9 @@ pub fn infer(
                 refresh(d, status, p);
                 let fp = modified.0.to_string();
                 if fp != d.fingerprint {
+                    // When the file says it changed, not when this read saw it.
                     d.fingerprint = fp;
-                    d.last_change = now;
+                    d.last_change = d.last_change.max((*modified).min(now));
                 }
                 (
                     level_of(status),

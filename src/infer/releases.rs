@@ -505,8 +505,11 @@ impl Run<'_> {
             }
             let fp = rel.fingerprint();
             if fp != d.fingerprint {
+                // The change happened when the directory says, not when this read saw
+                // it: a change inside a release makes no event, and a read at the idle
+                // deadline must not restart the idle clock from its own time.
                 d.fingerprint = fp;
-                d.last_change = self.now;
+                d.last_change = d.last_change.max(rel.modified.min(self.now));
             }
         }
         if switched && current == Some(name) {

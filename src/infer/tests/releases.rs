@@ -302,6 +302,25 @@ fn failed_by_idle_timeout_when_a_release_never_goes_live() {
 }
 
 #[test]
+fn a_change_seen_late_does_not_restart_the_idle_clock_from_the_read() {
+    // Files written inside the release make no event: the read at the deadline is the
+    // first to see the directory changed at t+300. The deadline is t+300+600, not the
+    // read's time + 600.
+    let (s, st) = cap_live();
+    let s = s.release("200", 2);
+    let out = full(&st, &s, 2);
+    assert_eq!(out.wake_at, Some(t(602)));
+    let s = s.release("200", 300);
+    let out = full(&out.state, &s, 602);
+    assert!(out.transitions.is_empty());
+    assert_eq!(out.wake_at, Some(t(900)));
+    let out = full(&out.state, &s, 900);
+    assert_eq!(out.transitions.len(), 1);
+    assert_eq!(out.transitions[0].to, Failed);
+    assert_eq!(out.transitions[0].deployment.ended, Some(t(900)));
+}
+
+#[test]
 fn failed_by_idle_timeout_when_the_log_line_never_comes() {
     let (s, st) = cap_live();
     let s = s.release("200", 2).current("200");
