@@ -136,7 +136,19 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     let store = Store::open(&config.daemon.state_dir)?;
     tracing::info!(path = %store.path().display(), "outbox opened");
     let dirty = Arc::new(Dirty::default());
-    let mut watcher = match Watcher::new(dirty.clone()) {
+    let own = watch::OwnFiles::of(
+        &config.daemon.state_dir,
+        &[
+            crate::store::DB_FILE,
+            &format!("{}-wal", crate::store::DB_FILE),
+            &format!("{}-shm", crate::store::DB_FILE),
+            &format!("{}-journal", crate::store::DB_FILE),
+            crate::store::LOCK_FILE,
+            verdict::FILE,
+            &format!(".{}.tmp", verdict::FILE),
+        ],
+    );
+    let mut watcher = match Watcher::new(dirty.clone(), own) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(error = %chain(&e), "inotify is unavailable: every site is polled every poll_interval");

@@ -3,18 +3,22 @@
 //! reload, exactly as SIGHUP asks. A change is whatever replaces the text: a write in
 //! place, an editor's write-then-rename, a Kubernetes ConfigMap's `..data` symlink swap.
 //!
-//! Events only say "look again" (a burst is one look, after `QUIET`); the decision is
-//! the text. The daemon's own reads of the file change nothing and wake nothing. Secret
-//! files are not watched: rotating one takes `deployhook reload` or SIGHUP.
+//! Only a *finished* write says "look again": the file closed after writing
+//! (`IN_CLOSE_WRITE`), a rename onto its name (an editor's write-then-rename), or a
+//! ConfigMap's `..data` link swapped — never a write still in progress, however long it
+//! pauses. Events on other files of the directory (a log file beside it) are not
+//! looked at. A burst is one look, after `QUIET`; the decision is the text. Secret files
+//! are not watched: rotating one takes `deployhook reload` or SIGHUP.
 
 use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-use super::{WatchError, is_change};
+use super::WatchError;
 
 /// How long the directory must be quiet before the file is read again: an editor's
 /// steps and a ConfigMap's swap are one change.
@@ -56,9 +60,15 @@ impl ConfigWatch {
     /// `changed` gets a message each time the text changes.
     pub fn start(path: &Path, changed: mpsc::Sender<()>) -> Result<ConfigWatch, WatchError> {
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let file = path.to_path_buf();
         let handler = move |res: notify::Result<notify::Event>| {
-            // A change, an overflow or a backend error: look again.
-            if res.as_ref().map_or(true, |e| is_change(&e.kind)) {
+            // A finished write of the file, an overflow or a backend error: look again.
+            let look = match &res {
+                Ok(e) if e.need_rescan() => true,
+                Ok(e) => finishes_a_write(e, &file),
+                Err(_) => true,
+            };
+            if look {
                 let _ = tx.send(());
             }
         };
@@ -84,7 +94,9 @@ impl ConfigWatch {
                     tracing::warn!(error = %crate::telemetry::chain(&e), "cannot watch the config file's directory");
                 }
                 let now = text_of(&path);
-                if now != last {
+                // A file that cannot be read now (moved away a moment) is looked at again
+                // at its next finished write; there is nothing to reload yet.
+                if now.is_some() && now != last {
                     last = now;
                     tracing::info!(path = %crate::telemetry::escape(&path.display().to_string()), "config file changed: reloading");
                     if changed.send(()).await.is_err() {
@@ -95,6 +107,48 @@ impl ConfigWatch {
         });
         Ok(ConfigWatch { task })
     }
+}
+
+/// Whether `event` finishes a write of the config file `file`: closed after writing, a
+/// rename onto its name (or onto a ConfigMap's `..data`), or a symlink made at its name.
+/// A write in progress (`IN_MODIFY`), a rename away and any other file's event do not.
+fn finishes_a_write(event: &notify::Event, file: &Path) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+    let (paths, need_link): (&[PathBuf], bool) = match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+        | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Any)) => {
+            (&event.paths, false)
+        }
+        // From and to: only where it went counts.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => (
+            event
+                .paths
+                .last()
+                .map(std::slice::from_ref)
+                .unwrap_or_default(),
+            false,
+        ),
+        // A new regular file is still empty; a new symlink is whole.
+        EventKind::Create(_) => (&event.paths, true),
+        _ => return false,
+    };
+    let names = names_of(file);
+    paths.iter().any(|p| {
+        p.file_name().is_some_and(|n| names.iter().any(|m| m == n))
+            && (!need_link || std::fs::symlink_metadata(p).is_ok_and(|m| m.is_symlink()))
+    })
+}
+
+/// The names whose finished write may change what `file` reads: its own, that of the
+/// file its symlinks lead to, and a ConfigMap's `..data`.
+fn names_of(file: &Path) -> Vec<OsString> {
+    let mut names: Vec<OsString> = vec![OsString::from("..data")];
+    names.extend(file.file_name().map(OsStr::to_os_string));
+    if let Ok(real) = std::fs::canonicalize(file) {
+        names.extend(real.file_name().map(OsStr::to_os_string));
+    }
+    names
 }
 
 /// Makes the watches those of the directories that decide `path` now: (re)adds each

@@ -87,6 +87,65 @@ impl Dirty {
 
 type Routes = Arc<Mutex<BTreeMap<PathBuf, BTreeSet<usize>>>>;
 
+/// The files the daemon itself writes: its log (when stdout or stderr is a file) and
+/// its state directory's files. Their events are never a site's change — else a log
+/// line about a read would wake the next read, and so on.
+#[derive(Clone, Debug, Default)]
+pub struct OwnFiles {
+    /// Each as `(directory, file name)`, the directory both as given and resolved.
+    files: Vec<(PathBuf, std::ffi::OsString)>,
+}
+
+impl OwnFiles {
+    /// The daemon's own files: `names` in `state_dir`, and what fds 1 and 2 write to
+    /// when that is a regular file.
+    pub fn of(state_dir: &Path, names: &[&str]) -> OwnFiles {
+        let mut own = OwnFiles::default();
+        let dirs: Vec<PathBuf> = [
+            Some(state_dir.to_path_buf()),
+            std::fs::canonicalize(state_dir).ok(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for dir in &dirs {
+            for name in names {
+                own.files.push((dir.clone(), name.into()));
+            }
+        }
+        for fd in [1, 2] {
+            let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{fd}")) else {
+                continue;
+            };
+            if std::fs::metadata(&target).is_ok_and(|m| m.is_file())
+                && let (Some(dir), Some(name)) = (target.parent(), target.file_name())
+            {
+                own.files.push((dir.to_path_buf(), name.to_os_string()));
+            }
+        }
+        own
+    }
+
+    /// Whether `path` is one of the daemon's own files (the directory compared as
+    /// given, then resolved, only when the name matches).
+    pub fn contains(&self, path: &Path) -> bool {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return false;
+        };
+        let named: Vec<&PathBuf> = self
+            .files
+            .iter()
+            .filter(|(_, n)| n == name)
+            .map(|(d, _)| d)
+            .collect();
+        if named.is_empty() {
+            return false;
+        }
+        named.iter().any(|d| d.as_path() == dir)
+            || std::fs::canonicalize(dir).is_ok_and(|real| named.iter().any(|d| **d == real))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error("cannot start the inotify watcher")]
@@ -243,6 +302,7 @@ fn is_change(kind: &notify::EventKind) -> bool {
 fn route_event(
     res: notify::Result<notify::Event>,
     routes: &BTreeMap<PathBuf, BTreeSet<usize>>,
+    own: &OwnFiles,
     dirty: &Dirty,
 ) {
     match res {
@@ -251,7 +311,11 @@ fn route_event(
         // daemon's own reads, which must never wake it.
         Ok(event) if !is_change(&event.kind) => {}
         Ok(event) => {
-            for path in event.paths.iter().filter(|p| !ignored(p)) {
+            for path in event
+                .paths
+                .iter()
+                .filter(|p| !ignored(p) && !own.contains(p))
+            {
                 for key in [Some(path.as_path()), path.parent()].into_iter().flatten() {
                     for s in routes.get(key).into_iter().flatten() {
                         dirty.mark(*s);
@@ -276,13 +340,14 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn new(dirty: Arc<Dirty>) -> Result<Self, WatchError> {
+    /// `own`: the daemon's own files, whose events are ignored.
+    pub fn new(dirty: Arc<Dirty>, own: OwnFiles) -> Result<Self, WatchError> {
         let routes: Routes = Arc::default();
         let cb_routes = routes.clone();
         let cb_dirty = dirty.clone();
         let handler = move |res: notify::Result<notify::Event>| {
             let routes = cb_routes.lock().unwrap_or_else(|e| e.into_inner());
-            route_event(res, &routes, &cb_dirty);
+            route_event(res, &routes, &own, &cb_dirty);
         };
         let config = notify::Config::default().with_follow_symlinks(false);
         let inner = notify::RecommendedWatcher::new(handler, config)
@@ -382,17 +447,22 @@ mod tests {
         let d = Dirty::default();
         let ev =
             Event::new(EventKind::Create(CreateKind::Folder)).add_path("/srv/b/releases/9".into());
-        route_event(Ok(ev), &routes, &d);
+        route_event(Ok(ev), &routes, &OwnFiles::default(), &d);
         assert_eq!(d.take().sites, BTreeSet::from([1]));
         let ev = Event::new(EventKind::Create(CreateKind::File))
             .add_path("/srv/b/releases/9/deep/file".into());
-        route_event(Ok(ev), &routes, &d);
+        route_event(Ok(ev), &routes, &OwnFiles::default(), &d);
         assert!(d.take().is_empty(), "nothing inside release trees");
         let ev = Event::new(EventKind::Other).set_flag(Flag::Rescan);
-        route_event(Ok(ev), &routes, &d);
+        route_event(Ok(ev), &routes, &OwnFiles::default(), &d);
         let m = d.take();
         assert!(m.all && m.rescans == 1);
-        route_event(Err(notify::Error::generic("queue overflow")), &routes, &d);
+        route_event(
+            Err(notify::Error::generic("queue overflow")),
+            &routes,
+            &OwnFiles::default(),
+            &d,
+        );
         assert!(d.take().all);
     }
 
@@ -410,6 +480,7 @@ mod tests {
             route_event(
                 Ok(Event::new(kind).add_path("/srv/a/revisions.log".into())),
                 &routes,
+                &OwnFiles::default(),
                 &d,
             );
             assert!(d.take().is_empty(), "{kind:?} is not a change");
@@ -421,10 +492,32 @@ mod tests {
             route_event(
                 Ok(Event::new(kind).add_path("/srv/a/revisions.log".into())),
                 &routes,
+                &OwnFiles::default(),
                 &d,
             );
             assert_eq!(d.take().sites, BTreeSet::from([0]), "{kind:?} is a change");
         }
+    }
+
+    #[test]
+    fn the_daemons_own_files_mark_nothing() {
+        use notify::event::{DataChange, Event, EventKind, ModifyKind};
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let site = dir.path().join("site");
+        std::fs::create_dir_all(&site).unwrap_or_else(|e| panic!("{e}"));
+        let routes: BTreeMap<PathBuf, BTreeSet<usize>> =
+            [(site.clone(), BTreeSet::from([0]))].into();
+        // The state directory is the site's directory (a marker site, say).
+        let own = OwnFiles::of(&site, &["deployhook.sqlite", "deployhook.sqlite-wal"]);
+        let d = Dirty::default();
+        let write = |name: &str| {
+            Event::new(EventKind::Modify(ModifyKind::Data(DataChange::Any)))
+                .add_path(site.join(name))
+        };
+        route_event(Ok(write("deployhook.sqlite-wal")), &routes, &own, &d);
+        assert!(d.take().is_empty(), "the outbox's own writes");
+        route_event(Ok(write("status")), &routes, &own, &d);
+        assert_eq!(d.take().sites, BTreeSet::from([0]), "the site's own file");
     }
 
     #[test]
