@@ -25,6 +25,7 @@ mod marker;
 mod nats;
 mod notify;
 mod readme_formats;
+mod real_tools;
 mod relay;
 mod releases;
 mod reload;

@@ -22,3 +22,4 @@ pub mod netns;
 pub mod python;
 pub mod receiver;
 pub mod sites;
+pub mod tools;
