@@ -238,3 +238,53 @@ fn deployhook_reload_fails_when_the_daemon_rejects_the_config() {
     d.wait_log("reload rejected");
     assert_eq!(d.stop(), Some(0));
 }
+
+#[test]
+fn a_config_written_in_two_halves_is_read_only_when_finished() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let one = Receiver::start();
+    let two = Receiver::start();
+    let cfg = with_hook(&config(&env, &site, &one.url, ""), "two", &two.url);
+    let d = Daemon::start(&env, &cfg);
+
+    // Rewritten in place by a slow writer: the first half (without hook `two`), a pause
+    // longer than any quiet period, a deploy in the pause, then the rest.
+    let new_text = format!("# edited\n{cfg}");
+    let cut = new_text
+        .find("[[hook]]\nname = \"two\"")
+        .unwrap_or_else(|| panic!("{new_text}"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&d.config)
+        .unwrap_or_else(|e| panic!("{e}"));
+    use std::io::Write;
+    f.write_all(&new_text.as_bytes()[..cut])
+        .and_then(|()| f.flush())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The writer's own pause (part of the scenario, not a wait for the daemon).
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    site.commit("a.html", "Deployed while the config is half-written");
+    site.cap_deploy("20261120100000", "bob");
+    eventually!(
+        one.payloads("PostDeployment").len() == 1,
+        "the deploy in the pause"
+    );
+    f.write_all(&new_text.as_bytes()[cut..])
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(f);
+    d.wait_log("config reloaded");
+    eventually!(
+        two.payloads("PostDeployment").len() == 1,
+        "the deploy went to the hooks of the whole file"
+    );
+    assert_eq!(
+        count_logs(&d, "config file changed: reloading"),
+        1,
+        "read once, when finished: {:?}",
+        d.logs()
+    );
+    assert!(!d.has_log("reload rejected"), "{:?}", d.logs());
+}

@@ -47,7 +47,22 @@ impl<'a> Daemon<'a> {
 
     /// Starts `deployhook run` on an existing config file, with extra environment.
     pub fn start_with(env: &'a TestEnv, config: &Path, vars: &[(&str, &str)]) -> Daemon<'a> {
-        let mut child = command(env)
+        Self::start_as(env, config, vars, None)
+    }
+
+    /// `start_with`, the daemon running as `uid` (its group the same number) when given.
+    pub fn start_as(
+        env: &'a TestEnv,
+        config: &Path,
+        vars: &[(&str, &str)],
+        uid: Option<u32>,
+    ) -> Daemon<'a> {
+        let mut cmd = command(env);
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(uid);
+        }
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(config)
             .envs(vars.iter().copied())
