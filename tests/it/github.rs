@@ -258,3 +258,58 @@ fn a_create_whose_answer_is_lost_and_a_sigkill_never_make_a_second_deployment() 
     assert!(operations.contains(&"repos/list-deployments".to_string()));
     drop(d);
 }
+
+#[test]
+fn a_release_whose_revision_is_written_late_is_one_deployment_of_its_sha() {
+    let env = TestEnv::new();
+    let site = Site::plain(&env);
+    site.plain_deploy("20270101000000");
+    let gh = FakeGithub::start();
+    // Settle at its default: a first transition waits that long for the commit.
+    let cfg = config(&env, &site, &gh, "").replace("settle = \"300ms\"", "settle = \"2s\"");
+    let d = Daemon::start(&env, &cfg);
+    let sha = site.commit("a.html", "Fix header");
+    // Capistrano's own order: the code archived into the release, then REVISION.
+    let release = site.release_dir("20270101000100");
+    std::fs::create_dir_all(&release).unwrap_or_else(|e| panic!("{e}"));
+    let archive = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "git -C '{}' archive main | tar -x -f - -C '{}'",
+            site.src.display(),
+            release.display()
+        ))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(archive, "git archive | tar -x");
+    // The tool's own pause before it writes REVISION (part of the scenario).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    site.write_revision("20270101000100", &sha);
+    let tmp = site.root.join(".current.tmp");
+    std::os::unix::fs::symlink("releases/20270101000100", &tmp).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&tmp, site.root.join("current")).unwrap_or_else(|e| panic!("{e}"));
+    eventually!(
+        gh.accepted_statuses()
+            .last()
+            .is_some_and(|(_, s)| s == "success"),
+        "the success status: {:?}",
+        gh.accepted_statuses()
+    );
+    let deployments = gh.deployments();
+    assert_eq!(deployments.len(), 1, "one deployment: {deployments:?}");
+    assert_eq!(deployments[0]["ref"], sha.as_str(), "ref is the SHA");
+    let creates: Vec<GhRequest> = gh.requests().into_iter().filter(|r| r.is_create()).collect();
+    assert!(
+        creates.iter().all(|r| r.body["ref"] == sha.as_str()),
+        "never a release name as ref: {:?}",
+        creates.iter().map(|r| r.body["ref"].clone()).collect::<Vec<_>>()
+    );
+
+    // A release that never says its commit is no GitHub deployment: not sent, said.
+    let bare = site.release_dir("20270101000200");
+    std::fs::create_dir_all(&bare).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(bare.join("index.html"), "v3").unwrap_or_else(|e| panic!("{e}"));
+    d.wait_log("the deployment's id is no commit SHA");
+    assert_eq!(gh.deployments().len(), 1, "{:?}", gh.deployments());
+    d.stop();
+}

@@ -190,3 +190,51 @@ fn after_a_deploy_a_quiet_site_is_not_read_again_and_again() {
     let during = reads() - before;
     assert!(during <= 2, "{during} reads in 3 s of quiet");
 }
+
+#[test]
+fn a_log_file_in_a_watched_directory_never_wakes_the_daemon() {
+    // The daemon's own log, at trace level, written into the directory it watches (a
+    // marker site's): each line is an event there, and must not be a reason to read.
+    let env = TestEnv::new();
+    let dir = env.join("svc");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let rx = Receiver::start();
+    let cfg = env.join("deployhook.toml");
+    std::fs::write(
+        &cfg,
+        crate::support::sites::app_config(&env, &dir, "layout = \"marker\"", &rx.url),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let log = dir.join("deployhook.log");
+    let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+    let mut child = crate::support::daemon::command(&env)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "trace")
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let reads = || text().matches("site read").count();
+    eventually!(text().contains("daemon ready"), "ready: {}", text());
+    let mark = |status: &str, id: &str| {
+        crate::support::sites::write_atomic(
+            &dir.join(".deployhook-status.json"),
+            format!(r#"{{"status": "{status}", "id": "{id}"}}"#).as_bytes(),
+        )
+    };
+    mark("success", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    eventually!(rx.payloads("PostDeployment").len() == 1, "the first deploy");
+    let before = reads();
+    mark("success", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+    eventually!(rx.payloads("PostDeployment").len() == 2, "the second deploy");
+    let during = reads() - before;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        during <= 5,
+        "{during} reads for one deploy: the daemon's own log woke it ({} bytes of log)",
+        text().len()
+    );
+}
