@@ -47,11 +47,17 @@ pub struct Metrics {
     oldest_pending: Family<HookLabel, Gauge<f64, AtomicU64>>,
     site_reads: Family<SiteLabel, Counter>,
     site_read_errors: Family<SiteLabel, Counter>,
+    api_connections: Family<OutcomeLabel, Counter>,
     not_commits: Family<HookLabel, Counter>,
     rescans: Counter,
     reloads: Counter,
     reload_failures: Counter,
     relay_skipped: Family<SourceLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,6 +81,7 @@ impl Metrics {
             oldest_pending: Family::default(),
             site_reads: Family::default(),
             site_read_errors: Family::default(),
+            api_connections: Family::default(),
             not_commits: Family::default(),
             rescans: Counter::default(),
             reloads: Counter::default(),
@@ -116,6 +123,11 @@ impl Metrics {
             "site_read_errors",
             "Reads of a site that failed (an error other than not found: permissions, too many open files, I/O); the site kept its last state and is read again, by site",
             m.site_read_errors.clone(),
+        );
+        registry.register(
+            "api_connections",
+            "API connections by outcome: accepted, evicted (a silent one made room at the limit), refused (every one busy at the limit)",
+            m.api_connections.clone(),
         );
         registry.register(
             "github_not_commits",
@@ -168,6 +180,14 @@ impl Metrics {
         self.site_read_errors
             .get_or_create(&SiteLabel {
                 site: site.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn api_connection(&self, outcome: &str) {
+        self.api_connections
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
             })
             .inc();
     }

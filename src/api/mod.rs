@@ -13,6 +13,9 @@ mod chains;
 pub mod client;
 mod history;
 mod hooks;
+mod serve;
+
+pub use serve::Limits;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -77,6 +80,24 @@ pub struct ApiHandle {
     /// Set once the first reconcile is done.
     pub ready: watch::Sender<bool>,
     pub listen: Listen,
+    /// Closes this API's listener (a reload that drops or moves `[api]`).
+    stop: watch::Sender<bool>,
+    /// The connection limit in force (the configured one, at most a quarter of the file
+    /// descriptor limit).
+    pub limits: Limits,
+}
+
+impl ApiHandle {
+    /// Closes the listener now: no new connection is accepted; requests in flight end.
+    pub fn close(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for ApiHandle {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 #[derive(Clone)]
@@ -89,6 +110,8 @@ pub(crate) struct Api {
     /// publish never plans a delivery for a hook being deleted.
     mutate: Arc<tokio::sync::Mutex<()>>,
     ready: watch::Receiver<bool>,
+    /// How long one request may take, reading its body included.
+    request_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +172,7 @@ pub async fn start(
     listen: &Listen,
     store: &Store,
     settings: Settings,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<ApiHandle, ApiError> {
     let bind_error = |source| ApiError::Bind {
@@ -174,19 +198,29 @@ pub async fn start(
         to_loop,
         mutate: Arc::new(tokio::sync::Mutex::new(())),
         ready: ready_rx,
+        request_timeout: limits.request_timeout,
     };
     let app = router(api);
-    let stop = async move {
-        let _ = shutdown.wait_for(|s| *s).await;
+    let limits = Limits {
+        max_connections: limits.max_connections.min(fd_budget()),
+        ..limits
     };
-    tracing::info!(listen = %listen, "API listening");
+    // This API's own stop (a reload), or the daemon's shutdown.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut own_stop = stop_rx.clone();
+    let (either_tx, either_rx) = watch::channel(false);
     tokio::spawn(async move {
-        let served = match bound {
-            Bound::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
-            Bound::Unix(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
-        };
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the API server stopped");
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => {}
+            _ = own_stop.wait_for(|s| *s) => {}
+        }
+        let _ = either_tx.send(true);
+    });
+    tracing::info!(listen = %listen, max_connections = limits.max_connections, "API listening");
+    tokio::spawn(async move {
+        match bound {
+            Bound::Tcp(l) => serve::serve(l, app, limits, either_rx).await,
+            Bound::Unix(l) => serve::serve(l, app, limits, either_rx).await,
         }
     });
     Ok(ApiHandle {
@@ -195,7 +229,26 @@ pub async fn start(
         requests,
         ready: ready_tx,
         listen: listen.clone(),
+        stop: stop_tx,
+        limits,
     })
+}
+
+/// A quarter of the file descriptor limit: what the API may hold at most, so site
+/// reads, the outbox and deliveries always have descriptors left.
+fn fd_budget() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if !ok {
+        return 256;
+    }
+    usize::try_from(lim.rlim_cur / 4)
+        .unwrap_or(usize::MAX)
+        .max(16)
 }
 
 /// A unix socket at `path`, mode 0660 (a stale socket from an earlier run is replaced;
@@ -298,9 +351,38 @@ fn router(api: Api) -> Router {
             api.clone(),
             auth::require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), bounded))
         .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
+}
+
+/// Bounds a request: a declared body over `MAX_BODY` is `413` before anything is read,
+/// and a request (its body read included) that takes longer than `request_timeout` is
+/// `408`: a client that declares 10 GB and sends one byte gets an answer.
+async fn bounded(
+    axum::extract::State(api): axum::extract::State<Api>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_BODY} bytes"),
+        );
+    }
+    match tokio::time::timeout(api.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request took too long (request_timeout)",
+        ),
+    }
 }
 
 /// Makes every error answer JSON: axum's own rejections (a path or query it cannot

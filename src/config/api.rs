@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use super::raw::RawApi;
 use super::secrets::read_secret_file;
+use super::types::{
+    DEFAULT_API_HEADER_TIMEOUT, DEFAULT_API_MAX_CONNECTIONS, DEFAULT_API_REQUEST_TIMEOUT,
+};
 use super::validate::Checker;
 use super::{ApiConfig, DEFAULT_API_LISTEN, Env, Listen};
 
@@ -69,11 +72,41 @@ pub(super) fn validate_api(
                 .to_string(),
         );
     }
+    let max_connections = match &a.max_connections {
+        None => DEFAULT_API_MAX_CONNECTIONS,
+        Some(n) => match usize::try_from(*n.get_ref()) {
+            Ok(n) if (1..=65_536).contains(&n) => n,
+            _ => {
+                c.at(
+                    n.span(),
+                    "api.max_connections",
+                    format!(
+                        "{} is not a number of connections from 1 to 65536",
+                        n.get_ref()
+                    ),
+                );
+                DEFAULT_API_MAX_CONNECTIONS
+            }
+        },
+    };
+    let header_timeout = c.duration(
+        &a.header_timeout,
+        "api.header_timeout",
+        DEFAULT_API_HEADER_TIMEOUT,
+    );
+    let request_timeout = c.duration(
+        &a.request_timeout,
+        "api.request_timeout",
+        DEFAULT_API_REQUEST_TIMEOUT,
+    );
     ApiConfig {
         listen,
         token,
         public_url,
         allow_private_targets,
+        max_connections,
+        header_timeout,
+        request_timeout,
     }
 }
 

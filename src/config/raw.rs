@@ -44,6 +44,16 @@ pub struct RawApi {
     /// Let hooks registered through the API target loopback, private and link-local
     /// addresses. Default false.
     pub allow_private_targets: Option<bool>,
+    /// Connections served at once. Default 256 (at most a quarter of the file
+    /// descriptor limit). At the limit a new connection replaces the oldest one that has
+    /// sent nothing yet, or is closed.
+    pub max_connections: Option<Spanned<i64>>,
+    /// How long a client may take to send a request's headers; also how long a
+    /// kept-alive connection may sit idle. Default `10s`.
+    pub header_timeout: Option<Spanned<String>>,
+    /// How long a request may take, reading its body included (`408` after). Default
+    /// `30s`.
+    pub request_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -64,7 +64,15 @@ pub struct ApiConfig {
     pub token: Option<Secret>,
     pub public_url: Option<url::Url>,
     pub allow_private_targets: bool,
+    pub max_connections: usize,
+    pub header_timeout: std::time::Duration,
+    pub request_timeout: std::time::Duration,
 }
+
+/// `[api]` defaults.
+pub const DEFAULT_API_MAX_CONNECTIONS: usize = 256;
+pub const DEFAULT_API_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const DEFAULT_API_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl ApiConfig {
     /// Loopback, no token, private targets refused: for code that builds configs.
@@ -74,6 +82,9 @@ impl ApiConfig {
             token: None,
             public_url: None,
             allow_private_targets: false,
+            max_connections: DEFAULT_API_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_API_HEADER_TIMEOUT,
+            request_timeout: DEFAULT_API_REQUEST_TIMEOUT,
         }
     }
 }

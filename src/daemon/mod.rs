@@ -126,6 +126,7 @@ pub async fn run_from_config_file(path: PathBuf) -> Result<(), Fatal> {
 
 /// Runs the daemon with a validated config until `control.shutdown` says stop.
 pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> {
+    raise_fd_limit();
     deliver::init_tls();
     if let Err(e) = snapshot::git::allow_foreign_owners() {
         tracing::warn!(error = %e, "cannot turn off libgit2's owner check; repositories owned by other users will not be read");
@@ -165,6 +166,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 &a.listen,
                 &store,
                 api_settings(&config),
+                api_limits(a),
                 control.shutdown.clone(),
             )
             .await?,
@@ -458,6 +460,36 @@ fn wanted_hooks(config: &Config, api_hooks: &[ApiHook]) -> Vec<HookConfig> {
         }
     }
     hooks
+}
+
+fn api_limits(a: &config::ApiConfig) -> api::Limits {
+    api::Limits {
+        max_connections: a.max_connections,
+        header_timeout: a.header_timeout,
+        request_timeout: a.request_timeout,
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit (systemd gives 1024 soft): a
+/// crowd of connections must not leave site reads without descriptors.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointers to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot raise the open files limit");
+        }
+    }
 }
 
 fn api_settings(config: &Config) -> api::Settings {

@@ -298,11 +298,18 @@ fn a_release_whose_revision_is_written_late_is_one_deployment_of_its_sha() {
     let deployments = gh.deployments();
     assert_eq!(deployments.len(), 1, "one deployment: {deployments:?}");
     assert_eq!(deployments[0]["ref"], sha.as_str(), "ref is the SHA");
-    let creates: Vec<GhRequest> = gh.requests().into_iter().filter(|r| r.is_create()).collect();
+    let creates: Vec<GhRequest> = gh
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_create())
+        .collect();
     assert!(
         creates.iter().all(|r| r.body["ref"] == sha.as_str()),
         "never a release name as ref: {:?}",
-        creates.iter().map(|r| r.body["ref"].clone()).collect::<Vec<_>>()
+        creates
+            .iter()
+            .map(|r| r.body["ref"].clone())
+            .collect::<Vec<_>>()
     );
 
     // A release that never says its commit is no GitHub deployment: not sent, said.

@@ -5,6 +5,7 @@
 mod support;
 
 mod api;
+mod api_bounds;
 mod api_history;
 mod api_readme;
 mod api_schema;

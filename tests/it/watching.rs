@@ -228,7 +228,10 @@ fn a_log_file_in_a_watched_directory_never_wakes_the_daemon() {
     eventually!(rx.payloads("PostDeployment").len() == 1, "the first deploy");
     let before = reads();
     mark("success", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
-    eventually!(rx.payloads("PostDeployment").len() == 2, "the second deploy");
+    eventually!(
+        rx.payloads("PostDeployment").len() == 2,
+        "the second deploy"
+    );
     let during = reads() - before;
     let _ = child.kill();
     let _ = child.wait();

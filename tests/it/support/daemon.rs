@@ -57,10 +57,38 @@ impl<'a> Daemon<'a> {
         vars: &[(&str, &str)],
         uid: Option<u32>,
     ) -> Daemon<'a> {
+        Self::start_opts(env, config, vars, uid, None)
+    }
+
+    /// `start_as`, with the open files limit (soft and hard) set to `nofile` when given,
+    /// as systemd's `LimitNOFILE=` would.
+    pub fn start_opts(
+        env: &'a TestEnv,
+        config: &Path,
+        vars: &[(&str, &str)],
+        uid: Option<u32>,
+        nofile: Option<u64>,
+    ) -> Daemon<'a> {
+        use std::os::unix::process::CommandExt;
         let mut cmd = command(env);
         if let Some(uid) = uid {
-            use std::os::unix::process::CommandExt;
             cmd.uid(uid).gid(uid);
+        }
+        if let Some(n) = nofile {
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe; `lim` is a valid local.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let mut child = cmd
             .args(["run", "--config"])

@@ -1,0 +1,167 @@
+//! Nothing from outside can blind the daemon through its API (issue 22): a crowd of idle
+//! connections under the fd limit systemd gives, slowloris headers, a body declared
+//! 10 GB — site reads, `/healthz` and deliveries go on, and every stuck client gets
+//! closed or answered.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::support::api::{Client, free_port};
+use crate::support::daemon::Daemon;
+use crate::support::deploy::{Site, config};
+use crate::support::env::TestEnv;
+use crate::support::receiver::Receiver;
+
+/// Lets this test process hold many sockets: its soft open files limit up to the hard.
+fn raise_own_fd_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointers to a local rlimit.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        assert!(
+            lim.rlim_max >= want,
+            "this test holds {want} sockets: raise the hard open files limit (ulimit -Hn)"
+        );
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.max(lim.rlim_cur).min(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+}
+
+fn api_config(env: &TestEnv, site: &Site, rx: &Receiver, port: u16, api: &str) -> String {
+    format!(
+        "{}\n[api]\nlisten = \"127.0.0.1:{port}\"\n{api}\n",
+        config(env, site, &rx.url, "")
+    )
+}
+
+#[test]
+fn eleven_hundred_idle_connections_under_a_1024_fd_limit_blind_nothing() {
+    raise_own_fd_limit(1300);
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let rx = Receiver::start();
+    let port = free_port();
+    let cfg = env.join("deployhook.toml");
+    std::fs::write(&cfg, api_config(&env, &site, &rx, port, "")).unwrap_or_else(|e| panic!("{e}"));
+    // systemd's default: 1024 open files, soft and hard.
+    let d = Daemon::start_opts(&env, &cfg, &[], None, Some(1024));
+    let api = Client::tcp(port);
+    eventually!(api.get("/healthz").status == 200, "healthz");
+
+    // 1,100 connections that never speak.
+    let idle: Vec<TcpStream> = (0..1100)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(idle.len() > 1024, "{} connected", idle.len());
+    // A probe still gets through, and a deploy made meanwhile is reported.
+    eventually!(
+        api.get("/healthz").status == 200,
+        "healthz while {} idle connections are held",
+        idle.len()
+    );
+    site.commit("a.html", "During the crowd");
+    let sha = site.cap_deploy("20261120100000", "bob");
+    eventually!(
+        rx.payloads("PostDeployment").len() == 1,
+        "the deploy made during the crowd: {:?}",
+        rx.statuses()
+    );
+    assert_eq!(rx.payloads("PostDeployment")[0]["id"], sha);
+    let metrics = api.get("/metrics").text();
+    assert!(
+        metrics.contains("deployhook_api_connections_total{outcome=\"evicted\"}")
+            || metrics.contains("deployhook_api_connections_total{outcome=\"refused\"}"),
+        "the limit was met: {metrics}"
+    );
+    drop(idle);
+    site.commit("b.html", "After the crowd");
+    site.cap_deploy("20261120110000", "carol");
+    eventually!(
+        rx.payloads("PostDeployment").len() == 2,
+        "the deploy after the crowd"
+    );
+    assert!(!d.has_log("Too many open files"), "{:?}", d.logs());
+    d.stop();
+}
+
+/// Reads until the server closes the connection (EOF or reset); what it sent.
+fn read_to_close(mut s: TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server neither answered nor closed: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn slow_headers_are_cut_off_and_a_body_declared_huge_is_answered() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let rx = Receiver::start();
+    let port = free_port();
+    let cfg = env.join("deployhook.toml");
+    std::fs::write(
+        &cfg,
+        api_config(
+            &env,
+            &site,
+            &rx,
+            port,
+            "header_timeout = \"1s\"\nrequest_timeout = \"2s\"",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let d = Daemon::start_with(&env, &cfg, &[]);
+    let api = Client::tcp(port);
+    eventually!(api.get("/healthz").status == 200, "healthz");
+
+    // Slowloris: headers that never end are closed after header_timeout.
+    let slow: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap_or_else(|e| panic!("{e}"));
+            s
+        })
+        .collect();
+    for s in slow {
+        read_to_close(s);
+    }
+
+    // A body declared 10 GB, one byte sent: answered 413 at once.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(
+        b"POST /api/hooks/publish/Custom HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let answer = read_to_close(s);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("{\"error\":"), "JSON: {answer}");
+
+    // A body declared small that never comes: 408 after request_timeout.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(
+        b"POST /api/hooks/publish/Custom HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let answer = read_to_close(s);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(api.get("/healthz").status, 200);
+    d.stop();
+}
