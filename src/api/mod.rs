@@ -85,12 +85,25 @@ pub struct ApiHandle {
     /// The connection limit in force (the configured one, at most a quarter of the file
     /// descriptor limit).
     pub limits: Limits,
+    /// The limits as configured (what a reload compares).
+    pub configured: Limits,
+    /// The accept loop, which owns the listener.
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ApiHandle {
-    /// Closes the listener now: no new connection is accepted; requests in flight end.
+    /// Closes the listener: no new connection is accepted (requests in flight end).
     pub fn close(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Closes the listener and waits until its socket is released, so the address can
+    /// be bound again at once.
+    pub async fn shut(mut self) {
+        self.close();
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
     }
 }
 
@@ -201,6 +214,7 @@ pub async fn start(
         request_timeout: limits.request_timeout,
     };
     let app = router(api);
+    let configured = limits;
     let limits = Limits {
         max_connections: limits.max_connections.min(fd_budget()),
         ..limits
@@ -217,7 +231,7 @@ pub async fn start(
         let _ = either_tx.send(true);
     });
     tracing::info!(listen = %listen, max_connections = limits.max_connections, "API listening");
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         match bound {
             Bound::Tcp(l) => serve::serve(l, app, limits, either_rx).await,
             Bound::Unix(l) => serve::serve(l, app, limits, either_rx).await,
@@ -231,6 +245,8 @@ pub async fn start(
         listen: listen.clone(),
         stop: stop_tx,
         limits,
+        configured,
+        server: Some(server),
     })
 }
 

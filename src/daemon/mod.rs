@@ -75,7 +75,8 @@ pub struct Control {
 #[derive(Debug)]
 pub enum Reload {
     Applied,
-    Rejected(LoadError),
+    /// Why, every error in one text.
+    Rejected(String),
 }
 
 /// Tells systemd (under `Type=notify`; a no-op elsewhere).
@@ -260,14 +261,23 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                     states.extend(NotifyState::monotonic_usec_now().ok());
                     notify(&states);
                     reloads += 1;
-                    let outcome = reload_config(path, &mut config);
+                    let old = config.clone();
+                    let mut outcome = reload_config(path, &mut config);
+                    // The API follows the new config at once, or the reload is refused:
+                    // never a listener whose rules no longer match the config.
+                    if matches!(outcome, Reload::Applied)
+                        && let Err(why) = follow_api(&mut api, &old, &config, &store, &control.shutdown).await
+                    {
+                        config = old;
+                        outcome = Reload::Rejected(why);
+                    }
                     crate::metrics::get().reload(matches!(outcome, Reload::Applied));
                     let answer = verdict::Verdict {
                         pid: std::process::id(),
                         seq: reloads,
                         rejected: match &outcome {
                             Reload::Applied => None,
-                            Reload::Rejected(e) => Some(chain(e)),
+                            Reload::Rejected(e) => Some(e.clone()),
                         },
                     };
                     if let Err(e) = verdict::write(&config.daemon.state_dir, &answer) {
@@ -288,7 +298,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                             tracing::info!(sites = config.sites.len(), hooks = config.hooks.len(), "config reloaded");
                         }
                         Reload::Rejected(e) => {
-                            tracing::error!(error = %chain(&e), "reload rejected; the running config stays");
+                            tracing::error!(error = %e, "reload rejected; the running config stays");
                         }
                     }
                     notify(&[NotifyState::Ready]);
@@ -505,17 +515,75 @@ fn api_settings(config: &Config) -> api::Settings {
     }
 }
 
-/// After a reload: the new token and settings apply at once; a new `listen` (or an
-/// `[api]` added or removed) waits for a restart.
+/// After a reload: the new token and settings apply at once (`follow_api` has already
+/// moved, opened or closed the listener).
 fn reconfigure_api(api: Option<&ApiHandle>, config: &Config) {
-    let listen = config.api.as_ref().map(|a| &a.listen);
-    if api.map(|a| &a.listen) != listen {
-        tracing::warn!(
-            "api.listen (or the [api] table) changed: this takes effect at the next restart"
-        );
-    }
     if let Some(a) = api {
         a.settings.send_replace(api_settings(config));
+    }
+}
+
+/// Makes the running API what the reloaded `config` says, before anything else of the
+/// reload applies: `[api]` dropped closes the listener now; a new `listen` or new limits
+/// close the old one and bind the new; `[api]` added binds. A bind that fails reopens
+/// the old listener and refuses the reload (the old config stays), saying why.
+async fn follow_api(
+    api: &mut Option<ApiHandle>,
+    old: &Config,
+    config: &Config,
+    store: &Store,
+    shutdown: &channel::Receiver<bool>,
+) -> Result<(), String> {
+    let wanted = config.api.as_ref().map(|a| (&a.listen, api_limits(a)));
+    let running = api.as_ref().map(|a| (&a.listen, a.configured));
+    if wanted == running {
+        return Ok(());
+    }
+    if let Some(a) = api.take() {
+        let listen = a.listen.to_string();
+        a.shut().await;
+        tracing::info!(listen = %listen, "API listener closed (the reloaded config drops or moves it)");
+    }
+    let Some(new) = &config.api else {
+        return Ok(());
+    };
+    match api::start(
+        &new.listen,
+        store,
+        api_settings(config),
+        api_limits(new),
+        shutdown.clone(),
+    )
+    .await
+    {
+        Ok(handle) => {
+            let _ = handle.ready.send(true);
+            *api = Some(handle);
+            Ok(())
+        }
+        Err(e) => {
+            let why = chain(&e);
+            if let Some(prev) = &old.api {
+                match api::start(
+                    &prev.listen,
+                    store,
+                    api_settings(old),
+                    api_limits(prev),
+                    shutdown.clone(),
+                )
+                .await
+                {
+                    Ok(handle) => {
+                        let _ = handle.ready.send(true);
+                        *api = Some(handle);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %chain(&e), "the API cannot listen again where it did: it is down until a reload or restart")
+                    }
+                }
+            }
+            Err(why)
+        }
     }
 }
 
@@ -600,7 +668,7 @@ fn reload_config(path: &std::path::Path, config: &mut Config) -> Reload {
             *config = new;
             Reload::Applied
         }
-        Err(e) => Reload::Rejected(e),
+        Err(e) => Reload::Rejected(chain(&e)),
     }
 }
 

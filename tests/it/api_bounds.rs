@@ -165,3 +165,72 @@ fn slow_headers_are_cut_off_and_a_body_declared_huge_is_answered() {
     assert_eq!(api.get("/healthz").status, 200);
     d.stop();
 }
+
+/// Replaces the config file whole (write aside, rename over) and waits for the verdict.
+fn reload_to(d: &Daemon<'_>, text: &str, verdict: &str) {
+    let tmp = d.config.with_extension("toml.new");
+    std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{e}"));
+    let before = d.logs().iter().filter(|l| l.contains(verdict)).count();
+    std::fs::rename(&tmp, &d.config).unwrap_or_else(|e| panic!("{e}"));
+    eventually!(
+        d.logs().iter().filter(|l| l.contains(verdict)).count() > before,
+        "{verdict}: {:?}",
+        d.logs()
+    );
+}
+
+fn refused(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_err()
+}
+
+#[test]
+fn a_reload_never_leaves_an_open_listener_behind() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let rx = Receiver::start();
+    let token = env.join("api.token");
+    std::fs::write(&token, "s3cret-token\n").unwrap_or_else(|e| panic!("{e}"));
+    let (p1, p2) = (free_port(), free_port());
+    let base = config(&env, &site, &rx.url, "");
+    let public = format!(
+        "{base}\n[api]\nlisten = \"0.0.0.0:{p1}\"\ntoken_file = \"{}\"\n",
+        token.display()
+    );
+    let d = Daemon::start(&env, &public);
+    let api = Client::tcp(p1);
+    eventually!(api.get("/healthz").status == 200, "healthz");
+    assert_eq!(api.get("/api/hooks").status, 401, "the token is required");
+
+    // [api] dropped: the 0.0.0.0 listener is closed at once, not left open tokenless.
+    reload_to(&d, &base, "config reloaded");
+    assert!(refused(p1), "the old listener still accepts");
+
+    // [api] back, on loopback without a token: it listens there, and only there.
+    reload_to(
+        &d,
+        &format!("{base}\n[api]\nlisten = \"127.0.0.1:{p2}\"\n"),
+        "config reloaded",
+    );
+    assert_eq!(Client::tcp(p2).get("/api/hooks").status, 200);
+    assert!(refused(p1));
+
+    // A listen that cannot be bound: the reload is refused, the running API stays.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let p3 = taken
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    reload_to(
+        &d,
+        &format!("{base}\n[api]\nlisten = \"127.0.0.1:{p3}\"\n"),
+        "reload rejected",
+    );
+    assert!(d.has_log("cannot listen on 127.0.0.1:"), "{:?}", d.logs());
+    assert_eq!(
+        Client::tcp(p2).get("/api/hooks").status,
+        200,
+        "the old API stays"
+    );
+    d.stop();
+}
