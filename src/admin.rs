@@ -60,7 +60,12 @@ pub fn read_input(path: &std::path::Path) -> Result<Vec<u8>> {
 
 /// Whether a daemon holds the state directory's lock.
 pub fn daemon_running(config: &Config) -> bool {
-    let Ok(f) = std::fs::File::open(config.daemon.state_dir.join(LOCK_FILE)) else {
+    lock_held(&config.daemon.state_dir)
+}
+
+/// Whether a daemon holds the lock of `state_dir`.
+fn lock_held(state_dir: &std::path::Path) -> bool {
+    let Ok(f) = std::fs::File::open(state_dir.join(LOCK_FILE)) else {
         return false;
     };
     matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
@@ -148,25 +153,66 @@ fn age(t: Timestamp, now: Timestamp) -> String {
 
 /// `deployhook status`.
 /// `deployhook status`; returns whether the daemon is running.
+///
+/// It reports the running daemon: a config file with errors on disk (the daemon keeps
+/// running the config it has) is said separately, and is no failure while the daemon
+/// runs — a typo must not make a healthy daemon's health check fail.
 pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<bool> {
-    let config = load(path)?;
-    let store = Store::open_read_only(&config.daemon.state_dir)?;
+    let (config, file_error) = match load(path) {
+        Ok(c) => (Some(c), None),
+        Err(e) => (None, Some(e)),
+    };
+    let state_dir = config.as_ref().map_or_else(
+        || config::state_dir_of(path),
+        |c| c.daemon.state_dir.clone(),
+    );
+    let is_running = lock_held(&state_dir);
+    let Some(file_error) = file_error else {
+        return status_of(config.as_ref(), &state_dir, is_running, out);
+    };
+    if !is_running {
+        return Err(file_error);
+    }
+    let running = status_of(None, &state_dir, true, out)?;
+    say!(
+        out,
+        "config: {} has errors; the running daemon keeps the config it loaded last (fix the file, then `deployhook reload`):",
+        path.display()
+    );
+    for line in file_error.0.lines() {
+        say!(out, "  {}", escape(line));
+    }
+    Ok(running)
+}
+
+/// What `status` says of the daemon whose state is in `state_dir`: of `config`'s sites
+/// and hooks, or (the file on disk being broken) of every site the outbox knows.
+fn status_of(
+    config: Option<&Config>,
+    state_dir: &std::path::Path,
+    is_running: bool,
+    out: &mut impl Write,
+) -> Result<bool> {
+    let store = Store::open_read_only(state_dir)?;
     let now = Timestamp::now();
-    let is_running = daemon_running(&config);
     let running = if is_running { "running" } else { "not running" };
     say!(out, "daemon: {running}  (state {})", store.path().display());
     let states = store.site_states()?;
-    for site in &config.sites {
+    let names: Vec<String> = match config {
+        Some(c) => c.sites.iter().map(|s| s.name.clone()).collect(),
+        None => states.iter().map(|(n, _, _)| n.clone()).collect(),
+    };
+    for name in &names {
         let state = states
             .iter()
-            .find(|(n, _, _)| n == &site.name)
+            .find(|(n, _, _)| n == name)
             .and_then(|(_, s, _)| s.clone());
-        let mut line = format!("site {}: ", site.name);
+        let mut line = format!("site {name}: ");
         match state.as_ref().and_then(|s| s.live.as_ref()) {
             Some(live) => line.push_str(&format!("live release {} ({})", live.release, live.id)),
             None => line.push_str("nothing live yet"),
         }
-        if let Some(d) = store.latest_deployment(&site.name)? {
+        if let Some(d) = store.latest_deployment(name)? {
             line.push_str(&format!(
                 "; last deployment #{} {} (release {}) {} {}",
                 d.serial,
@@ -189,8 +235,12 @@ pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<bool> {
             );
         }
     }
-    for hook in &config.hooks {
-        let s = store.hook_summary(&hook.name)?;
+    let hooks: Vec<String> = match config {
+        Some(c) => c.hooks.iter().map(|h| h.name.clone()).collect(),
+        None => store.hook_names()?,
+    };
+    for hook in &hooks {
+        let s = store.hook_summary(hook)?;
         let last = match (s.last_attempt_at, s.last_status, &s.last_error) {
             (None, _, _) => "never attempted".to_string(),
             (Some(t), Some(code), _) => format!("HTTP {code} {}", age(t, now)),
@@ -205,13 +255,13 @@ pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<bool> {
                 } else {
                     "now".to_string()
                 },
-                hook.name
+                hook
             )
         });
         say!(
             out,
             "hook {}: {}queue {} (oldest {}), delivered {}, dead {}, last attempt: {last}{next}",
-            hook.name,
+            hook,
             s.disabled
                 .as_ref()
                 .map_or(String::new(), |r| format!("DISABLED ({r}); ")),
@@ -221,7 +271,7 @@ pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<bool> {
             s.dead,
         );
     }
-    if !config.chains.is_empty() {
+    if config.is_none_or(|c| !c.chains.is_empty()) {
         for run in store.chain_runs(10)? {
             let steps: Vec<String> = run
                 .steps
@@ -274,6 +324,27 @@ pub fn retry(
     Ok(())
 }
 
+/// The state directory for a read-only look at the outbox: the config's, or — the file
+/// on disk having errors while a daemon runs on it — the running daemon's (said on
+/// stderr; the listing is still the running daemon's truth).
+fn outbox_dir(path: &std::path::Path) -> Result<std::path::PathBuf> {
+    match load(path) {
+        Ok(c) => Ok(c.daemon.state_dir),
+        Err(e) => {
+            let dir = config::state_dir_of(path);
+            if !lock_held(&dir) {
+                return Err(e);
+            }
+            eprintln!(
+                "note: {} has errors; showing the running daemon's outbox in {}",
+                path.display(),
+                dir.display()
+            );
+            Ok(dir)
+        }
+    }
+}
+
 /// `deployhook deliveries list`.
 pub fn list(
     path: &std::path::Path,
@@ -282,8 +353,7 @@ pub fn list(
     limit: usize,
     out: &mut impl Write,
 ) -> Result<()> {
-    let config = load(path)?;
-    let store = Store::open_read_only(&config.daemon.state_dir)?;
+    let store = Store::open_read_only(&outbox_dir(path)?)?;
     let rows = store.list_deliveries(hook, failed, limit)?;
     say!(
         out,
@@ -318,8 +388,7 @@ pub fn list(
 
 /// `deployhook deliveries show ID`: the request and every attempt's response.
 pub fn show(path: &std::path::Path, id: &str, out: &mut impl Write) -> Result<()> {
-    let config = load(path)?;
-    let store = Store::open_read_only(&config.daemon.state_dir)?;
+    let store = Store::open_read_only(&outbox_dir(path)?)?;
     let d = store
         .delivery_detail(id)?
         .ok_or_else(|| Failed(format!("no delivery {id}")))?;

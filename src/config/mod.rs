@@ -68,6 +68,26 @@ fn load_with(
     parse(&text, path, &env).map_err(LoadError::Invalid)
 }
 
+/// Where the state directory of the config at `path` is, read leniently: from its
+/// `daemon.state_dir` when the file parses as TOML at all, else the default
+/// (`$STATE_DIRECTORY`, then `/var/lib/deployhook`). For commands that read a running
+/// daemon's outbox even when the file on disk has errors (`status`, `deliveries`).
+pub fn state_dir_of(path: &Path) -> PathBuf {
+    let from_file = read_config_text(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| {
+            t.get("daemon")?
+                .get("state_dir")?
+                .as_str()
+                .map(PathBuf::from)
+        })
+        .filter(|p| p.is_absolute());
+    from_file
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/deployhook"))
+}
+
 /// The largest config file read.
 const MAX_CONFIG: u64 = 1024 * 1024;
 

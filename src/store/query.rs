@@ -128,6 +128,19 @@ impl Store {
         Ok((n.unsigned_abs(), oldest.map(Timestamp)))
     }
 
+    /// Every hook the outbox has deliveries for, by name.
+    pub fn hook_names(&self) -> Result<Vec<String>, StoreError> {
+        self.with_conn(|c| {
+            let mut stmt = c
+                .prepare("SELECT DISTINCT hook FROM deliveries ORDER BY hook")
+                .map_err(q("list hooks"))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(q("list hooks"))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(q("list hooks"))
+        })
+    }
+
     pub fn hook_summary(&self, hook: &str) -> Result<HookSummary, StoreError> {
         self.with_conn(|c| {
             type Counts = (i64, Option<i64>, i64, i64, i64, Option<i64>);

@@ -124,3 +124,41 @@ fn a_reload_keeps_the_attempt_in_flight_unchanged_workers_and_unchanged_sites() 
         "the new hook gets the next deploy"
     );
 }
+
+#[test]
+fn a_typo_on_disk_does_not_make_a_healthy_daemon_look_sick() {
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let rx = Receiver::start();
+    let cfg = config(&env, &site, &rx.url, "");
+    let d = Daemon::start(&env, &cfg);
+    let path = d.config.to_string_lossy().into_owned();
+    // A bad edit: the daemon keeps its running config.
+    std::fs::write(&d.config, cfg.replace("[[site]]", "[[site]]\ncolour = 1"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    d.wait_log("reload rejected");
+    let status = crate::support::daemon::run(&env, &["status", "--config", &path]);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert_eq!(status.status.code(), Some(0), "the daemon runs: {text}");
+    assert!(text.contains("daemon: running"), "{text}");
+    assert!(text.contains("site shop: live release"), "{text}");
+    assert!(
+        text.contains("has errors") && text.contains("colour"),
+        "the file's errors, said apart: {text}"
+    );
+    let list = crate::support::daemon::run(&env, &["deliveries", "list", "--config", &path]);
+    assert_eq!(list.status.code(), Some(0), "{:?}", list);
+    // The deploys still go out.
+    site.commit("a.html", "After the typo");
+    site.cap_deploy("20261120100000", "bob");
+    eventually!(
+        rx.payloads("PostDeployment").len() == 1,
+        "a deploy after the typo"
+    );
+    d.stop();
+    // Without a running daemon the broken file is an error again.
+    let status = crate::support::daemon::run(&env, &["status", "--config", &path]);
+    assert_ne!(status.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&status.stderr).contains("colour"));
+}
