@@ -79,11 +79,38 @@ pub enum Reload {
     Rejected(String),
 }
 
-/// Tells systemd (under `Type=notify`; a no-op elsewhere).
+/// Tells systemd (under `Type=notify`; a no-op elsewhere). Never blocks: the datagram
+/// is sent non-blocking, and a full socket (systemd not reading, its queue of 10 full)
+/// drops this message — a stuck notify socket must never stop the loop or SIGTERM.
 fn notify(state: &[NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(state) {
-        tracing::debug!(error = %e, "sd_notify failed");
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let msg: String = state.iter().map(|s| format!("{s}\n")).collect();
+    if let Err(e) = send_notify(&path, msg.as_bytes()) {
+        tracing::debug!(error = %e, "sd_notify: message dropped");
     }
+}
+
+fn send_notify(path: &std::ffi::OsStr, msg: &[u8]) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let sock = UnixDatagram::unbound()?;
+    sock.set_nonblocking(true)?;
+    let bytes = path.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(path)?,
+    };
+    let sent = sock.send_to_addr(msg, &addr)?;
+    if sent != msg.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            "incomplete write",
+        ));
+    }
+    Ok(())
 }
 
 /// Runs the daemon from the command line: loads the config, handles signals.

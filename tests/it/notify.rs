@@ -91,3 +91,25 @@ fn ready_watchdog_reloading_and_stopping_reach_the_notify_socket() {
     assert_eq!(d.stop(), Some(0));
     eventually!(count("STOPPING=1") == 1, "STOPPING=1: {:?}", messages());
 }
+
+#[test]
+fn a_notify_socket_that_is_never_read_never_stops_sigterm() {
+    let env = TestEnv::new();
+    let site = Site::plain(&env);
+    let rx = Receiver::start();
+    // systemd not reading: its queue (net.unix.max_dgram_qlen, 10 here) fills up.
+    let sock_path = env.join("notify.sock");
+    let _sock = UnixDatagram::bind(&sock_path).unwrap_or_else(|e| panic!("{e}"));
+    let path = env.join("deployhook.toml");
+    std::fs::write(&path, config(&env, &site, &rx.url, "")).unwrap_or_else(|e| panic!("{e}"));
+    let sock_str = sock_path.to_string_lossy().into_owned();
+    let d = Daemon::start_with(
+        &env,
+        &path,
+        &[("NOTIFY_SOCKET", &sock_str), ("WATCHDOG_USEC", "100000")],
+    );
+    // The queue is full: a message was dropped rather than waited for.
+    d.wait_log("sd_notify: message dropped");
+    let code = d.stop_within(std::time::Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}

@@ -174,6 +174,24 @@ impl<'a> Daemon<'a> {
         self.signal(15);
         self.child.wait().ok().and_then(|s| s.code())
     }
+
+    /// SIGTERM, and the exit code, which must come within `limit`.
+    pub fn stop_within(mut self, limit: Duration) -> Option<i32> {
+        self.signal(15);
+        let mut code = None;
+        wait_until(
+            || match self.child.try_wait() {
+                Ok(Some(s)) => {
+                    code = s.code();
+                    true
+                }
+                _ => false,
+            },
+            limit,
+            || "the daemon to exit after SIGTERM".to_string(),
+        );
+        code
+    }
 }
 
 impl Drop for Daemon<'_> {
