@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Api, ErrorOut, Problem};
 use crate::model::Timestamp;
-use crate::store::chains::{Callback, ChainRun, ChainStep};
+use crate::store::chains::{Answered, Callback, ChainRun, ChainStep};
 
 const MAX_DESCRIPTION: usize = 255;
 const MAX_CONTEXT: usize = 100;
@@ -75,7 +75,7 @@ fn check(body: &[u8]) -> Result<Callback, String> {
     security(()),
     params(("token" = String, Path, description = "The single-use token of the step's callback_url")),
     request_body = CallbackIn,
-    responses((status = 200, description = "Recorded", body = CallbackOut), (status = 400, description = "Not a valid callback; the step still waits", body = ErrorOut), (status = 404, description = "No step waits for this token (unknown, used, or its chain is over)", body = ErrorOut)))]
+    responses((status = 200, description = "Recorded", body = CallbackOut), (status = 400, description = "Not a valid callback; the step still waits", body = ErrorOut), (status = 404, description = "No step waits for this token (unknown, used, or its chain is over)", body = ErrorOut), (status = 410, description = "Too late: the step's callback_timeout has passed; the chain ended in error", body = ErrorOut)))]
 pub(super) async fn callback(
     State(api): State<Api>,
     Path(token): Path<String>,
@@ -103,11 +103,20 @@ pub(super) async fn callback(
         let recorded = api
             .blocking(move |s| s.chain_callback(&token, &cb, &base, Timestamp::now()))
             .await?;
-        let Some(next) = recorded else {
-            return Err(Problem::new(
-                StatusCode::NOT_FOUND,
-                "no chain step waits for this token",
-            ));
+        let next = match recorded {
+            Answered::Recorded(next) => next,
+            Answered::Late => {
+                return Err(Problem::new(
+                    StatusCode::GONE,
+                    "too late: the step's callback_timeout has passed, and its chain ended in error",
+                ));
+            }
+            Answered::Unknown => {
+                return Err(Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "no chain step waits for this token",
+                ));
+            }
         };
         if let Some(n) = &next {
             let view = api.view.borrow().clone();

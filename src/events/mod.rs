@@ -152,7 +152,13 @@ pub(crate) fn start_chains(
         .filter(|c| c.wants(cx.site, status))
         .filter_map(|c| {
             let first = c.hooks.first()?;
-            let token = chains::new_token();
+            let token = match chains::new_token() {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(chain = %c.name, error = %e, "cannot make a callback token: this chain run is not started");
+                    return None;
+                }
+            };
             let id = new_delivery_id();
             let step = chains::step_body(body, base, &token, &c.name, 0, c.hooks.len());
             deliveries.push(Rendered::plain(step).into_delivery(id.clone(), first));

@@ -103,16 +103,49 @@ pub struct ChainStep {
     pub answered_at: Option<String>,
 }
 
-/// A new callback token: 32 random bytes, URL-safe base64.
-pub fn new_token() -> String {
+/// What a callback met.
+#[derive(Debug)]
+pub enum Answered {
+    /// No step waits for this token (unknown, used, or its chain is over).
+    Unknown,
+    /// Its step's deadline had passed: the step ended in error, nothing started.
+    Late,
+    /// Recorded; the next step when a success started one.
+    Recorded(Option<NextStep>),
+}
+
+/// A new callback token: 32 bytes from the OS's CSPRNG, URL-safe base64. The token is
+/// the credential that approves a step: never a fast, predictable generator.
+pub fn new_token() -> Result<String, StoreError> {
     use base64::Engine;
-    let bytes: [u8; 32] = std::array::from_fn(|_| fastrand::u8(..));
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| StoreError::Random {
+        reason: e.to_string(),
+    })?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 fn token_hash(token: &str) -> String {
     let digest = sha2::Sha256::digest(token.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A delivery's body for display (API, CLI): a chain step's `callback_url` carries its
+/// single-use token — the credential that approves the step — so only its receiver
+/// ever sees it; every view shows `…/api/callbacks/***`.
+pub fn redact_callback(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return std::borrow::Cow::Borrowed(body);
+    };
+    let Some(url) = v.get("callback_url").and_then(|u| u.as_str()) else {
+        return std::borrow::Cow::Borrowed(body);
+    };
+    let redacted = match url.rsplit_once("/api/callbacks/") {
+        Some((base, _)) => format!("{base}/api/callbacks/***"),
+        None => "***".to_string(),
+    };
+    v["callback_url"] = redacted.into();
+    std::borrow::Cow::Owned(serde_json::to_vec(&v).unwrap_or_default())
 }
 
 /// The body a step's hook gets: the run's payload with `callback_url` and `chain`.
@@ -206,13 +239,27 @@ impl Store {
         cb: &Callback,
         callback_base: &str,
         now: Timestamp,
-    ) -> Result<Option<Option<NextStep>>, StoreError> {
+    ) -> Result<Answered, StoreError> {
         self.with_conn(|c| {
             let tx = c.unchecked_transaction().map_err(q("begin a callback"))?;
-            let found: Option<(String, i64, String, String, Vec<u8>, i64)> = tx
+            type Found = (
+                String,
+                i64,
+                String,
+                String,
+                Vec<u8>,
+                i64,
+                String,
+                i64,
+                i64,
+                String,
+            );
+            let found: Option<Found> = tx
                 .query_row(
-                    "SELECT r.id, s.step, r.chain, r.hooks, r.payload, r.event_id
+                    "SELECT r.id, s.step, r.chain, r.hooks, r.payload, r.event_id,
+                            d.state, d.updated_at, r.timeout_us, s.hook
                      FROM chain_steps s JOIN chain_runs r ON r.id = s.run_id
+                     JOIN deliveries d ON d.id = s.delivery_id
                      WHERE s.token_hash = ?1 AND s.state = 'waiting' AND r.state = 'running'",
                     [token_hash(token)],
                     |r| {
@@ -223,14 +270,39 @@ impl Store {
                             r.get(3)?,
                             r.get(4)?,
                             r.get(5)?,
+                            r.get(6)?,
+                            r.get(7)?,
+                            r.get(8)?,
+                            r.get(9)?,
                         ))
                     },
                 )
                 .optional()
                 .map_err(q("find a chain step"))?;
-            let Some((run, step, chain, hooks, payload, event_id)) = found else {
-                return Ok(None);
+            let Some((run, step, chain, hooks, payload, event_id, dstate, updated, timeout, hook)) =
+                found
+            else {
+                return Ok(Answered::Unknown);
             };
+            // The deadline is the handler's own: a callback after it ends the step in
+            // error (as the expiry would) and starts nothing.
+            let late = matches!(dstate.as_str(), "dead" | "cancelled")
+                || (dstate == "delivered" && updated.saturating_add(timeout) <= now.0);
+            if late {
+                let reason = format!(
+                    "step {} ({hook}): the callback came after the chain's callback_timeout",
+                    step + 1
+                );
+                tx.execute(
+                    "UPDATE chain_steps SET state = 'error', description = ?3, answered_at = ?4
+                     WHERE run_id = ?1 AND step = ?2",
+                    params![run, step, reason, now.0],
+                )
+                .map_err(q("expire a chain step"))?;
+                end_run(&tx, &run, "error", &reason, now)?;
+                tx.commit().map_err(q("commit a late callback"))?;
+                return Ok(Answered::Late);
+            }
             tx.execute(
                 "UPDATE chain_steps SET state = ?3, description = ?4, context = ?5,
                    target_url = ?6, answered_at = ?7 WHERE run_id = ?1 AND step = ?2",
@@ -263,7 +335,7 @@ impl Store {
                     )?;
                     None
                 } else if let Some(hook) = hooks.get(next_index) {
-                    let token = new_token();
+                    let token = new_token()?;
                     let body = step_body(
                         &payload,
                         callback_base,
@@ -295,7 +367,7 @@ impl Store {
                     None
                 };
             tx.commit().map_err(q("commit a callback"))?;
-            Ok(Some(next))
+            Ok(Answered::Recorded(next))
         })
     }
 

@@ -33,6 +33,8 @@ pub const MAX_STORED_BODY: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("the OS random source failed: {reason}")]
+    Random { reason: String },
     #[error("cannot create the state directory {}", path.display())]
     CreateStateDir {
         path: PathBuf,

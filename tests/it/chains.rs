@@ -285,3 +285,55 @@ fn the_readme_chain_config_is_accepted_as_printed() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_late_callback_is_gone_and_no_view_shows_the_token() {
+    let s = setup();
+    let d = Daemon::start(&s.env, &config(&s.env, &s.site, &s.rxs, s.port, "1s"));
+    let api = Client::tcp(s.port);
+    deploy(&s);
+    eventually!(s.rxs[0].requests().len() == 1, "the first hook");
+    let path = callback_path(&s.rxs[0], 0);
+    let token = path.trim_start_matches("/api/callbacks/").to_string();
+
+    // No view of the delivery shows the token: only its receiver ever sees it.
+    let id = s.rxs[0].requests()[0]
+        .header("x-deployhook-delivery")
+        .unwrap_or_default()
+        .to_string();
+    let shown = api.get(&format!("/api/deliveries/{id}")).text();
+    assert!(!shown.contains(&token), "{shown}");
+    assert!(shown.contains("/api/callbacks/***"), "{shown}");
+    let cli = daemon::run(
+        &s.env,
+        &[
+            "deliveries",
+            "show",
+            &id,
+            "--config",
+            &d.config.to_string_lossy(),
+        ],
+    );
+    let cli = String::from_utf8_lossy(&cli.stdout).into_owned();
+    assert!(!cli.contains(&token), "{cli}");
+    assert!(cli.contains("/api/callbacks/***"), "{cli}");
+
+    // The receiver answers after callback_timeout (its own slowness, the scenario).
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let late = api.post_json(&path, &serde_json::json!({"state": "success"}));
+    assert!(
+        late.status == 410 || late.status == 404,
+        "too late, whether or not the expiry ran first: {} {}",
+        late.status,
+        late.text()
+    );
+    eventually!(
+        runs(&api)[0]["state"] == "error",
+        "the run ends in error: {}",
+        runs(&api)
+    );
+    assert!(
+        s.rxs[1].requests().is_empty(),
+        "a late callback starts nothing"
+    );
+}
