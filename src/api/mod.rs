@@ -35,6 +35,8 @@ use crate::config::{HookConfig, Listen, Secret};
 use crate::store::Store;
 use crate::store::api_hooks::ApiHook;
 
+/// Request URIs longer than this are refused with `414`.
+pub const MAX_URI: usize = 8 * 1024;
 /// Request bodies larger than this are refused with `413`.
 pub const MAX_BODY: usize = 1024 * 1024;
 /// How long `/healthz` waits for the daemon loop to answer.
@@ -381,6 +383,12 @@ async fn bounded(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if req.uri().to_string().len() > MAX_URI {
+        return error(
+            StatusCode::URI_TOO_LONG,
+            format!("the URI is longer than {MAX_URI} bytes"),
+        );
+    }
     let declared = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)

@@ -26,21 +26,39 @@ pub fn non_public(ip: IpAddr) -> Option<&'static str> {
                 Some("a link-local address")
             } else if s[0] & 0xfe00 == 0xfc00 {
                 Some("a private (unique local) address")
+            } else if s[0] & 0xffc0 == 0xfec0 {
+                Some("a site-local address (deprecated, private)")
             } else if s[0] == 0x2001 && s[1] == 0x0db8 {
                 Some("a documentation address")
+            } else if s[0] == 0x2001 && s[1] == 0 {
+                // Teredo: a tunnel to wherever its obfuscated IPv4 client leads.
+                Some("a Teredo tunnel address")
+            } else if s[..6] == [0, 0, 0, 0, 0, 0] {
+                // IPv4-compatible (::a.b.c.d, deprecated): never a public route.
+                Some("an IPv4-compatible address (deprecated)")
+            } else if s[..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 {
+                // IPv4-translated (::ffff:0:a.b.c.d): the IPv4 address decides.
+                Some(non_public_v4(v4_of(s[6], s[7])).unwrap_or("an IPv4-translated address"))
+            } else if s[0] == 0x2002 {
+                // 6to4: the IPv4 address it embeds decides.
+                non_public_v4(v4_of(s[1], s[2]))
+            } else if s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001 {
+                Some("a local-use NAT64 address")
             } else if s[0] == 0x0064 && s[1] == 0xff9b {
                 // NAT64: the IPv4 address it carries decides.
-                non_public_v4(Ipv4Addr::new(
-                    (s[6] >> 8) as u8,
-                    s[6] as u8,
-                    (s[7] >> 8) as u8,
-                    s[7] as u8,
-                ))
+                non_public_v4(v4_of(s[6], s[7]))
             } else {
                 None
             }
         }
     }
+}
+
+/// The IPv4 address in two 16-bit segments.
+fn v4_of(hi: u16, lo: u16) -> Ipv4Addr {
+    let [a, b] = hi.to_be_bytes();
+    let [c, d] = lo.to_be_bytes();
+    Ipv4Addr::new(a, b, c, d)
 }
 
 fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
@@ -177,6 +195,14 @@ mod tests {
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
             "2001:db8::1",
+            // Every IPv6 form that embeds or reaches a private IPv4 address.
+            "::127.0.0.1",
+            "::ffff:0:127.0.0.1",
+            "2002:7f00:1::1",
+            "2002:a00:1::1",
+            "2001::7f00:1",
+            "fec0::1",
+            "64:ff9b:1::a00:1",
         ] {
             let ip: IpAddr = bad.parse().unwrap_or_else(|e| panic!("{bad}: {e}"));
             assert!(non_public(ip).is_some(), "{bad} passed");
@@ -186,6 +212,7 @@ mod tests {
             "1.1.1.1",
             "2606:4700:4700::1111",
             "64:ff9b::101:101",
+            "2002:5db8:d822::1",
         ] {
             let ip: IpAddr = good.parse().unwrap_or_else(|e| panic!("{good}: {e}"));
             assert_eq!(non_public(ip), None, "{good} refused");

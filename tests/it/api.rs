@@ -537,6 +537,12 @@ fn private_targets_are_refused_at_registration_and_again_at_delivery() {
         "http://[::1]:9/x",
         "http://169.254.169.254/latest",
         "http://10.0.0.1/x",
+        // IPv6 forms that embed or reach a private IPv4 address, and site-local.
+        "http://[::127.0.0.1]:9/x",
+        "http://[::ffff:0:127.0.0.1]:9/x",
+        "http://[2002:7f00:1::1]:9/x",
+        "http://[fec0::1]:9/x",
+        "http://[2001::7f00:1]:9/x",
     ] {
         let a = subscribe(&c, url, "PostDeployment");
         assert_eq!(a.status, 400, "{url}: {}", a.text());

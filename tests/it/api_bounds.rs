@@ -162,6 +162,10 @@ fn slow_headers_are_cut_off_and_a_body_declared_huge_is_answered() {
     .unwrap_or_else(|e| panic!("{e}"));
     let answer = read_to_close(s);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // A URI too long is a JSON error like any other.
+    let long = api.get(&format!("/api/hooks?x={}", "a".repeat(10_000)));
+    assert_eq!(long.status, 414);
+    assert!(long.json()["error"].is_string());
     assert_eq!(api.get("/healthz").status, 200);
     d.stop();
 }
