@@ -107,10 +107,12 @@ async fn consume(
         let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let msg_id =
             header("Nats-Msg-Id").unwrap_or_else(|| format!("{}:{sequence}", source.stream));
-        match Relayed::parse(header("X-Deployhook-Event").as_deref(), &msg.payload) {
+        let parsed = Relayed::parse(header("X-Deployhook-Event").as_deref(), &msg.payload)
+            .and_then(|r| r.published_by(&msg.subject, source.host_token).map(|()| r));
+        match parsed {
             Err(why) => {
                 crate::metrics::get().relay_skipped(&source.name);
-                tracing::warn!(source = %source.name, sequence, error = %escape(&why), "a message that is no deployhook event: skipped");
+                tracing::warn!(source = %source.name, sequence, subject = %escape(&msg.subject), error = %escape(&why), "a message that is no deployhook event of its publisher: skipped");
             }
             Ok(relayed) => {
                 let current = view.borrow().clone();

@@ -30,7 +30,8 @@ impl NatsTarget {
     }
 }
 
-fn token(v: &str) -> String {
+/// `v` as one subject token: `%XX` for every byte but letters, digits, `-` and `_`.
+pub fn token(v: &str) -> String {
     if v.is_empty() {
         return "_".into();
     }

@@ -26,6 +26,12 @@ pub struct RawSource {
     pub secret_file: Option<Spanned<String>>,
     /// Environment variable holding the credential.
     pub secret_env: Option<Spanned<String>>,
+    /// Which dot-separated token of a message's subject names the edge that published
+    /// it (1-based). Default 2, the edges' default subject
+    /// `deployhook.{hostName}.{siteName}.{event}`. A message whose `hostName` is not that
+    /// token is skipped: per-edge publish permissions then stop one edge reporting as
+    /// another. 0 turns the check off.
+    pub host_token: Option<Spanned<i64>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +41,8 @@ pub struct SourceConfig {
     pub stream: String,
     pub durable: String,
     pub secret: Option<Secret>,
+    /// The subject token naming the publishing edge (1-based; 0: not checked).
+    pub host_token: usize,
 }
 
 pub(super) fn validate_sources(
@@ -85,12 +93,33 @@ pub(super) fn validate_sources(
                 &owner,
                 warnings,
             );
+            let host_token = match &r.host_token {
+                None => 2,
+                Some(n) => match usize::try_from(*n.get_ref()) {
+                    Ok(0) => {
+                        warnings.push(format!(
+                            "{owner}: host_token = 0: an edge's hostName is not checked against its subject, so any edge may report as another"
+                        ));
+                        0
+                    }
+                    Ok(n) if n <= 16 => n,
+                    _ => {
+                        c.at(
+                            n.span(),
+                            &key("host_token"),
+                            format!("{} is not a subject token position from 0 to 16", n.get_ref()),
+                        );
+                        2
+                    }
+                },
+            };
             SourceConfig {
                 name: r.name.get_ref().clone(),
                 url,
                 stream: r.stream.get_ref().clone(),
                 durable: r.durable.get_ref().clone(),
                 secret,
+                host_token,
             }
         })
         .collect()

@@ -26,6 +26,49 @@ pub struct Relayed {
     pub object: Map<String, Value>,
 }
 
+/// Caps what an edge sends as an edge caps what it reads: `message` and `statusText` at
+/// 64 KiB, every other text at 1 KiB, `commits` at 20 entries of capped fields; other
+/// values (numbers, booleans) are kept, nested objects other than `commits` dropped.
+fn cap_object(object: &mut Map<String, Value>) {
+    use crate::model::{cap_text, caps};
+    let cap_value = |key: &str, v: &mut Value| match v {
+        Value::String(s) => {
+            let max = if matches!(key, "message" | "statusText") {
+                caps::MESSAGE
+            } else {
+                caps::SHORT
+            };
+            if s.len() > max {
+                *s = cap_text(s, max);
+            }
+        }
+        Value::Array(_) | Value::Object(_) => *v = Value::Null,
+        _ => {}
+    };
+    for (key, v) in object.iter_mut() {
+        if key == "commits"
+            && let Value::Array(list) = v
+        {
+            list.truncate(20);
+            for c in list.iter_mut() {
+                match c {
+                    Value::Object(o) => {
+                        for (k, f) in o.iter_mut() {
+                            cap_value(k, f);
+                        }
+                    }
+                    other => *other = Value::Null,
+                }
+            }
+            continue;
+        }
+        if key == "truncated" {
+            continue;
+        }
+        cap_value(key, v);
+    }
+}
+
 impl Relayed {
     /// Parses a message: `kind` from its `X-Deployhook-Event` header, else the object's
     /// `event`. An error says why it is no deployhook event.
@@ -38,9 +81,10 @@ impl Relayed {
             }
             other => other,
         };
-        let Value::Object(object) = v else {
+        let Value::Object(mut object) = v else {
             return Err("the body is not a JSON object (a kudu object)".into());
         };
+        cap_object(&mut object);
         let kind = kind
             .map(str::to_string)
             .or_else(|| {
@@ -52,6 +96,24 @@ impl Relayed {
             .filter(|k| !k.is_empty() && k.len() <= 100)
             .ok_or("no event type (X-Deployhook-Event or the object's event)")?;
         Ok(Relayed { kind, object })
+    }
+
+    /// Whether the edge this message names (`hostName`) is the one that published it:
+    /// the `host_token`th token of `subject` (1-based; 0 checks nothing).
+    pub fn published_by(&self, subject: &str, host_token: usize) -> Result<(), String> {
+        if host_token == 0 {
+            return Ok(());
+        }
+        let from = subject.split('.').nth(host_token - 1).unwrap_or("");
+        let says = crate::config::nats::token(self.host());
+        if from == says {
+            Ok(())
+        } else {
+            Err(format!(
+                "hostName {:?} is not the edge that published it ({from:?}, subject token {host_token})",
+                crate::model::cap_text(self.host(), 100)
+            ))
+        }
     }
 
     fn text(&self, key: &str) -> Option<&str> {

@@ -267,3 +267,77 @@ fn of(events: &[(String, String)], host: &str) -> Vec<String> {
 fn wait_long(cond: impl FnMut() -> bool, what: impl Fn() -> String) {
     crate::support::env::wait_until(cond, std::time::Duration::from_secs(30), what);
 }
+
+/// A kudu object from `host` for a deployment `id`, with a `message` of `message_len`.
+fn edge_object(host: &str, id: &str, message_len: usize) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "id": id, "status": "success", "statusText": "", "authorEmail": "jane@example.com",
+        "author": "Jane Doe", "message": "m".repeat(message_len), "progress": "",
+        "deployer": "bob", "receivedTime": "2026-11-20T10:00:00.0000000Z",
+        "startTime": "2026-11-20T10:00:01.0000000Z", "endTime": "2026-11-20T10:00:05.0000000Z",
+        "lastSuccessEndTime": "2026-11-20T10:00:05.0000000Z", "complete": true,
+        "siteName": "shop", "hostName": host, "event": "PostDeployment", "branch": "main",
+        "release": "20261120100000", "previousId": null, "rollback": false,
+        "layout": "releases", "sequence": 2, "previousStatus": "deploying"
+    }))
+    .unwrap_or_default()
+}
+
+#[test]
+fn an_edge_cannot_report_as_another_and_relayed_fields_are_capped() {
+    if !nats::have() {
+        return;
+    }
+    let nats_env = TestEnv::new();
+    let server = NatsServer::start(nats_env.join("nats"));
+    nats::create_stream(&server.url(), "DEPLOY", &["deployhook.>"]);
+    let rx = Receiver::start();
+    let env = TestEnv::new();
+    let port = crate::support::api::free_port();
+    let cfg = format!(
+        "[daemon]\nstate_dir = \"{}\"\nhost_name = \"relay\"\n\n\
+         [api]\nlisten = \"127.0.0.1:{port}\"\n\n\
+         [[source]]\nname = \"fleet\"\nkind = \"nats\"\nurl = \"{}\"\nstream = \"DEPLOY\"\ndurable = \"relay\"\n\n\
+         [[hook]]\nname = \"all\"\nurl = \"{}\"\nevents = [\"PostDeployment\"]\n",
+        env.join("state").display(),
+        server.url(),
+        rx.url
+    );
+    let d = Daemon::start(&env, &cfg);
+    // edge-1, allowed to publish only under deployhook.edge-1.>, says it is edge-2-prod.
+    let forged = edge_object("edge-2-prod", &"f".repeat(40), 10);
+    nats::publish(
+        &server.url(),
+        "deployhook.edge-1.shop.PostDeployment",
+        &forged,
+    );
+    // Then an honest message from edge-1 with a message of 1 MB (the server's max).
+    let honest = edge_object("edge-1", &"a".repeat(40), 1000 * 1000);
+    nats::publish(
+        &server.url(),
+        "deployhook.edge-1.shop.PostDeployment",
+        &honest,
+    );
+    eventually!(rx.requests().len() == 1, "the honest message");
+    let p = rx.requests()[0].json();
+    assert_eq!(p["hostName"], "edge-1");
+    let message = p["message"].as_str().unwrap_or("");
+    assert!(
+        message.len() <= 64 * 1024 + 16 && message.ends_with("[truncated]"),
+        "capped as on an edge: {} bytes",
+        message.len()
+    );
+    let metrics = crate::support::api::Client::tcp(port)
+        .get("/metrics")
+        .text();
+    assert!(
+        metrics.contains("deployhook_relay_skipped_total{source=\"fleet\"} 1"),
+        "{metrics}"
+    );
+    let listed = crate::support::api::Client::tcp(port)
+        .get("/api/deployments")
+        .text();
+    assert!(!listed.contains("edge-2-prod"), "{listed}");
+    d.stop();
+    assert_eq!(rx.requests().len(), 1, "the forged one went nowhere");
+}

@@ -133,6 +133,21 @@ pub fn create_stream(url: &str, name: &str, subjects: &[&str]) {
     });
 }
 
+/// Publishes `body` to `subject` through JetStream, as an edge would (waits for the ack).
+pub fn publish(url: &str, subject: &str, body: &[u8]) {
+    runtime().block_on(async {
+        let client = async_nats::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let js = async_nats::jetstream::new(client);
+        js.publish(subject.to_string(), body.to_vec().into())
+            .await
+            .unwrap_or_else(|e| panic!("publish {subject}: {e}"))
+            .await
+            .unwrap_or_else(|e| panic!("ack of {subject}: {e}"));
+    });
+}
+
 /// Every message of stream `name`, in stream order.
 pub fn messages(url: &str, name: &str) -> Vec<Stored> {
     runtime().block_on(async {
