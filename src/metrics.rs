@@ -48,11 +48,17 @@ pub struct Metrics {
     site_reads: Family<SiteLabel, Counter>,
     site_read_errors: Family<SiteLabel, Counter>,
     api_connections: Family<OutcomeLabel, Counter>,
+    api_refused: Family<ReasonLabel, Counter>,
     not_commits: Family<HookLabel, Counter>,
     rescans: Counter,
     reloads: Counter,
     reload_failures: Counter,
     relay_skipped: Family<SourceLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,6 +88,7 @@ impl Metrics {
             site_reads: Family::default(),
             site_read_errors: Family::default(),
             api_connections: Family::default(),
+            api_refused: Family::default(),
             not_commits: Family::default(),
             rescans: Counter::default(),
             reloads: Counter::default(),
@@ -128,6 +135,11 @@ impl Metrics {
             "api_connections",
             "API connections by outcome: accepted, evicted (a silent one made room at the limit), refused (every one busy at the limit)",
             m.api_connections.clone(),
+        );
+        registry.register(
+            "api_refused",
+            "API requests refused by a storage bound, by reason: hooks_limit (409), body_too_large (413), queue_full (429)",
+            m.api_refused.clone(),
         );
         registry.register(
             "github_not_commits",
@@ -180,6 +192,14 @@ impl Metrics {
         self.site_read_errors
             .get_or_create(&SiteLabel {
                 site: site.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn api_refused(&self, reason: &str) {
+        self.api_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
             })
             .inc();
     }

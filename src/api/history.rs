@@ -330,7 +330,8 @@ pub(super) async fn delivery(State(api): State<Api>, Path(id): Path<String>) -> 
 #[utoipa::path(post, path = "/deliveries/{id}/redeliver", tag = "deliveries", summary = "Queue a new delivery of the same event and body",
     params(("id" = String, Path, description = "The delivery id (msg_…)")),
     responses((status = 202, description = "Queued", body = super::hooks::QueuedOut), (status = 401, description = "No token or a wrong one", body = ErrorOut), (status = 404, description = "Not found", body = ErrorOut),
-        (status = 409, description = "Its hook no longer exists", body = ErrorOut)))]
+        (status = 409, description = "Its hook no longer exists", body = ErrorOut),
+        (status = 429, description = "The hook's queue holds api.max_queue_bytes; Retry-After says when to try again", body = ErrorOut)))]
 pub(super) async fn redeliver(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let run = async {
         let lookup = id.clone();
@@ -345,6 +346,12 @@ pub(super) async fn redeliver(State(api): State<Api>, Path(id): Path<String>) ->
                 StatusCode::CONFLICT,
                 "the hook of this delivery no longer exists",
             ));
+        }
+        let max_queue = api.settings.borrow().max_queue_bytes;
+        let (hook, size) = (d.row.hook.clone(), d.body.len() as u64);
+        let queued = api.blocking(move |s| s.queued_bytes(&hook)).await?;
+        if queued.saturating_add(size) > max_queue {
+            return Ok(super::queue_full(&d.row.hook, max_queue));
         }
         let now = Timestamp::now();
         let new = api

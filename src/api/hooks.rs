@@ -212,6 +212,16 @@ async fn subscribe_inner(
         ));
     }
     let _one_at_a_time = api.mutate.lock().await;
+    let max = api.settings.borrow().max_hooks;
+    let registered = api.blocking(|s| s.api_hooks()).await?;
+    let same = |h: &ApiHook| h.url.trim().eq_ignore_ascii_case(url.trim());
+    if registered.len() >= max && !registered.iter().any(same) {
+        crate::metrics::get().api_refused("hooks_limit");
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!("{max} hooks are registered, the limit (api.max_hooks): delete one first"),
+        ));
+    }
     let now = Timestamp::now();
     let (u, e) = (url.clone(), event.clone());
     let done = api
@@ -333,7 +343,8 @@ pub(super) async fn remove(State(api): State<Api>, Path(id): Path<String>) -> Re
     request_body(content = Object, content_type = "application/json", description = "Any JSON document"),
     responses((status = 200, description = "OK", body = PublishedOut),
         (status = 400, description = "Not JSON, or a bad event name", body = ErrorOut),
-        (status = 401, description = "No token or a wrong one", body = ErrorOut), (status = 413, description = "The body is over 1 MiB", body = ErrorOut)))]
+        (status = 401, description = "No token or a wrong one", body = ErrorOut), (status = 413, description = "The document is over api.max_publish_bytes", body = ErrorOut),
+        (status = 429, description = "A hook's queue holds api.max_queue_bytes; Retry-After says when to try again", body = ErrorOut)))]
 pub(super) async fn publish(
     State(api): State<Api>,
     Path(event): Path<String>,
@@ -343,11 +354,40 @@ pub(super) async fn publish(
         check_event_name(&event).map_err(|why| Problem::new(StatusCode::BAD_REQUEST, why))?;
         let body = body_of(body)?;
         json_of(&body)?;
+        let (max_body, max_queue) = {
+            let s = api.settings.borrow();
+            (s.max_publish_bytes, s.max_queue_bytes)
+        };
+        if body.len() > max_body {
+            crate::metrics::get().api_refused("body_too_large");
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the document is larger than {max_body} bytes (api.max_publish_bytes)"),
+            ));
+        }
         let _one_at_a_time = api.mutate.lock().await;
         let view = api.view.borrow().clone();
         let host = api.settings.borrow().host_name.clone();
         let planned = crate::events::plan_published(&event, &body, &view.hooks, &host);
         let hooks: Vec<String> = planned.deliveries.iter().map(|d| d.hook.clone()).collect();
+        let sizes: Vec<(String, u64)> = planned
+            .deliveries
+            .iter()
+            .map(|d| (d.hook.clone(), d.body.len() as u64))
+            .collect();
+        if let Some(full) = api
+            .blocking(move |s| {
+                for (hook, size) in sizes {
+                    if s.queued_bytes(&hook)?.saturating_add(size) > max_queue {
+                        return Ok(Some(hook));
+                    }
+                }
+                Ok(None)
+            })
+            .await?
+        {
+            return Ok(super::queue_full(&full, max_queue));
+        }
         let now = Timestamp::now();
         let ids = api
             .blocking(move |s| s.commit_events(&[planned], now))

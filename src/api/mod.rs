@@ -50,6 +50,31 @@ pub struct Settings {
     pub host_name: String,
     /// `public_url`: the base of the next chain step's callback URL.
     pub callback_base: Option<String>,
+    /// How many hooks may be registered through the API.
+    pub max_hooks: usize,
+    /// The largest document `publish` takes.
+    pub max_publish_bytes: usize,
+    /// How many bytes a hook's queue may hold before a publish or redelivery to it is
+    /// refused.
+    pub max_queue_bytes: u64,
+}
+
+/// How long a client refused for a full queue is told to wait (`Retry-After`).
+const QUEUE_FULL_RETRY_AFTER_S: u64 = 60;
+
+/// A refusal for a full queue: `429` with `Retry-After`, counted.
+pub(crate) fn queue_full(hook: &str, max: u64) -> Response {
+    crate::metrics::get().api_refused("queue_full");
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "the queue of hook {hook} holds its limit of {max} bytes (api.max_queue_bytes): try again when it has drained"
+        ),
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&QUEUE_FULL_RETRY_AFTER_S.to_string()) {
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    }
+    r
 }
 
 /// The hooks the daemon runs now (config and runtime ones), and their workers'

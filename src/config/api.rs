@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use super::raw::RawApi;
 use super::secrets::read_secret_file;
 use super::types::{
-    DEFAULT_API_HEADER_TIMEOUT, DEFAULT_API_MAX_CONNECTIONS, DEFAULT_API_REQUEST_TIMEOUT,
+    DEFAULT_API_HEADER_TIMEOUT, DEFAULT_API_MAX_CONNECTIONS, DEFAULT_API_MAX_HOOKS,
+    DEFAULT_API_MAX_PUBLISH_BYTES, DEFAULT_API_MAX_QUEUE_BYTES, DEFAULT_API_REQUEST_TIMEOUT,
 };
 use super::validate::Checker;
 use super::{ApiConfig, DEFAULT_API_LISTEN, Env, Listen};
@@ -72,23 +73,34 @@ pub(super) fn validate_api(
                 .to_string(),
         );
     }
-    let max_connections = match &a.max_connections {
-        None => DEFAULT_API_MAX_CONNECTIONS,
-        Some(n) => match usize::try_from(*n.get_ref()) {
-            Ok(n) if (1..=65_536).contains(&n) => n,
-            _ => {
-                c.at(
-                    n.span(),
-                    "api.max_connections",
-                    format!(
-                        "{} is not a number of connections from 1 to 65536",
-                        n.get_ref()
-                    ),
-                );
-                DEFAULT_API_MAX_CONNECTIONS
-            }
-        },
-    };
+    let max_connections = count(
+        c,
+        &a.max_connections,
+        "api.max_connections",
+        1..=65_536,
+        DEFAULT_API_MAX_CONNECTIONS as u64,
+    ) as usize;
+    let max_hooks = count(
+        c,
+        &a.max_hooks,
+        "api.max_hooks",
+        0..=100_000,
+        DEFAULT_API_MAX_HOOKS as u64,
+    ) as usize;
+    let max_publish_bytes = count(
+        c,
+        &a.max_publish_bytes,
+        "api.max_publish_bytes",
+        1..=(1024 * 1024),
+        DEFAULT_API_MAX_PUBLISH_BYTES as u64,
+    ) as usize;
+    let max_queue_bytes = count(
+        c,
+        &a.max_queue_bytes,
+        "api.max_queue_bytes",
+        1024..=(1 << 40),
+        DEFAULT_API_MAX_QUEUE_BYTES,
+    );
     let header_timeout = c.duration(
         &a.header_timeout,
         "api.header_timeout",
@@ -107,6 +119,38 @@ pub(super) fn validate_api(
         max_connections,
         header_timeout,
         request_timeout,
+        max_hooks,
+        max_publish_bytes,
+        max_queue_bytes,
+    }
+}
+
+/// A whole number in `range`, or the default with an error naming the key.
+fn count(
+    c: &mut Checker<'_>,
+    v: &Option<toml::Spanned<i64>>,
+    key: &str,
+    range: std::ops::RangeInclusive<u64>,
+    default: u64,
+) -> u64 {
+    let Some(n) = v else {
+        return default;
+    };
+    match u64::try_from(*n.get_ref()) {
+        Ok(x) if range.contains(&x) => x,
+        _ => {
+            c.at(
+                n.span(),
+                key,
+                format!(
+                    "{} is out of range: write a whole number from {} to {} (e.g. {default})",
+                    n.get_ref(),
+                    range.start(),
+                    range.end()
+                ),
+            );
+            default
+        }
     }
 }
 

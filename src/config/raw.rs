@@ -54,6 +54,14 @@ pub struct RawApi {
     /// How long a request may take, reading its body included (`408` after). Default
     /// `30s`.
     pub request_timeout: Option<Spanned<String>>,
+    /// How many hooks may be registered through the API (`409` beyond). Default 100.
+    pub max_hooks: Option<Spanned<i64>>,
+    /// The largest document `publish` takes, in bytes (`413` beyond). Default 262144.
+    pub max_publish_bytes: Option<Spanned<i64>>,
+    /// How many bytes of bodies a hook's queue may hold before a publish or redelivery
+    /// to it is refused (`429`, `Retry-After`); deployments are always queued. Default
+    /// 67108864 (64 MiB).
+    pub max_queue_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

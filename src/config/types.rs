@@ -67,12 +67,18 @@ pub struct ApiConfig {
     pub max_connections: usize,
     pub header_timeout: std::time::Duration,
     pub request_timeout: std::time::Duration,
+    pub max_hooks: usize,
+    pub max_publish_bytes: usize,
+    pub max_queue_bytes: u64,
 }
 
 /// `[api]` defaults.
 pub const DEFAULT_API_MAX_CONNECTIONS: usize = 256;
 pub const DEFAULT_API_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub const DEFAULT_API_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub const DEFAULT_API_MAX_HOOKS: usize = 100;
+pub const DEFAULT_API_MAX_PUBLISH_BYTES: usize = 256 * 1024;
+pub const DEFAULT_API_MAX_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl ApiConfig {
     /// Loopback, no token, private targets refused: for code that builds configs.
@@ -85,6 +91,9 @@ impl ApiConfig {
             max_connections: DEFAULT_API_MAX_CONNECTIONS,
             header_timeout: DEFAULT_API_HEADER_TIMEOUT,
             request_timeout: DEFAULT_API_REQUEST_TIMEOUT,
+            max_hooks: DEFAULT_API_MAX_HOOKS,
+            max_publish_bytes: DEFAULT_API_MAX_PUBLISH_BYTES,
+            max_queue_bytes: DEFAULT_API_MAX_QUEUE_BYTES,
         }
     }
 }

@@ -539,6 +539,22 @@ fn api_settings(config: &Config) -> api::Settings {
             .as_ref()
             .and_then(|a| a.public_url.as_ref())
             .map(|u| u.as_str().trim_end_matches('/').to_string()),
+        max_hooks: config
+            .api
+            .as_ref()
+            .map_or(config::types::DEFAULT_API_MAX_HOOKS, |a| a.max_hooks),
+        max_publish_bytes: config
+            .api
+            .as_ref()
+            .map_or(config::types::DEFAULT_API_MAX_PUBLISH_BYTES, |a| {
+                a.max_publish_bytes
+            }),
+        max_queue_bytes: config
+            .api
+            .as_ref()
+            .map_or(config::types::DEFAULT_API_MAX_QUEUE_BYTES, |a| {
+                a.max_queue_bytes
+            }),
     }
 }
 

@@ -419,10 +419,11 @@ impl Store {
     ) -> Result<DueDelivery, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(q("begin transaction"))?;
+        let hash = put_body(&tx, &d.body)?;
         tx.execute(
-            "INSERT INTO events (site, kind, status, deployment_serial, payload, created_at)
-             VALUES (NULL, ?1, NULL, NULL, ?2, ?3)",
-            params![kind, d.body, now.0],
+            "INSERT INTO events (site, kind, status, deployment_serial, payload, payload_hash,
+               created_at) VALUES (NULL, ?1, NULL, NULL, x'', ?2, ?3)",
+            params![kind, hash, now.0],
         )
         .map_err(q("write event"))?;
         let event_id = tx.last_insert_rowid();
@@ -454,9 +455,10 @@ impl Store {
         let conn = self.read_conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT d.seq, d.id, d.hook, e.kind, d.body, d.attempts, d.next_attempt_at,
-                   d.headers
+                "SELECT d.seq, d.id, d.hook, e.kind, COALESCE(b.body, d.body), d.attempts,
+                   d.next_attempt_at, d.headers
                  FROM deliveries d JOIN events e ON e.id = d.event_id
+                 LEFT JOIN bodies b ON b.hash = d.body_hash
                  WHERE d.hook = ?1 AND d.state = 'pending' ORDER BY d.seq LIMIT ?2",
             )
             .map_err(q("read next deliveries"))?;
@@ -543,6 +545,13 @@ impl Store {
             [cutoff.0],
         )
         .map_err(q("prune events"))?;
+        tx.execute(
+            "DELETE FROM bodies
+             WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.body_hash = bodies.hash)
+               AND NOT EXISTS (SELECT 1 FROM events e WHERE e.payload_hash = bodies.hash)",
+            [],
+        )
+        .map_err(q("prune bodies"))?;
         // A relayed message older than the history is not redelivered any more.
         tx.execute(
             "DELETE FROM source_messages WHERE received_at < ?1",
@@ -712,15 +721,16 @@ fn insert_events(
 ) -> Result<Vec<String>, StoreError> {
     let mut ids = Vec::new();
     for e in events {
+        let hash = put_body(tx, &e.payload)?;
         tx.execute(
-            "INSERT INTO events (site, kind, status, deployment_serial, payload, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO events (site, kind, status, deployment_serial, payload, payload_hash,
+               created_at) VALUES (?1, ?2, ?3, ?4, x'', ?5, ?6)",
             params![
                 e.site,
                 e.kind,
                 e.status.map(|s| s.as_str()),
                 e.deployment_serial.map(|s| s as i64),
-                e.payload,
+                hash,
                 now.0
             ],
         )
@@ -748,14 +758,16 @@ pub(crate) fn insert_delivery(
     state: &str,
     now: Timestamp,
 ) -> Result<i64, StoreError> {
+    let hash = put_body(tx, &d.body)?;
     tx.execute(
-        "INSERT INTO deliveries (id, hook, event_id, body, state, attempts, next_attempt_at,
-           created_at, updated_at, headers) VALUES (?1, ?2, ?3, ?4, ?6, 0, ?5, ?5, ?5, ?7)",
+        "INSERT INTO deliveries (id, hook, event_id, body, body_hash, state, attempts,
+           next_attempt_at, created_at, updated_at, headers)
+         VALUES (?1, ?2, ?3, x'', ?4, ?6, 0, ?5, ?5, ?5, ?7)",
         params![
             d.id,
             d.hook,
             event_id,
-            d.body,
+            hash,
             now.0,
             state,
             headers_json(&d.headers)
@@ -763,6 +775,20 @@ pub(crate) fn insert_delivery(
     )
     .map_err(q("write delivery"))?;
     Ok(tx.last_insert_rowid())
+}
+
+/// Stores `body` once, by its SHA-256 (hex), and returns the hash: the same body for
+/// many deliveries (a publish to many hooks, a redelivery) is one row.
+pub(crate) fn put_body(tx: &rusqlite::Transaction<'_>, body: &[u8]) -> Result<String, StoreError> {
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    tx.prepare_cached("INSERT OR IGNORE INTO bodies (hash, body) VALUES (?1, ?2)")
+        .and_then(|mut st| st.execute(params![hash, body]))
+        .map_err(q("write a body"))?;
+    Ok(hash)
 }
 
 /// A delivery's own headers as stored: NULL for none.

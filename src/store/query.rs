@@ -128,6 +128,22 @@ impl Store {
         Ok((n.unsigned_abs(), oldest.map(Timestamp)))
     }
 
+    /// The bytes of the bodies waiting to be sent to `hook` (each delivery counted,
+    /// however its body is shared).
+    pub fn queued_bytes(&self, hook: &str) -> Result<u64, StoreError> {
+        self.with_conn(|c| {
+            c.query_row(
+                "SELECT COALESCE(SUM(length(COALESCE(b.body, d.body))), 0)
+                 FROM deliveries d LEFT JOIN bodies b ON b.hash = d.body_hash
+                 WHERE d.hook = ?1 AND d.state = 'pending'",
+                [hook],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(i64::unsigned_abs)
+            .map_err(q("count queued bytes"))
+        })
+    }
+
     /// Every hook the outbox has deliveries for, by name.
     pub fn hook_names(&self) -> Result<Vec<String>, StoreError> {
         self.with_conn(|c| {
@@ -206,8 +222,9 @@ impl Store {
             let found = c
                 .query_row(
                     "SELECT d.seq, d.id, d.hook, e.kind, d.state, d.attempts, d.created_at,
-                       d.last_status, d.last_error, d.body, d.next_attempt_at
-                     FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1",
+                       d.last_status, d.last_error, COALESCE(b.body, d.body), d.next_attempt_at
+                     FROM deliveries d JOIN events e ON e.id = d.event_id
+                     LEFT JOIN bodies b ON b.hash = d.body_hash WHERE d.id = ?1",
                     [id],
                     |r| {
                         Ok((
@@ -263,9 +280,9 @@ impl Store {
         let new_id = super::new_delivery_id();
         let n = self.with_conn(|c| {
             c.execute(
-                "INSERT INTO deliveries (id, hook, event_id, body, state, attempts, next_attempt_at,
-                   created_at, updated_at, headers)
-                 SELECT ?2, hook, event_id, body, 'pending', 0, ?3, ?3, ?3, headers
+                "INSERT INTO deliveries (id, hook, event_id, body, body_hash, state, attempts,
+                   next_attempt_at, created_at, updated_at, headers)
+                 SELECT ?2, hook, event_id, body, body_hash, 'pending', 0, ?3, ?3, ?3, headers
                  FROM deliveries WHERE id = ?1",
                 params![id, new_id, now.0],
             )

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 
 use super::{StoreError, api_hooks, q};
 
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 pub(super) fn corrupt_or(e: rusqlite::Error, path: &Path, op: &'static str) -> StoreError {
     match e.sqlite_error_code() {
@@ -104,6 +104,22 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
     if version < 6 {
         conn.execute_batch(super::relay::MIGRATE_6)
             .map_err(q("migrate to schema 6"))?;
+    }
+    if version < 7 {
+        // Bodies stored once, by content (SHA-256): a redelivery, or one publish to many
+        // hooks, refers to the stored body rather than copying it. Rows written before
+        // keep their own `body`; new ones an empty one and the hash.
+        conn.execute_batch(
+            "BEGIN;
+            CREATE TABLE bodies (hash TEXT PRIMARY KEY, body BLOB NOT NULL);
+            ALTER TABLE deliveries ADD COLUMN body_hash TEXT;
+            ALTER TABLE events ADD COLUMN payload_hash TEXT;
+            CREATE INDEX deliveries_body ON deliveries (body_hash);
+            CREATE INDEX events_payload ON events (payload_hash);
+            PRAGMA user_version = 7;
+            COMMIT;",
+        )
+        .map_err(q("migrate to schema 7"))?;
     }
     Ok(())
 }

@@ -238,3 +238,145 @@ fn a_reload_never_leaves_an_open_listener_behind() {
     );
     d.stop();
 }
+
+/// The outbox's size on disk (the database and its WAL).
+fn db_bytes(env: &TestEnv) -> u64 {
+    ["deployhook.sqlite", "deployhook.sqlite-wal"]
+        .iter()
+        .map(|f| {
+            std::fs::metadata(env.join("state").join(f))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+fn storage_config(env: &TestEnv, port: u16, rxs: &[Receiver], api: &str) -> String {
+    let site = env.join("site");
+    std::fs::create_dir_all(site.join("releases")).unwrap_or_else(|e| panic!("{e}"));
+    let hooks: String = rxs
+        .iter()
+        .enumerate()
+        .map(|(i, rx)| {
+            format!(
+                "[[hook]]\nname = \"h{i}\"\nurl = \"{}\"\nevents = [\"Custom\"]\nretry = [\"1h\"]\n\n",
+                rx.url
+            )
+        })
+        .collect();
+    format!(
+        "[daemon]\nstate_dir = \"{}\"\nhost_name = \"test-host\"\nshutdown_timeout = \"1s\"\n\n\
+         [[site]]\nname = \"shop\"\npath = \"{}\"\n\n{hooks}\
+         [api]\nlisten = \"127.0.0.1:{port}\"\nallow_private_targets = true\n{api}\n",
+        env.join("state").display(),
+        site.display()
+    )
+}
+
+/// A JSON document of about `n` bytes, different for each `tag`.
+fn document(n: usize, tag: usize) -> String {
+    format!("{{\"tag\": {tag}, \"pad\": \"{}\"}}", "x".repeat(n))
+}
+
+#[test]
+fn small_requests_never_become_large_disk() {
+    let env = TestEnv::new();
+    let rxs: Vec<Receiver> = (0..5).map(|_| Receiver::start()).collect();
+    let port = free_port();
+    let d = Daemon::start(
+        &env,
+        &storage_config(&env, port, &rxs, "max_publish_bytes = 1000000"),
+    );
+    let api = Client::tcp(port);
+    eventually!(api.get("/healthz").status == 200, "healthz");
+    let before = db_bytes(&env);
+
+    // 10 publishes of 900 KB to 5 hooks: each body stored once.
+    for tag in 0..10 {
+        let a = api.post("/api/hooks/publish/Custom", &document(900_000, tag));
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    eventually!(
+        rxs.iter().all(|rx| rx.requests().len() == 10),
+        "every hook got every publish"
+    );
+    let published = db_bytes(&env) - before;
+    eprintln!("10 publishes of 900 KB to 5 hooks: the outbox grew by {published} bytes");
+    assert!(
+        published < 20_000_000,
+        "10 × 900 KB to 5 hooks took {published} bytes"
+    );
+
+    // 200 redeliveries of a 900 KB delivery: each refers to the stored body.
+    let id = rxs[0].requests()[0]
+        .header("x-deployhook-delivery")
+        .unwrap_or_default()
+        .to_string();
+    let before = db_bytes(&env);
+    for _ in 0..200 {
+        let a = api.post(&format!("/api/deliveries/{id}/redeliver"), "");
+        assert_eq!(a.status, 202, "{}", a.text());
+    }
+    eventually!(rxs[0].requests().len() == 210, "the redeliveries");
+    let redelivered = db_bytes(&env) - before;
+    eprintln!("200 redeliveries of 900 KB: the outbox grew by {redelivered} bytes");
+    assert!(
+        redelivered < 10_000_000,
+        "200 redeliveries of 900 KB took {redelivered} bytes"
+    );
+
+    // A document over max_publish_bytes: 413.
+    let a = api.post("/api/hooks/publish/Custom", &document(1_100_000, 99));
+    assert_eq!(a.status, 413, "{}", a.text());
+
+    // Hooks registered through the API: at most max_hooks (100).
+    let mut codes = std::collections::BTreeMap::new();
+    for i in 0..120 {
+        let a = api.post_json(
+            "/api/hooks",
+            &serde_json::json!({"url": format!("http://127.0.0.1:9/h{i}"), "event": "Custom"}),
+        );
+        *codes.entry(a.status).or_insert(0) += 1;
+    }
+    assert_eq!(codes, [(201, 100), (409, 20)].into(), "{codes:?}");
+    let metrics = api.get("/metrics").text();
+    assert!(
+        metrics.contains("deployhook_api_refused_total{reason=\"hooks_limit\"} 20"),
+        "{metrics}"
+    );
+    d.stop();
+}
+
+#[test]
+fn a_full_queue_refuses_publishes_with_retry_after() {
+    let env = TestEnv::new();
+    let down = Receiver::start();
+    down.behave(|b| b.hang = true);
+    let port = free_port();
+    let d = Daemon::start(
+        &env,
+        &storage_config(
+            &env,
+            port,
+            std::slice::from_ref(&down),
+            "max_queue_bytes = 1000000",
+        ),
+    );
+    let api = Client::tcp(port);
+    eventually!(api.get("/healthz").status == 200, "healthz");
+    let mut codes = Vec::new();
+    for tag in 0..5 {
+        let a = api.post("/api/hooks/publish/Custom", &document(200_000, tag));
+        if a.status == 429 {
+            assert_eq!(a.header("retry-after"), Some("60"));
+            assert!(a.json()["error"].as_str().is_some_and(|e| e.contains("h0")));
+        }
+        codes.push(a.status);
+    }
+    assert_eq!(
+        codes,
+        [200, 200, 200, 200, 429],
+        "the fifth would pass 1 MB"
+    );
+    d.stop();
+}
