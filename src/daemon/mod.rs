@@ -189,16 +189,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     // Hooks registered through the API run whether or not `[api]` is still configured.
     let mut api_hooks = store.api_hooks()?;
     let mut api = match &config.api {
-        Some(a) => Some(
-            api::start(
-                &a.listen,
-                &store,
-                api_settings(&config),
-                api_limits(a),
-                control.shutdown.clone(),
-            )
-            .await?,
-        ),
+        Some(a) => Some(start_api(a, &config, &store, &control.shutdown).await?),
         None => None,
     };
     let mut tasks = Tasks::new(&store, in_flight);
@@ -566,6 +557,23 @@ fn reconfigure_api(api: Option<&ApiHandle>, config: &Config) {
     }
 }
 
+/// Binds `a` and serves the API under `config`'s settings and limits.
+async fn start_api(
+    a: &config::ApiConfig,
+    config: &Config,
+    store: &Store,
+    shutdown: &channel::Receiver<bool>,
+) -> Result<ApiHandle, api::ApiError> {
+    api::start(
+        &a.listen,
+        store,
+        api_settings(config),
+        api_limits(a),
+        shutdown.clone(),
+    )
+    .await
+}
+
 /// Makes the running API what the reloaded `config` says, before anything else of the
 /// reload applies: `[api]` dropped closes the listener now; a new `listen` or new limits
 /// close the old one and bind the new; `[api]` added binds. A bind that fails reopens
@@ -590,44 +598,30 @@ async fn follow_api(
     let Some(new) = &config.api else {
         return Ok(());
     };
-    match api::start(
-        &new.listen,
-        store,
-        api_settings(config),
-        api_limits(new),
-        shutdown.clone(),
-    )
-    .await
-    {
-        Ok(handle) => {
-            let _ = handle.ready.send(true);
-            *api = Some(handle);
-            Ok(())
-        }
+    let opened = match start_api(new, config, store, shutdown).await {
+        Ok(handle) => Ok(handle),
         Err(e) => {
             let why = chain(&e);
-            if let Some(prev) = &old.api {
-                match api::start(
-                    &prev.listen,
-                    store,
-                    api_settings(old),
-                    api_limits(prev),
-                    shutdown.clone(),
-                )
-                .await
-                {
-                    Ok(handle) => {
-                        let _ = handle.ready.send(true);
-                        *api = Some(handle);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %chain(&e), "the API cannot listen again where it did: it is down until a reload or restart")
-                    }
+            let back = match &old.api {
+                Some(prev) => start_api(prev, old, store, shutdown).await.map(Some),
+                None => Ok(None),
+            };
+            match back {
+                Ok(Some(handle)) => {
+                    let _ = handle.ready.send(true);
+                    *api = Some(handle);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %chain(&e), "the API cannot listen again where it did: it is down until a reload or restart")
                 }
             }
             Err(why)
         }
-    }
+    }?;
+    let _ = opened.ready.send(true);
+    *api = Some(opened);
+    Ok(())
 }
 
 /// Runs the wanted hooks (config + API): reconciles the workers, gives the reads the

@@ -103,6 +103,23 @@ pub struct ChainStep {
     pub answered_at: Option<String>,
 }
 
+/// Ends a waiting step, and its run, in error for `reason`.
+fn fail_step(
+    tx: &rusqlite::Transaction<'_>,
+    run: &str,
+    step: i64,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE chain_steps SET state = 'error', description = ?3, answered_at = ?4
+         WHERE run_id = ?1 AND step = ?2",
+        params![run, step, reason, now.0],
+    )
+    .map_err(q("expire a chain step"))?;
+    end_run(tx, run, "error", reason, now)
+}
+
 /// What a callback met.
 #[derive(Debug)]
 pub enum Answered {
@@ -293,13 +310,7 @@ impl Store {
                     "step {} ({hook}): the callback came after the chain's callback_timeout",
                     step + 1
                 );
-                tx.execute(
-                    "UPDATE chain_steps SET state = 'error', description = ?3, answered_at = ?4
-                     WHERE run_id = ?1 AND step = ?2",
-                    params![run, step, reason, now.0],
-                )
-                .map_err(q("expire a chain step"))?;
-                end_run(&tx, &run, "error", &reason, now)?;
+                fail_step(&tx, &run, step, &reason, now)?;
                 tx.commit().map_err(q("commit a late callback"))?;
                 return Ok(Answered::Late);
             }
@@ -408,13 +419,7 @@ impl Store {
                         step + 1
                     )
                 };
-                tx.execute(
-                    "UPDATE chain_steps SET state = 'error', description = ?3, answered_at = ?4
-                     WHERE run_id = ?1 AND step = ?2",
-                    params![run, step, reason, now.0],
-                )
-                .map_err(q("expire a chain step"))?;
-                end_run(&tx, run, "error", &reason, now)?;
+                fail_step(&tx, run, *step, &reason, now)?;
             }
             tx.commit().map_err(q("commit chain expiry"))?;
             Ok(expired.len())

@@ -108,6 +108,18 @@ fn read_to_close(mut s: TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A publish that declares a body of `length` bytes and sends one; what came back
+/// before the server closed.
+fn publish_declaring(port: u16, length: u64) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+    let head = format!(
+        "POST /api/hooks/publish/Custom HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{"
+    );
+    s.write_all(head.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    read_to_close(s)
+}
+
 #[test]
 fn slow_headers_are_cut_off_and_a_body_declared_huge_is_answered() {
     let env = TestEnv::new();
@@ -145,22 +157,11 @@ fn slow_headers_are_cut_off_and_a_body_declared_huge_is_answered() {
     }
 
     // A body declared 10 GB, one byte sent: answered 413 at once.
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
-    s.write_all(
-        b"POST /api/hooks/publish/Custom HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let answer = read_to_close(s);
+    let answer = publish_declaring(port, 10_000_000_000);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("{\"error\":"), "JSON: {answer}");
-
     // A body declared small that never comes: 408 after request_timeout.
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
-    s.write_all(
-        b"POST /api/hooks/publish/Custom HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let answer = read_to_close(s);
+    let answer = publish_declaring(port, 100);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     // A URI too long is a JSON error like any other.
     let long = api.get(&format!("/api/hooks?x={}", "a".repeat(10_000)));

@@ -12,21 +12,7 @@ use super::env::wait_until;
 
 /// Whether `nats-server` can run; when not, says how to get it, and panics under CI.
 pub fn have() -> bool {
-    let ok = Command::new("nats-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let msg = "nats-server is needed for this test: apt-get install nats-server";
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{msg} (CI is set: failing)"
-        );
-        eprintln!("SKIPPED: {msg}");
-    }
-    ok
+    super::tools::have("nats-server", "nats-server")
 }
 
 pub struct NatsServer {
