@@ -116,6 +116,8 @@ pub struct ApiHandle {
     pub configured: Limits,
     /// The accept loop, which owns the listener.
     server: Option<tokio::task::JoinHandle<()>>,
+    /// The TCP address really bound (a `listen` port 0 picks one).
+    pub bound: Option<std::net::SocketAddr>,
 }
 
 impl ApiHandle {
@@ -257,7 +259,13 @@ pub async fn start(
         }
         let _ = either_tx.send(true);
     });
-    tracing::info!(listen = %listen, max_connections = limits.max_connections, "API listening");
+    // The address really bound (a `listen` port 0 picks one): what clients and tests use.
+    let bound_addr = match &bound {
+        Bound::Tcp(l) => l.local_addr().ok(),
+        Bound::Unix(_) => None,
+    };
+    let address = bound_addr.map_or_else(|| listen.to_string(), |a| a.to_string());
+    tracing::info!(listen = %listen, address = %address, max_connections = limits.max_connections, "API listening");
     let server = tokio::spawn(async move {
         match bound {
             Bound::Tcp(l) => serve::serve(l, app, limits, either_rx).await,
@@ -274,6 +282,7 @@ pub async fn start(
         limits,
         configured,
         server: Some(server),
+        bound: bound_addr,
     })
 }
 

@@ -590,38 +590,66 @@ async fn follow_api(
     if wanted == running {
         return Ok(());
     }
+    let Some(new) = &config.api else {
+        close_api(api).await;
+        return Ok(());
+    };
+    // The new listener first, the old one still serving: a bind that fails leaves it
+    // untouched. Only where the two want the same address is the old one closed first.
+    let opened = match start_api(new, config, store, shutdown).await {
+        Ok(handle) => handle,
+        Err(e) if same_address(api.as_ref(), &new.listen) => {
+            tracing::debug!(error = %chain(&e), "the new API address is the running one's: closing that first");
+            close_api(api).await;
+            match start_api(new, config, store, shutdown).await {
+                Ok(handle) => handle,
+                Err(e) => {
+                    let why = chain(&e);
+                    if let Some(prev) = &old.api {
+                        match start_api(prev, old, store, shutdown).await {
+                            Ok(handle) => {
+                                let _ = handle.ready.send(true);
+                                *api = Some(handle);
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %chain(&e), "the API cannot listen again where it did: it is down until a reload or restart")
+                            }
+                        }
+                    }
+                    return Err(why);
+                }
+            }
+        }
+        Err(e) => return Err(chain(&e)),
+    };
+    close_api(api).await;
+    let _ = opened.ready.send(true);
+    *api = Some(opened);
+    Ok(())
+}
+
+/// Closes the running API's listener, if any, and waits until its socket is released.
+async fn close_api(api: &mut Option<ApiHandle>) {
     if let Some(a) = api.take() {
         let listen = a.listen.to_string();
         a.shut().await;
         tracing::info!(listen = %listen, "API listener closed (the reloaded config drops or moves it)");
     }
-    let Some(new) = &config.api else {
-        return Ok(());
+}
+
+/// Whether binding `new` may fail only because `old` holds it: the same port (any IP,
+/// so `0.0.0.0:P` and `127.0.0.1:P` conflict) or the same socket path.
+fn same_address(old: Option<&ApiHandle>, new: &config::Listen) -> bool {
+    let Some(old) = old else {
+        return false;
     };
-    let opened = match start_api(new, config, store, shutdown).await {
-        Ok(handle) => Ok(handle),
-        Err(e) => {
-            let why = chain(&e);
-            let back = match &old.api {
-                Some(prev) => start_api(prev, old, store, shutdown).await.map(Some),
-                None => Ok(None),
-            };
-            match back {
-                Ok(Some(handle)) => {
-                    let _ = handle.ready.send(true);
-                    *api = Some(handle);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(error = %chain(&e), "the API cannot listen again where it did: it is down until a reload or restart")
-                }
-            }
-            Err(why)
+    match (&old.listen, new) {
+        (config::Listen::Tcp(_), config::Listen::Tcp(b)) => {
+            b.port() != 0 && old.bound.is_some_and(|a| a.port() == b.port())
         }
-    }?;
-    let _ = opened.ready.send(true);
-    *api = Some(opened);
-    Ok(())
+        (config::Listen::Unix(a), config::Listen::Unix(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// Runs the wanted hooks (config + API): reconciles the workers, gives the reads the

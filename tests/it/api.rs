@@ -24,11 +24,8 @@ fn config(env: &TestEnv, port: u16, api_extra: &str, hooks: &str) -> String {
 
 /// A daemon whose API may register loopback receivers.
 fn start<'a>(env: &'a TestEnv, hooks: &str) -> (Daemon<'a>, Client) {
-    let port = free_port();
-    let d = Daemon::start(
-        env,
-        &config(env, port, "allow_private_targets = true", hooks),
-    );
+    let d = Daemon::start(env, &config(env, 0, "allow_private_targets = true", hooks));
+    let port = d.api_port();
     (d, Client::tcp(port))
 }
 
@@ -430,12 +427,12 @@ fn a_deleted_hooks_queue_is_cancelled_and_other_workers_keep_running() {
 fn without_the_token_or_with_a_wrong_one_every_route_but_healthz_is_401() {
     let env = TestEnv::new();
     std::fs::write(env.join("token"), "s3cret-token\n").unwrap_or_else(|e| panic!("{e}"));
-    let port = free_port();
     let extra = format!(
         "token_file = \"{}\"\nallow_private_targets = true",
         env.join("token").display()
     );
-    let _d = Daemon::start(&env, &config(&env, port, &extra, ""));
+    let d = Daemon::start(&env, &config(&env, 0, &extra, ""));
+    let port = d.api_port();
     let anon = Client::tcp(port);
     let wrong = Client::tcp(port).with_token("s3cret-tokem");
     let routes = [
@@ -522,15 +519,14 @@ fn a_body_over_1_mib_is_413() {
 fn private_targets_are_refused_at_registration_and_again_at_delivery() {
     let env = TestEnv::new();
     let rx = Receiver::start();
-    let port = free_port();
     let hosts = env.join("hosts");
     // A public address at registration (only resolved, never connected to).
     std::fs::write(&hosts, "93.184.216.34 hooks.example\n").unwrap_or_else(|e| panic!("{e}"));
     let cfg = env.join("deployhook.toml");
-    std::fs::write(&cfg, config(&env, port, "", "")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&cfg, config(&env, 0, "", "")).unwrap_or_else(|e| panic!("{e}"));
     let hosts_var = hosts.to_string_lossy().into_owned();
-    let _d = Daemon::start_with(&env, &cfg, &[("DEPLOYHOOK_DEBUG_HOSTS_FILE", &hosts_var)]);
-    let c = Client::tcp(port);
+    let d = Daemon::start_with(&env, &cfg, &[("DEPLOYHOOK_DEBUG_HOSTS_FILE", &hosts_var)]);
+    let c = Client::tcp(d.api_port());
     for url in [
         rx.url.as_str(),
         "http://localhost:9/x",
@@ -715,14 +711,13 @@ fn the_cli_says_when_no_daemon_listens_or_the_config_has_no_api() {
 #[test]
 fn healthz_is_503_while_the_daemon_loop_is_stuck_and_200_again_after() {
     let env = TestEnv::new();
-    let port = free_port();
     let cfg = env.join("deployhook.toml");
-    std::fs::write(&cfg, config(&env, port, "", "")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&cfg, config(&env, 0, "", "")).unwrap_or_else(|e| panic!("{e}"));
     let stall = env.join("stall");
     let stall_str = stall.to_string_lossy().into_owned();
     // Debug builds block the loop while this file exists, at its next wake-up.
-    let _d = Daemon::start_with(&env, &cfg, &[("DEPLOYHOOK_DEBUG_STALL_FILE", &stall_str)]);
-    let c = Client::tcp(port);
+    let d = Daemon::start_with(&env, &cfg, &[("DEPLOYHOOK_DEBUG_STALL_FILE", &stall_str)]);
+    let c = Client::tcp(d.api_port());
     assert_eq!(c.get("/healthz").status, 200);
     std::fs::write(&stall, "").unwrap_or_else(|e| panic!("{e}"));
     // This probe wakes the loop (answered), which then sticks.

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::api::{Client, free_port};
+use crate::support::api::Client;
 use crate::support::daemon::Daemon;
 use crate::support::deploy::{Site, config};
 use crate::support::env::TestEnv;
@@ -22,14 +22,19 @@ fn raise_own_fd_limit(want: u64) {
     // SAFETY: valid pointers to a local rlimit.
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        assert!(
-            lim.rlim_max >= want,
-            "this test holds {want} sockets: raise the hard open files limit (ulimit -Hn)"
-        );
-        if lim.rlim_cur < want {
-            lim.rlim_cur = want.max(lim.rlim_cur).min(lim.rlim_max);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        if lim.rlim_cur >= want {
+            return;
         }
+        // Root may raise the hard limit too; anyone may raise the soft one to it.
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: lim.rlim_max.max(want),
+        };
+        assert_eq!(
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised),
+            0,
+            "this test holds {want} sockets: raise the open files limit (ulimit -n {want})"
+        );
     }
 }
 
@@ -47,11 +52,11 @@ fn eleven_hundred_idle_connections_under_a_1024_fd_limit_blind_nothing() {
     let site = Site::capistrano(&env);
     site.cap_deploy("20261120090000", "alice");
     let rx = Receiver::start();
-    let port = free_port();
     let cfg = env.join("deployhook.toml");
-    std::fs::write(&cfg, api_config(&env, &site, &rx, port, "")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&cfg, api_config(&env, &site, &rx, 0, "")).unwrap_or_else(|e| panic!("{e}"));
     // systemd's default: 1024 open files, soft and hard.
     let d = Daemon::start_opts(&env, &cfg, &[], None, Some(1024));
+    let port = d.api_port();
     let api = Client::tcp(port);
     eventually!(api.get("/healthz").status == 200, "healthz");
 
@@ -126,7 +131,6 @@ fn slow_headers_are_cut_off_and_a_body_declared_huge_is_answered() {
     let site = Site::capistrano(&env);
     site.cap_deploy("20261120090000", "alice");
     let rx = Receiver::start();
-    let port = free_port();
     let cfg = env.join("deployhook.toml");
     std::fs::write(
         &cfg,
@@ -134,12 +138,13 @@ fn slow_headers_are_cut_off_and_a_body_declared_huge_is_answered() {
             &env,
             &site,
             &rx,
-            port,
+            0,
             "header_timeout = \"1s\"\nrequest_timeout = \"2s\"",
         ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let d = Daemon::start_with(&env, &cfg, &[]);
+    let port = d.api_port();
     let api = Client::tcp(port);
     eventually!(api.get("/healthz").status == 200, "healthz");
 
@@ -196,13 +201,13 @@ fn a_reload_never_leaves_an_open_listener_behind() {
     let rx = Receiver::start();
     let token = env.join("api.token");
     std::fs::write(&token, "s3cret-token\n").unwrap_or_else(|e| panic!("{e}"));
-    let (p1, p2) = (free_port(), free_port());
     let base = config(&env, &site, &rx.url, "");
     let public = format!(
-        "{base}\n[api]\nlisten = \"0.0.0.0:{p1}\"\ntoken_file = \"{}\"\n",
+        "{base}\n[api]\nlisten = \"0.0.0.0:0\"\ntoken_file = \"{}\"\n",
         token.display()
     );
     let d = Daemon::start(&env, &public);
+    let p1 = d.api_port();
     let api = Client::tcp(p1);
     eventually!(api.get("/healthz").status == 200, "healthz");
     assert_eq!(api.get("/api/hooks").status, 401, "the token is required");
@@ -214,9 +219,11 @@ fn a_reload_never_leaves_an_open_listener_behind() {
     // [api] back, on loopback without a token: it listens there, and only there.
     reload_to(
         &d,
-        &format!("{base}\n[api]\nlisten = \"127.0.0.1:{p2}\"\n"),
+        &format!("{base}\n[api]\nlisten = \"127.0.0.1:0\"\n"),
         "config reloaded",
     );
+    let p2 = d.api_port();
+    assert_ne!(p1, p2);
     assert_eq!(Client::tcp(p2).get("/api/hooks").status, 200);
     assert!(refused(p1));
 
@@ -236,6 +243,21 @@ fn a_reload_never_leaves_an_open_listener_behind() {
         Client::tcp(p2).get("/api/hooks").status,
         200,
         "the old API stays"
+    );
+
+    // The same port on every address, with a token: the old listener makes way.
+    reload_to(
+        &d,
+        &format!(
+            "{base}\n[api]\nlisten = \"0.0.0.0:{p2}\"\ntoken_file = \"{}\"\n",
+            token.display()
+        ),
+        "config reloaded",
+    );
+    assert_eq!(
+        Client::tcp(p2).get("/api/hooks").status,
+        401,
+        "the token is required"
     );
     d.stop();
 }
@@ -283,12 +305,11 @@ fn document(n: usize, tag: usize) -> String {
 fn small_requests_never_become_large_disk() {
     let env = TestEnv::new();
     let rxs: Vec<Receiver> = (0..5).map(|_| Receiver::start()).collect();
-    let port = free_port();
     let d = Daemon::start(
         &env,
-        &storage_config(&env, port, &rxs, "max_publish_bytes = 1000000"),
+        &storage_config(&env, 0, &rxs, "max_publish_bytes = 1000000"),
     );
-    let api = Client::tcp(port);
+    let api = Client::tcp(d.api_port());
     eventually!(api.get("/healthz").status == 200, "healthz");
     let before = db_bytes(&env);
 
@@ -353,17 +374,16 @@ fn a_full_queue_refuses_publishes_with_retry_after() {
     let env = TestEnv::new();
     let down = Receiver::start();
     down.behave(|b| b.hang = true);
-    let port = free_port();
     let d = Daemon::start(
         &env,
         &storage_config(
             &env,
-            port,
+            0,
             std::slice::from_ref(&down),
             "max_queue_bytes = 1000000",
         ),
     );
-    let api = Client::tcp(port);
+    let api = Client::tcp(d.api_port());
     eventually!(api.get("/healthz").status == 200, "healthz");
     let mut codes = Vec::new();
     for tag in 0..5 {

@@ -135,6 +135,20 @@ impl<'a> Daemon<'a> {
         );
     }
 
+    /// The TCP port the daemon's API bound (a config may say port 0), from its log.
+    pub fn api_port(&self) -> u16 {
+        self.wait_log("API listening");
+        let logs = self.logs();
+        logs.iter()
+            .rev()
+            .filter(|l| l.contains("API listening"))
+            .find_map(|l| {
+                let address = l.split("address=").nth(1)?.split_whitespace().next()?;
+                address.rsplit(':').next()?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no bound API address in the log: {logs:?}"))
+    }
+
     /// What `deployhook status` prints about the running daemon (stdout and stderr).
     pub fn status(&self) -> String {
         let o = run(
