@@ -5,7 +5,7 @@
 //! `snapshot` (read a site) → `infer` (pure: previous state + snapshot → transitions) →
 //! `store` (state, transitions, events and deliveries in one SQLite transaction) →
 //! `deliver` (one worker per hook sends its queue). `daemon` wires them; `config`,
-//! `cli`, `check`, `demo`, `listen` and `telemetry` stand beside the path.
+//! `cli`, `cmd` (the commands) and `telemetry` stand beside the path.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod model;
@@ -15,22 +15,19 @@ pub mod daemon;
 pub mod deliver;
 pub mod events;
 pub mod infer;
-pub mod relay;
+pub mod running;
 pub mod snapshot;
 pub mod store;
 pub mod watch;
 
-pub mod admin;
 pub mod api;
-pub mod check;
 pub mod cli;
-pub mod demo;
-pub mod listen;
-pub mod mark;
+pub mod cmd;
 pub mod metrics;
 pub mod telemetry;
 
 use cli::{Cli, Command, Deliveries, Hooks, exit};
+use cmd::{admin, check, client, demo, listen, mark};
 use telemetry::chain;
 
 /// Runs a parsed command line; returns the process exit code.
@@ -151,9 +148,9 @@ pub fn run(cli: Cli) -> u8 {
             let out = &mut std::io::stdout();
             admin_result(admin::load(&cli.config).and_then(|c| {
                 // Said before standard input is read (which would wait for it).
-                api::client::api_of(&c)?;
+                client::api_of(&c)?;
                 let body = admin::read_input(&file)?;
-                api::client::publish(&c, &event, body, out)
+                client::publish(&c, &event, body, out)
             }))
         }
         Command::Hooks(h) => {
@@ -169,10 +166,10 @@ pub fn run(cli: Cli) -> u8 {
                     insecure_ssl,
                 } => admin_result(
                     admin::load(&cli.config)
-                        .and_then(|c| api::client::hooks_add(&c, &url, &event, insecure_ssl, out)),
+                        .and_then(|c| client::hooks_add(&c, &url, &event, insecure_ssl, out)),
                 ),
                 Hooks::Remove { id } => admin_result(
-                    admin::load(&cli.config).and_then(|c| api::client::hooks_remove(&c, &id, out)),
+                    admin::load(&cli.config).and_then(|c| client::hooks_remove(&c, &id, out)),
                 ),
                 Hooks::Test { name } => match admin::hooks_test(&cli.config, &name, out) {
                     Ok(true) => exit::OK,

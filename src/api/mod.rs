@@ -10,14 +10,12 @@
 
 mod auth;
 mod chains;
-pub mod client;
 mod history;
 mod hooks;
 mod serve;
 
 pub use serve::Limits;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,12 +24,12 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::{HookConfig, Listen, Secret};
+use crate::config::{Listen, Secret};
 use crate::store::Store;
 use crate::store::api_hooks::ApiHook;
 
@@ -77,19 +75,7 @@ pub(crate) fn queue_full(hook: &str, max: u64) -> Response {
     r
 }
 
-/// The hooks the daemon runs now (config and runtime ones), and their workers'
-/// wake-ups.
-#[derive(Clone, Default)]
-pub struct HookView {
-    pub hooks: Arc<Vec<HookConfig>>,
-    /// Names of the hooks that come from the config file.
-    pub config_hooks: Arc<Vec<String>>,
-    pub wakes: Arc<BTreeMap<String, Arc<Notify>>>,
-    /// The chains (a relay starts them for relayed deployments too).
-    pub chains: Arc<Vec<crate::config::ChainConfig>>,
-    /// `public_url`, the base of chain callback URLs.
-    pub callback_base: Option<String>,
-}
+pub use crate::running::HookView;
 
 /// Asks of the daemon loop.
 pub enum LoopRequest {

@@ -9,6 +9,7 @@
 //! dirty" mark, so they take the normal path.
 
 pub mod health;
+pub mod relay;
 pub mod site;
 pub mod tasks;
 pub mod verdict;

@@ -60,7 +60,7 @@ pub struct Tasks {
     wakes: BTreeMap<String, Arc<Notify>>,
     probes: watch::Sender<bool>,
     /// What the relay sources route by (the hooks that run and their wake-ups).
-    sources_view: watch::Sender<crate::api::HookView>,
+    sources_view: watch::Sender<crate::running::HookView>,
     sources_stop: watch::Sender<bool>,
     next_generation: u64,
 }
@@ -83,7 +83,7 @@ impl Tasks {
             waiting: BTreeMap::new(),
             wakes: BTreeMap::new(),
             probes: watch::channel(false).0,
-            sources_view: watch::channel(crate::api::HookView::default()).0,
+            sources_view: watch::channel(crate::running::HookView::default()).0,
             sources_stop: watch::channel(false).0,
             next_generation: 0,
         }
@@ -189,7 +189,7 @@ impl Tasks {
     }
 
     /// The hooks the relay sources route to from now on.
-    pub fn publish_view(&self, view: crate::api::HookView) {
+    pub fn publish_view(&self, view: crate::running::HookView) {
         self.sources_view.send_replace(view);
     }
 
@@ -197,7 +197,7 @@ impl Tasks {
     pub fn start_sources(&mut self, config: &Config) {
         for source in &config.sources {
             let name = TaskName::Source(source.name.clone());
-            let run = crate::relay::run(
+            let run = super::relay::run(
                 source.clone(),
                 self.sources_view.subscribe(),
                 self.store.clone(),

@@ -13,10 +13,10 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 use super::{Context, DeploymentEvent, addressed};
-use crate::api::HookView;
 use crate::config::Format;
 use crate::infer::model::{Deployment, Transition};
 use crate::model::{CommitInfo, CommitRange, CommitSummary, Status, Timestamp};
+use crate::running::HookView;
 use crate::store::{NewDelivery, NewEvent, new_delivery_id};
 
 /// What an edge's message says, parsed.

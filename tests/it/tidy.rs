@@ -80,3 +80,41 @@ fn no_source_file_is_over_800_lines() {
         .collect();
     assert!(long.is_empty(), "split these along their stages: {long:?}");
 }
+
+/// The files under `src/` whose text names `needle` in code (not in comments), outside
+/// the folders in `allowed` (`src/<dir>/`) and files in `allowed_files`.
+fn who_names(needle: &str, allowed: &[&str], allowed_files: &[&str]) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    files
+        .into_iter()
+        .filter_map(|f| {
+            let rel = f.strip_prefix(root).ok()?.to_string_lossy().into_owned();
+            if allowed
+                .iter()
+                .any(|d| rel.starts_with(&format!("src/{d}/")))
+                || allowed_files.contains(&rel.as_str())
+            {
+                return None;
+            }
+            let text = std::fs::read_to_string(&f).ok()?;
+            let named = text
+                .lines()
+                .map(str::trim_start)
+                .filter(|l| !l.starts_with("//"))
+                .any(|l| l.contains(needle));
+            named.then_some(rel)
+        })
+        .collect()
+}
+
+/// Arrows run down: only the daemon (which starts the API) and the commands import
+/// `api`; only `deliver` and the commands (the CLI's API client) know reqwest.
+#[test]
+fn the_import_rules_hold() {
+    let api = who_names("crate::api", &["api", "daemon", "cmd"], &["src/lib.rs"]);
+    assert!(api.is_empty(), "these import api: {api:?}");
+    let reqwest = who_names("reqwest", &["deliver", "cmd"], &[]);
+    assert!(reqwest.is_empty(), "these know reqwest: {reqwest:?}");
+}

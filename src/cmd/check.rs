@@ -284,7 +284,7 @@ pub fn run(path: &Path) -> bool {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())
-            .and_then(|rt| rt.block_on(crate::relay::probe(src)));
+            .and_then(|rt| rt.block_on(crate::daemon::relay::probe(src)));
         match probe {
             Ok(n) => say!("  connected; the stream holds {n} messages"),
             Err(why) => say!("  warning: {why}"),

@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::listen::{self, Received};
 use crate::config::{Config, DaemonConfig, HookConfig, Secret, SignatureKind, SiteConfig};
 use crate::daemon::{self, Control};
-use crate::listen::{self, Received};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {

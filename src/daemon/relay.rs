@@ -12,10 +12,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use crate::api::HookView;
 use crate::config::SourceConfig;
 use crate::events::relayed::Relayed;
 use crate::model::Timestamp;
+use crate::running::HookView;
 use crate::store::Store;
 use crate::telemetry::escape;
 

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::admin::Failed;
+use super::admin::Failed;
 use crate::config::{ApiConfig, Config, Listen};
 
 type Result<T> = std::result::Result<T, Failed>;
