@@ -196,3 +196,13 @@ pub struct CommitInfo {
     pub message: String,
     pub time: Timestamp,
 }
+
+/// The wait after one more failure of something retried by itself (a store write, a
+/// site read, a NATS connection): 1 s, then doubling, at most 30 s. Callers retry after it
+/// and log once per step.
+pub fn next_backoff(prev: Option<std::time::Duration>) -> std::time::Duration {
+    use std::time::Duration;
+    prev.map_or(Duration::from_secs(1), |b| {
+        (b * 2).min(Duration::from_secs(30))
+    })
+}

@@ -116,7 +116,7 @@ impl Template {
     /// The environment templates run in: an undefined variable is an error, a file named
     /// `*.json` or `*.json.j2` writes every `{{ value }}` as JSON (quoted and escaped),
     /// and a rendering has a step limit.
-    fn environment() -> minijinja::Environment<'static> {
+    pub fn environment() -> minijinja::Environment<'static> {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         env.set_auto_escape_callback(minijinja::default_auto_escape_callback);
@@ -124,7 +124,7 @@ impl Template {
         env
     }
 
-    fn name(&self) -> String {
+    pub fn name(&self) -> String {
         self.path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -156,46 +156,10 @@ impl Template {
             ))
         }
     }
-
-    /// Renders the template with `context`.
-    pub fn render(&self, context: &serde_json::Value) -> Result<String, String> {
-        let env = Template::environment();
-        let name = self.name();
-        let t = env
-            .template_from_named_str(&name, &self.source)
-            .map_err(|e| describe(&e))?;
-        let mut out = CappedWriter(Vec::new());
-        t.render_captured_to(
-            minijinja::Value::from(minijinja::value::Serde(context)),
-            &mut out,
-        )
-        .map_err(|e| describe(&e))?;
-        String::from_utf8(out.0).map_err(|e| e.to_string())
-    }
-}
-
-/// A buffer that refuses to grow past `MAX_TEMPLATE_OUTPUT`.
-struct CappedWriter(Vec<u8>);
-
-impl std::io::Write for CappedWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.0.len() + buf.len() > MAX_TEMPLATE_OUTPUT {
-            return Err(std::io::Error::other(format!(
-                "the rendered body is over {} KiB",
-                MAX_TEMPLATE_OUTPUT / 1024
-            )));
-        }
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// A minijinja error with where it happened (template line) and what caused it.
-fn describe(e: &minijinja::Error) -> String {
+pub fn describe(e: &minijinja::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -400,38 +364,5 @@ fn read_template(
             c.at(t.span(), key, why);
             None
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn template(name: &str, source: &str) -> Template {
-        Template {
-            path: PathBuf::from(format!("/t/{name}")),
-            source: source.to_string(),
-        }
-    }
-
-    #[test]
-    fn json_templates_escape_values_and_renders_are_bounded() {
-        let t = template("a.json.j2", "{\"m\": {{ message }}}");
-        assert_eq!(t.check(), Ok(()));
-        let out = t.render(&serde_json::json!({"message": "say \"hi\" \\ <b>"}));
-        assert_eq!(out.as_deref(), Ok("{\"m\": \"say \\\"hi\\\" \\\\ <b>\"}"));
-        // A loop that would run forever runs out of fuel.
-        let spin = template("b.txt", "{% for i in range(1000000) %}{{ i }}{% endfor %}");
-        assert!(spin.render(&serde_json::json!({})).is_err());
-        // A body that would be huge is refused, not sent.
-        let big = template(
-            "c.txt",
-            "{% for i in range(5000) %}{{ message * 100 }}{% endfor %}",
-        );
-        let err = big
-            .render(&serde_json::json!({"message": "xxxxxxxxxx"}))
-            .err()
-            .unwrap_or_default();
-        assert!(err.contains("over 1024 KiB"), "{err}");
     }
 }

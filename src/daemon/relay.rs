@@ -39,7 +39,7 @@ pub async fn run(
         match consume(&source, &view, &store, &host, &mut stop).await {
             Ok(()) => return Ok(()),
             Err(why) => {
-                let wait = crate::store::next_backoff(backoff);
+                let wait = crate::model::next_backoff(backoff);
                 backoff = Some(wait);
                 tracing::warn!(source = %source.name, error = %escape(&why), retry_in_s = wait.as_secs(), "relay source interrupted");
                 tokio::select! {

@@ -19,8 +19,9 @@ use crate::config::{ChainConfig, Config, HookConfig, SiteConfig, WatchMode};
 use crate::events;
 use crate::infer::{self, model::Inference, model::SiteState};
 use crate::model::Timestamp;
+use crate::model::next_backoff;
 use crate::snapshot::{Health, ReadError, Reader, Warning};
-use crate::store::{Store, StoreError, next_backoff};
+use crate::store::{Store, StoreError};
 use crate::telemetry::{catch_panic, chain, escape};
 
 pub struct SiteRuntime {

@@ -408,7 +408,7 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
     // success; one log line per step.
     let mut store_backoff: Option<Duration> = None;
     let next_backoff = |b: &mut Option<Duration>| {
-        let w = crate::store::next_backoff(*b);
+        let w = crate::model::next_backoff(*b);
         *b = Some(w);
         w
     };

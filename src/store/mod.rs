@@ -583,13 +583,7 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// The wait after one more failed write of the store (a full disk, an I/O error): 1 s,
-/// then doubling, at most 30 s. Writers retry after it and log once per step.
-pub fn next_backoff(prev: Option<Duration>) -> Duration {
-    prev.map_or(Duration::from_secs(1), |b| {
-        (b * 2).min(Duration::from_secs(30))
-    })
-}
+pub use crate::model::next_backoff;
 
 /// Creates the state directory if needed, and makes it 0700 whatever the umask: the
 /// outbox holds payloads and the history of every receiver's answers. A directory that
