@@ -9,8 +9,10 @@
 //! dirty" mark, so they take the normal path.
 
 pub mod health;
+mod listener;
 pub mod relay;
 pub mod site;
+mod systemd;
 pub mod tasks;
 pub mod verdict;
 
@@ -32,7 +34,10 @@ use crate::store::api_hooks::ApiHook;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{chain, escape};
 use crate::watch::{self, Dirty, Watcher};
+pub use listener::raise_fd_limit;
+use listener::{follow_api, reconfigure_api, start_api};
 use site::{ReadContext, ReadDone, SiteRuntime};
+use systemd::{notify, send_status};
 use tasks::Tasks;
 
 /// Attempts in flight across all hooks.
@@ -78,40 +83,6 @@ pub enum Reload {
     Applied,
     /// Why, every error in one text.
     Rejected(String),
-}
-
-/// Tells systemd (under `Type=notify`; a no-op elsewhere). Never blocks: the datagram
-/// is sent non-blocking, and a full socket (systemd not reading, its queue of 10 full)
-/// drops this message — a stuck notify socket must never stop the loop or SIGTERM.
-fn notify(state: &[NotifyState<'_>]) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let msg: String = state.iter().map(|s| format!("{s}\n")).collect();
-    if let Err(e) = send_notify(&path, msg.as_bytes()) {
-        tracing::debug!(error = %e, "sd_notify: message dropped");
-    }
-}
-
-fn send_notify(path: &std::ffi::OsStr, msg: &[u8]) -> std::io::Result<()> {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let sock = UnixDatagram::unbound()?;
-    sock.set_nonblocking(true)?;
-    let bytes = path.as_bytes();
-    let addr = match bytes.strip_prefix(b"@") {
-        Some(name) => SocketAddr::from_abstract_name(name)?,
-        None => SocketAddr::from_pathname(path)?,
-    };
-    let sent = sock.send_to_addr(msg, &addr)?;
-    if sent != msg.len() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::WriteZero,
-            "incomplete write",
-        ));
-    }
-    Ok(())
 }
 
 /// Runs the daemon from the command line: loads the config, handles signals.
@@ -491,168 +462,6 @@ fn wanted_hooks(config: &Config, api_hooks: &[ApiHook]) -> Vec<HookConfig> {
     hooks
 }
 
-fn api_limits(a: &config::ApiConfig) -> api::Limits {
-    api::Limits {
-        max_connections: a.max_connections,
-        header_timeout: a.header_timeout,
-        request_timeout: a.request_timeout,
-    }
-}
-
-/// Raises the soft limit of open files to the hard limit (systemd gives 1024 soft): a
-/// crowd of connections must not leave site reads without descriptors.
-pub fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid pointers to a local rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
-            return;
-        }
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot raise the open files limit");
-        }
-    }
-}
-
-fn api_settings(config: &Config) -> api::Settings {
-    api::Settings {
-        token: config.api.as_ref().and_then(|a| a.token.clone()),
-        allow_private_targets: config.api.as_ref().is_some_and(|a| a.allow_private_targets),
-        host_name: config.daemon.host_name.clone(),
-        callback_base: config
-            .api
-            .as_ref()
-            .and_then(|a| a.public_url.as_ref())
-            .map(|u| u.as_str().trim_end_matches('/').to_string()),
-        max_hooks: config
-            .api
-            .as_ref()
-            .map_or(config::types::DEFAULT_API_MAX_HOOKS, |a| a.max_hooks),
-        max_publish_bytes: config
-            .api
-            .as_ref()
-            .map_or(config::types::DEFAULT_API_MAX_PUBLISH_BYTES, |a| {
-                a.max_publish_bytes
-            }),
-        max_queue_bytes: config
-            .api
-            .as_ref()
-            .map_or(config::types::DEFAULT_API_MAX_QUEUE_BYTES, |a| {
-                a.max_queue_bytes
-            }),
-    }
-}
-
-/// After a reload: the new token and settings apply at once (`follow_api` has already
-/// moved, opened or closed the listener).
-fn reconfigure_api(api: Option<&ApiHandle>, config: &Config) {
-    if let Some(a) = api {
-        a.settings.send_replace(api_settings(config));
-    }
-}
-
-/// Binds `a` and serves the API under `config`'s settings and limits.
-async fn start_api(
-    a: &config::ApiConfig,
-    config: &Config,
-    store: &Store,
-    shutdown: &channel::Receiver<bool>,
-) -> Result<ApiHandle, api::ApiError> {
-    api::start(
-        &a.listen,
-        store,
-        api_settings(config),
-        api_limits(a),
-        shutdown.clone(),
-    )
-    .await
-}
-
-/// Makes the running API what the reloaded `config` says, before anything else of the
-/// reload applies: `[api]` dropped closes the listener now; a new `listen` or new limits
-/// close the old one and bind the new; `[api]` added binds. A bind that fails reopens
-/// the old listener and refuses the reload (the old config stays), saying why.
-async fn follow_api(
-    api: &mut Option<ApiHandle>,
-    old: &Config,
-    config: &Config,
-    store: &Store,
-    shutdown: &channel::Receiver<bool>,
-) -> Result<(), String> {
-    let wanted = config.api.as_ref().map(|a| (&a.listen, api_limits(a)));
-    let running = api.as_ref().map(|a| (&a.listen, a.configured));
-    if wanted == running {
-        return Ok(());
-    }
-    let Some(new) = &config.api else {
-        close_api(api).await;
-        return Ok(());
-    };
-    // The new listener first, the old one still serving: a bind that fails leaves it
-    // untouched. Only where the two want the same address is the old one closed first.
-    let opened = match start_api(new, config, store, shutdown).await {
-        Ok(handle) => handle,
-        Err(e) if same_address(api.as_ref(), &new.listen) => {
-            tracing::debug!(error = %chain(&e), "the new API address is the running one's: closing that first");
-            close_api(api).await;
-            match start_api(new, config, store, shutdown).await {
-                Ok(handle) => handle,
-                Err(e) => {
-                    let why = chain(&e);
-                    if let Some(prev) = &old.api {
-                        match start_api(prev, old, store, shutdown).await {
-                            Ok(handle) => {
-                                let _ = handle.ready.send(true);
-                                *api = Some(handle);
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %chain(&e), "the API cannot listen again where it did: it is down until a reload or restart")
-                            }
-                        }
-                    }
-                    return Err(why);
-                }
-            }
-        }
-        Err(e) => return Err(chain(&e)),
-    };
-    close_api(api).await;
-    let _ = opened.ready.send(true);
-    *api = Some(opened);
-    Ok(())
-}
-
-/// Closes the running API's listener, if any, and waits until its socket is released.
-async fn close_api(api: &mut Option<ApiHandle>) {
-    if let Some(a) = api.take() {
-        let listen = a.listen.to_string();
-        a.shut().await;
-        tracing::info!(listen = %listen, "API listener closed (the reloaded config drops or moves it)");
-    }
-}
-
-/// Whether binding `new` may fail only because `old` holds it: the same port (any IP,
-/// so `0.0.0.0:P` and `127.0.0.1:P` conflict) or the same socket path.
-fn same_address(old: Option<&ApiHandle>, new: &config::Listen) -> bool {
-    let Some(old) = old else {
-        return false;
-    };
-    match (&old.listen, new) {
-        (config::Listen::Tcp(_), config::Listen::Tcp(b)) => {
-            b.port() != 0 && old.bound.is_some_and(|a| a.port() == b.port())
-        }
-        (config::Listen::Unix(a), config::Listen::Unix(b)) => a == b,
-        _ => false,
-    }
-}
-
 /// Runs the wanted hooks (config + API): reconciles the workers, gives the reads the
 /// new list and wake-ups, and tells the API what runs now. At start-up, after a
 /// reload, and after a hook change through the API.
@@ -678,24 +487,6 @@ fn run_hooks(
     if let Some(a) = api {
         a.view.send_replace(view);
     }
-}
-
-/// Sends systemd a one-line summary (`systemctl status` shows it): the sites, the
-/// deliveries waiting and how long the oldest has waited. The query runs off the loop.
-fn send_status(sites: usize, store: &Store) {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || {
-        let line = match store.queue_totals() {
-            Ok((0, _)) => format!("{sites} sites; no deliveries waiting"),
-            Ok((n, oldest)) => {
-                let waited = oldest.map_or(Duration::ZERO, |t| Timestamp::now().since(t));
-                let waited = humantime::format_duration(Duration::from_secs(waited.as_secs()));
-                format!("{sites} sites; {n} deliveries waiting, the oldest for {waited}")
-            }
-            Err(e) => format!("{sites} sites; the outbox cannot be read: {}", chain(&e)),
-        };
-        notify(&[NotifyState::Status(&escape(&line))]);
-    });
 }
 
 /// Debug builds only: blocks the loop while the file `$DEPLOYHOOK_DEBUG_STALL_FILE`

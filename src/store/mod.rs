@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::infer::model::{SiteState, Transition};
 use crate::model::{Status, Timestamp};
@@ -568,150 +568,12 @@ impl Store {
     }
 }
 
-/// A read-only connection to the database at `path`.
-fn open_reader(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|source| StoreError::OpenDatabase {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(q("set busy timeout"))?;
-    Ok(conn)
-}
-
-pub use crate::model::next_backoff;
-
-/// Creates the state directory if needed, and makes it 0700 whatever the umask: the
-/// outbox holds payloads and the history of every receiver's answers. A directory that
-/// was more open is tightened, with a notice.
-fn create_state_dir(dir: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| StoreError::CreateStateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    tighten(dir, 0o700);
-    Ok(())
-}
-
-/// Removes the permission bits beyond `max` from `path` (if it exists), with a notice.
-/// Failing to (another owner) is a warning, not an error: the files stay as they were.
-fn tighten(path: &Path, max: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::metadata(path) else {
-        return;
-    };
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & !max == 0 {
-        return;
-    }
-    let new = mode & max;
-    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(new)) {
-        Ok(()) => tracing::info!(
-            path = %path.display(),
-            "permissions tightened from {mode:04o} to {new:04o}: the state holds payloads and receivers' answers"
-        ),
-        Err(e) => tracing::warn!(
-            path = %path.display(),
-            error = %e,
-            "cannot tighten permissions from {mode:04o} to {new:04o}"
-        ),
-    }
-}
-
-/// Creates the database file 0600 before SQLite does (its WAL and shared-memory files
-/// take the database's mode), and tightens existing ones.
-fn secure_database_files(path: &Path) {
-    use std::os::unix::fs::OpenOptionsExt;
-    if !path.exists() {
-        let _ = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path);
-    }
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        tighten(Path::new(&p), 0o600);
-    }
-}
-
-/// One attempt and its outcome, written inside `tx`.
-fn write_attempt(
-    tx: &rusqlite::Transaction<'_>,
-    delivery: &DueDelivery,
-    attempt: &AttemptRecord,
-    update: &Outcome,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    let n = delivery.attempts + 1;
-    let mut body = attempt.response_body.clone();
-    body.truncate(MAX_STORED_BODY);
-    tx.execute(
-        "INSERT INTO attempts (delivery_seq, n, started_at, duration_us, request_headers,
-           response_status, response_headers, response_body, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            delivery.seq,
-            n,
-            attempt.started_at.0,
-            i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX),
-            serde_json::to_string(&attempt.request_headers).unwrap_or_default(),
-            attempt.response_status,
-            serde_json::to_string(&attempt.response_headers).unwrap_or_default(),
-            body,
-            attempt.error,
-        ],
-    )
-    .map_err(q("write attempt"))?;
-    let (state, next) = match update {
-        Outcome::Delivered => (DeliveryState::Delivered.as_str(), now),
-        Outcome::RetryAt(t) => (DeliveryState::Pending.as_str(), *t),
-        Outcome::Dead | Outcome::DisableHook => (DeliveryState::Dead.as_str(), now),
-    };
-    tx.execute(
-        // A delivery cancelled while its attempt was in flight stays cancelled unless
-        // that attempt delivered it (or it is dead).
-        "UPDATE deliveries SET state = CASE WHEN state = 'cancelled' AND ?2 = 'pending'
-             THEN 'cancelled' ELSE ?2 END,
-           attempts = ?3, next_attempt_at = ?4, updated_at = ?5,
-           last_status = ?6, last_error = ?7 WHERE seq = ?1",
-        params![
-            delivery.seq,
-            state,
-            n,
-            next.0,
-            now.0,
-            attempt.response_status,
-            attempt.error
-        ],
-    )
-    .map_err(q("update delivery"))?;
-    if *update == Outcome::DisableHook {
-        tx.execute(
-            "INSERT INTO hooks (name, disabled_at, disabled_reason) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET disabled_at = excluded.disabled_at,
-               disabled_reason = excluded.disabled_reason",
-            params![delivery.hook, now.0, "the receiver answered 410 Gone"],
-        )
-        .map_err(q("disable hook"))?;
-    }
-    Ok(())
-}
-
+mod files;
 mod write;
 
+use files::{create_state_dir, open_reader, secure_database_files};
 pub(crate) use write::insert_delivery;
-use write::{insert_events, parse_headers, put_body};
+use write::{insert_events, parse_headers, put_body, write_attempt};
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Tests of the outbox: migrations, commits, pruning, history, backoff.
 
 use super::*;
+use crate::model::next_backoff;
 
 /// A failing write backs off 1 s, 2 s, 4 s, … up to 30 s.
 #[test]

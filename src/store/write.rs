@@ -3,7 +3,10 @@
 
 use rusqlite::params;
 
-use super::{DeliveryState, NewDelivery, NewEvent, StoreError, api_hooks, chains, q};
+use super::{
+    AttemptRecord, DeliveryState, DueDelivery, MAX_STORED_BODY, NewDelivery, NewEvent, Outcome,
+    StoreError, api_hooks, chains, q,
+};
 use crate::model::Timestamp;
 
 pub(super) fn insert_events(
@@ -92,4 +95,67 @@ fn headers_json(headers: &[(String, String)]) -> Option<String> {
 pub(super) fn parse_headers(json: Option<&str>) -> Vec<(String, String)> {
     json.and_then(|j| serde_json::from_str(j).ok())
         .unwrap_or_default()
+}
+
+/// One attempt and its outcome, written inside `tx`.
+pub(super) fn write_attempt(
+    tx: &rusqlite::Transaction<'_>,
+    delivery: &DueDelivery,
+    attempt: &AttemptRecord,
+    update: &Outcome,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let n = delivery.attempts + 1;
+    let mut body = attempt.response_body.clone();
+    body.truncate(MAX_STORED_BODY);
+    tx.execute(
+        "INSERT INTO attempts (delivery_seq, n, started_at, duration_us, request_headers,
+           response_status, response_headers, response_body, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            delivery.seq,
+            n,
+            attempt.started_at.0,
+            i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX),
+            serde_json::to_string(&attempt.request_headers).unwrap_or_default(),
+            attempt.response_status,
+            serde_json::to_string(&attempt.response_headers).unwrap_or_default(),
+            body,
+            attempt.error,
+        ],
+    )
+    .map_err(q("write attempt"))?;
+    let (state, next) = match update {
+        Outcome::Delivered => (DeliveryState::Delivered.as_str(), now),
+        Outcome::RetryAt(t) => (DeliveryState::Pending.as_str(), *t),
+        Outcome::Dead | Outcome::DisableHook => (DeliveryState::Dead.as_str(), now),
+    };
+    tx.execute(
+        // A delivery cancelled while its attempt was in flight stays cancelled unless
+        // that attempt delivered it (or it is dead).
+        "UPDATE deliveries SET state = CASE WHEN state = 'cancelled' AND ?2 = 'pending'
+             THEN 'cancelled' ELSE ?2 END,
+           attempts = ?3, next_attempt_at = ?4, updated_at = ?5,
+           last_status = ?6, last_error = ?7 WHERE seq = ?1",
+        params![
+            delivery.seq,
+            state,
+            n,
+            next.0,
+            now.0,
+            attempt.response_status,
+            attempt.error
+        ],
+    )
+    .map_err(q("update delivery"))?;
+    if *update == Outcome::DisableHook {
+        tx.execute(
+            "INSERT INTO hooks (name, disabled_at, disabled_reason) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET disabled_at = excluded.disabled_at,
+               disabled_reason = excluded.disabled_reason",
+            params![delivery.hook, now.0, "the receiver answered 410 Gone"],
+        )
+        .map_err(q("disable hook"))?;
+    }
+    Ok(())
 }
