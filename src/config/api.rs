@@ -4,13 +4,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use super::checker::Checker;
 use super::raw::RawApi;
 use super::secrets::read_secret_file;
 use super::types::{
     DEFAULT_API_HEADER_TIMEOUT, DEFAULT_API_MAX_CONNECTIONS, DEFAULT_API_MAX_HOOKS,
     DEFAULT_API_MAX_PUBLISH_BYTES, DEFAULT_API_MAX_QUEUE_BYTES, DEFAULT_API_REQUEST_TIMEOUT,
 };
-use super::validate::Checker;
 use super::{ApiConfig, DEFAULT_API_LISTEN, Env, Listen};
 
 pub(super) fn validate_api(

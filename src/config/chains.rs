@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::validate::Checker;
+use super::checker::Checker;
 use super::{ApiConfig, Format, HookConfig};
 use crate::model::Status;
 

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::Env;
+use super::checker::Checker;
 use super::raw::RawHook;
-use super::validate::Checker;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

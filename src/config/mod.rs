@@ -8,7 +8,9 @@
 
 pub mod api;
 pub mod chains;
+mod checker;
 pub mod formats;
+mod hooks;
 pub mod nats;
 pub mod raw;
 pub mod secrets;
@@ -21,10 +23,11 @@ use std::path::{Path, PathBuf};
 
 pub use chains::ChainConfig;
 pub use formats::{CloudEventsMode, Format, GithubTarget, TEMPLATE_VARIABLES, Template};
+pub use hooks::check_event_name;
 pub use secrets::{Secret, redact_url};
 pub use sources::SourceConfig;
 pub use types::*;
-pub use validate::{check_event_name, parse};
+pub use validate::parse;
 
 /// Reads and validates the config file.
 pub fn load(path: &Path) -> Result<Config, LoadError> {

@@ -5,8 +5,8 @@
 //! nothing.
 
 use super::Format;
+use super::checker::Checker;
 use super::raw::RawHook;
-use super::validate::Checker;
 
 pub const DEFAULT_SUBJECT: &str = "deployhook.{hostName}.{siteName}.{event}";
 const PLACEHOLDERS: [&str; 3] = ["{hostName}", "{siteName}", "{event}"];

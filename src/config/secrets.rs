@@ -4,8 +4,8 @@
 use std::fmt;
 
 use super::Env;
+use super::checker::Checker;
 use super::raw::RawHook;
-use super::validate::Checker;
 
 /// A signing secret. Never printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::validate::Checker;
+use super::checker::Checker;
 use super::{Env, Secret};
 
 #[derive(Debug, Deserialize)]
@@ -79,7 +79,7 @@ pub(super) fn validate_sources(
                         &key("url"),
                         "must be nats://host:port or tls://host:port",
                     );
-                    super::validate::placeholder_url()
+                    super::checker::placeholder_url()
                 }
             };
             c.name(&r.stream, &key("stream"), &[]);
