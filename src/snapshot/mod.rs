@@ -14,6 +14,8 @@ pub mod marker;
 #[cfg(test)]
 mod parse_props;
 pub mod releases;
+#[cfg(test)]
+mod releases_tests;
 
 use std::num::NonZeroUsize;
 

@@ -14,7 +14,7 @@ use crate::support::deploy::Site;
 use crate::support::env::TestEnv;
 use crate::support::receiver::{Receiver, Request};
 
-fn out(o: &std::process::Output) -> String {
+pub(crate) fn out(o: &std::process::Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -23,7 +23,7 @@ fn out(o: &std::process::Output) -> String {
 }
 
 /// A config with one Capistrano site and the given `[[hook]]` tables.
-fn config(env: &TestEnv, site: &Site, hooks: &str) -> String {
+pub(crate) fn config(env: &TestEnv, site: &Site, hooks: &str) -> String {
     format!(
         "[daemon]\nstate_dir = \"{}\"\nhost_name = \"test-host\"\nshutdown_timeout = \"1s\"\n\n\
          [[site]]\nname = \"shop\"\npath = \"{}\"\n\n{hooks}",
@@ -32,7 +32,7 @@ fn config(env: &TestEnv, site: &Site, hooks: &str) -> String {
     )
 }
 
-fn hook(name: &str, url: &str, extra: &str) -> String {
+pub(crate) fn hook(name: &str, url: &str, extra: &str) -> String {
     format!("[[hook]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n")
 }
 
@@ -45,13 +45,13 @@ fn delivery_id(r: &Request) -> String {
 }
 
 /// A Capistrano site with one live release, and a function that deploys the next one.
-fn site(env: &TestEnv) -> Site {
+pub(crate) fn site(env: &TestEnv) -> Site {
     let site = Site::capistrano(env);
     site.cap_deploy("20261120090000", "alice");
     site
 }
 
-fn deploy(site: &Site, n: u32) -> String {
+pub(crate) fn deploy(site: &Site, n: u32) -> String {
     site.commit(&format!("f{n}.html"), &format!("Change {n}"));
     site.cap_deploy(&format!("2026112010{n:04}"), "bob")
 }
@@ -482,133 +482,6 @@ fn a_second_daemon_on_the_same_state_dir_is_refused() {
     // The first one is unharmed.
     deploy(&site, 1);
     eventually!(rx.requests().len() == 1, "the first daemon still delivers");
-}
-
-#[test]
-fn listen_prints_requests_and_checks_signatures_of_hooks_test() {
-    use std::io::BufRead;
-    let env = TestEnv::new();
-    std::fs::write(
-        env.join("s.secret"),
-        "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let mut listener = crate::support::daemon::command(&env)
-        .args(["listen", "--port", "0", "--secret-file"])
-        .arg(env.join("s.secret"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stdout = listener
-        .stdout
-        .take()
-        .unwrap_or_else(|| panic!("no stdout"));
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            sink.lock().unwrap_or_else(|e| e.into_inner()).push(l);
-        }
-    });
-    let text = || lines.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
-    eventually!(
-        text().contains("listening on"),
-        "listen to start: {}",
-        text()
-    );
-    let url = text()
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_default()
-        .to_string();
-    let site = Site::plain(&env);
-    let cfg = env.join("deployhook.toml");
-    std::fs::write(
-        &cfg,
-        config(
-            &env,
-            &site,
-            &hook(
-                "h",
-                &format!("{url}hook"),
-                &format!("secret_file = \"{}\"", env.join("s.secret").display()),
-            ),
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let o = run(
-        &env,
-        &["hooks", "test", "h", "--config", cfg.to_str().unwrap_or("")],
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
-    assert!(out(&o).contains("HTTP 200"), "{}", out(&o));
-    eventually!(
-        text().contains("event=ping"),
-        "the ping printed: {}",
-        text()
-    );
-    assert!(text().contains("signature=valid"), "{}", text());
-    assert!(text().contains("\"event\": \"ping\""), "{}", text());
-    let _ = listener.kill();
-    let _ = listener.wait();
-}
-
-#[test]
-fn proxies_from_the_environment_are_honoured_and_no_proxy_bypasses_them() {
-    // The "proxy" is the loopback receiver: a proxied plain-HTTP request reaches it with
-    // the target in absolute form. No name is resolved and nothing leaves the machine.
-    let env = TestEnv::new();
-    let site = site(&env);
-    let proxy = Receiver::start();
-    let proxy_url = proxy.url.trim_end_matches("/hook").to_string();
-    let hooks = format!(
-        "{}{}",
-        hook("via-proxy", "http://hooks.example.invalid/a", ""),
-        hook("direct", "http://direct.example.invalid/b", "retry = []")
-    );
-    let cfg = env.join("deployhook.toml");
-    std::fs::write(&cfg, config(&env, &site, &hooks)).unwrap_or_else(|e| panic!("{e}"));
-    let d = Daemon::start_with(
-        &env,
-        &cfg,
-        &[
-            ("HTTP_PROXY", proxy_url.as_str()),
-            ("NO_PROXY", "direct.example.invalid"),
-        ],
-    );
-    deploy(&site, 1);
-    eventually!(!proxy.requests().is_empty(), "the proxied request");
-    d.wait_log("delivery is dead");
-    let hosts: Vec<String> = proxy
-        .requests()
-        .iter()
-        .map(|r| r.header("host").unwrap_or("").to_string())
-        .collect();
-    assert_eq!(
-        hosts,
-        ["hooks.example.invalid"],
-        "only the hook not in NO_PROXY went through the proxy"
-    );
-}
-
-#[test]
-fn a_password_with_plus_and_ampersand_is_sent_exactly() {
-    let env = TestEnv::new();
-    let site = site(&env);
-    let rx = Receiver::start();
-    // `+` and `&` are literal in a URL's userinfo: a form decoder would turn `+` into a
-    // space and cut at `&`.
-    let url = rx.url_with_credentials("deploy", "p+ss&word");
-    let _d = Daemon::start(&env, &config(&env, &site, &hook("h", &url, "")));
-    deploy(&site, 1);
-    eventually!(!rx.requests().is_empty(), "a request");
-    assert_eq!(
-        rx.requests()[0].header("authorization"),
-        Some(format!("Basic {}", STANDARD.encode("deploy:p+ss&word")).as_str())
-    );
 }
 
 /// The `at` of the first line of `deliveries show` output starting with `prefix`.

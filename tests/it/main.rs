@@ -6,6 +6,7 @@ mod support;
 
 mod api;
 mod api_bounds;
+mod api_cli;
 mod api_history;
 mod api_readme;
 mod api_schema;
@@ -14,6 +15,7 @@ mod chains;
 mod check;
 mod commits;
 mod delivery;
+mod delivery_http;
 mod demo;
 mod formats;
 mod git_layout;
