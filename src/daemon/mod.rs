@@ -62,6 +62,8 @@ pub enum Fatal {
     Deliver(#[from] deliver::DeliverError),
     #[error(transparent)]
     Api(#[from] api::ApiError),
+    #[error("{0}; stopping so that the service manager starts the daemon afresh")]
+    Task(String),
     #[error("cannot install the signal handlers")]
     Signals(#[source] std::io::Error),
 }
@@ -185,6 +187,8 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     let mut next_prune = tokio::time::Instant::now();
     let mut next_chain_check = tokio::time::Instant::now();
     let mut first = true;
+    // A task the daemon cannot go on without ended: stop, and say why.
+    let mut fatal: Option<String> = None;
     loop {
         if !first {
             let now = Timestamp::now();
@@ -235,7 +239,11 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                 Some(done) = reads.join_next(), if !reads.is_empty() => {
                     finish_read(done, &mut sites);
                 }
-                Some(ended) = tasks.join_next() => tasks.ended(ended),
+                Some(ended) = tasks.join_next() => {
+                    if let Err(why) = tasks.ended(ended) {
+                        fatal = Some(why);
+                    }
+                }
                 Some(request) = api_request => match request {
                     LoopRequest::Ping(answer) => {
                         let _ = answer.send(());
@@ -298,7 +306,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
         }
         #[cfg(debug_assertions)]
         debug_stall();
-        if *control.shutdown.borrow() {
+        if *control.shutdown.borrow() || fatal.is_some() {
             break;
         }
         // Results that are back already are taken before new reads start.
@@ -438,7 +446,10 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
     // Reads still in flight are not waited for: each is one transaction or nothing.
     reads.detach_all();
     tracing::info!("stopped");
-    Ok(())
+    match fatal {
+        Some(why) => Err(Fatal::Task(why)),
+        None => Ok(()),
+    }
 }
 
 /// The hooks to run: the config's, then those registered through the API (`api-<id>`,

@@ -63,19 +63,16 @@ pub struct Tasks {
     sources_view: watch::Sender<crate::running::HookView>,
     sources_stop: watch::Sender<bool>,
     next_generation: u64,
+    /// Each running task's name by its id, so even a panic says whose it was.
+    names: std::collections::HashMap<tokio::task::Id, (TaskName, u64)>,
 }
 
 impl Tasks {
     pub fn new(store: &Store, in_flight: Arc<Semaphore>) -> Self {
-        let mut set = JoinSet::new();
         let (recorder, rx) = deliver::Recorder::new();
         let recorder_store = store.clone();
-        set.spawn(async move {
-            let r = deliver::run_recorder(recorder_store, rx).await;
-            (TaskName::Recorder, 0, r.map_err(TaskError::from))
-        });
-        Tasks {
-            set,
+        let mut tasks = Tasks {
+            set: JoinSet::new(),
             recorder: Some(recorder),
             store: store.clone(),
             in_flight,
@@ -86,7 +83,28 @@ impl Tasks {
             sources_view: watch::channel(crate::running::HookView::default()).0,
             sources_stop: watch::channel(false).0,
             next_generation: 0,
-        }
+            names: std::collections::HashMap::new(),
+        };
+        tasks.spawn(TaskName::Recorder, 0, async move {
+            deliver::run_recorder(recorder_store, rx)
+                .await
+                .map_err(TaskError::from)
+        });
+        tasks
+    }
+
+    /// Runs `task` in the set under `name` (and `generation`, for a hook's worker).
+    fn spawn(
+        &mut self,
+        name: TaskName,
+        generation: u64,
+        task: impl std::future::Future<Output = Result<(), TaskError>> + Send + 'static,
+    ) {
+        let named = name.clone();
+        let handle = self
+            .set
+            .spawn(async move { (named, generation, task.await) });
+        self.names.insert(handle.id(), (name, generation));
     }
 
     pub fn wakes(&self) -> &BTreeMap<String, Arc<Notify>> {
@@ -157,9 +175,8 @@ impl Tasks {
                 generation,
             },
         );
-        self.set.spawn(async move {
-            let r = deliver::run_hook(hook, cx).await;
-            (name, generation, r.map_err(TaskError::from))
+        self.spawn(name, generation, async move {
+            deliver::run_hook(hook, cx).await.map_err(TaskError::from)
         });
     }
 
@@ -180,9 +197,8 @@ impl Tasks {
                 };
                 let name = TaskName::Health(site.name.clone());
                 let stop = rx.clone();
-                self.set.spawn(async move {
-                    let r = health::run(probe, stop).await;
-                    (name, 0, r.map_err(TaskError::from))
+                self.spawn(name, 0, async move {
+                    health::run(probe, stop).await.map_err(TaskError::from)
                 });
             }
         }
@@ -204,10 +220,7 @@ impl Tasks {
                 config.daemon.host_name.clone(),
                 self.sources_stop.subscribe(),
             );
-            self.set.spawn(async move {
-                let r = run.await;
-                (name, 0, r.map_err(TaskError::from))
-            });
+            self.spawn(name, 0, async move { run.await.map_err(TaskError::from) });
         }
     }
 
@@ -216,14 +229,45 @@ impl Tasks {
         if self.set.is_empty() {
             std::future::pending::<()>().await;
         }
-        self.set.join_next().await
+        match self.set.join_next_with_id().await? {
+            Ok((id, r)) => {
+                self.names.remove(&id);
+                Some(Ok(r))
+            }
+            Err(e) => Some(Err(e)),
+        }
     }
 
-    /// A task ended: says so at once; starts a hook's waiting worker.
-    pub fn ended(&mut self, r: Result<TaskResult, tokio::task::JoinError>) {
-        let Ok((name, generation, result)) = r else {
-            tracing::error!("a daemon task panicked (a bug: please report it)");
-            return;
+    /// A task ended: says so at once; starts a hook's waiting worker. `Err` when the
+    /// daemon cannot go on without it (the attempt recorder: every worker would wait
+    /// forever), so the daemon exits and systemd restarts it cleanly.
+    pub fn ended(&mut self, r: Result<TaskResult, tokio::task::JoinError>) -> Result<(), String> {
+        let (name, generation, result) = match r {
+            Ok(r) => r,
+            Err(e) => {
+                let name = self.names.remove(&e.id());
+                let panic = if e.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
+                tracing::error!(task = ?name.as_ref().map(|n| &n.0), "a daemon task {panic} (a bug: please report it)");
+                return match name {
+                    Some((TaskName::Recorder, _)) => Err(format!("the attempt recorder {panic}")),
+                    Some((TaskName::Hook(hook), generation)) => {
+                        // The current worker of its hook is gone: started again at once.
+                        let current = self
+                            .hooks
+                            .get(&hook)
+                            .is_some_and(|w| w.generation == generation);
+                        if current && let Some(w) = self.hooks.remove(&hook) {
+                            self.start_hook(w.config);
+                        }
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                };
+            }
         };
         match (&name, result) {
             (TaskName::Hook(hook), result) => {
@@ -252,11 +296,15 @@ impl Tasks {
             }
             (TaskName::Source(_), Ok(())) => {}
             (TaskName::Recorder, result) => {
-                if let Err(e) = result {
-                    tracing::error!(error = %escape(&chain(e.as_ref())), "the attempt recorder failed");
-                }
+                let why = match result {
+                    Err(e) => chain(e.as_ref()),
+                    Ok(()) => "it ended".to_string(),
+                };
+                tracing::error!(error = %escape(&why), "the attempt recorder stopped: the daemon cannot record attempts and stops");
+                return Err(format!("the attempt recorder stopped: {why}"));
             }
         }
+        Ok(())
     }
 
     /// Stops everything; attempts in flight get up to `grace` to finish.
@@ -325,7 +373,7 @@ mod tests {
                     let is_failure =
                         matches!(&r, Some(Ok((TaskName::Hook(h), _, Err(_)))) if h == "bad");
                     if let Some(r) = r {
-                        tasks.ended(r);
+                        assert!(tasks.ended(r).is_ok(), "a hook's worker is not fatal");
                     }
                     if is_failure {
                         return true;
@@ -346,6 +394,58 @@ mod tests {
                 good_generation,
                 "the unchanged worker was not restarted"
             );
+            tasks.shutdown(Duration::from_secs(1)).await;
+        });
+    }
+
+    /// A panic is told with the task's name, and the hook's worker started again; the
+    /// attempt recorder's end is fatal (every worker would wait for it forever).
+    #[test]
+    fn a_panicking_worker_is_named_and_restarted_and_the_recorders_end_is_fatal() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let mut tasks = Tasks::new(&store, Arc::new(Semaphore::new(4)));
+            tasks.reconcile_hooks(&[hook("good")]);
+            let g = tasks.hooks.get("good").map_or(0, |w| w.generation);
+            tasks.spawn(TaskName::Hook("good".into()), g, async {
+                panic!("a bug in a worker");
+            });
+            let r = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    match tasks.join_next().await {
+                        Some(Err(e)) if e.is_panic() => return Some(Err(e)),
+                        Some(other) => {
+                            let _ = tasks.ended(other);
+                        }
+                        None => return None,
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("the panic was not heard"));
+            let Some(r) = r else {
+                panic!("no task ended");
+            };
+            assert!(tasks.ended(r).is_ok());
+            let now = tasks.hooks.get("good").map(|w| w.generation);
+            assert!(now.is_some_and(|n| n != g), "started again: {now:?}");
+
+            tasks.spawn(TaskName::Recorder, 0, async { Ok(()) });
+            let r = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    if let Some(Ok((TaskName::Recorder, g, res))) = tasks.join_next().await {
+                        return (TaskName::Recorder, g, res);
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("the recorder's end was not heard"));
+            assert!(tasks.ended(Ok(r)).is_err(), "the recorder's end is fatal");
             tasks.shutdown(Duration::from_secs(1)).await;
         });
     }
