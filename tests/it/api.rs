@@ -236,7 +236,7 @@ fn publish_goes_to_the_hooks_of_that_event_type_only_and_to_none_when_none_match
     let other = Receiver::start();
     let (_d, c) = start(&env, "");
     id_of(&subscribe(&c, &deploys.url, "PostDeployment"));
-    id_of(&subscribe(&c, &other.url, "SomethingElse"));
+    let other_id = id_of(&subscribe(&c, &other.url, "SomethingElse"));
     let a = c.post("/api/hooks/publish/postDEPLOYMENT", r#"{"hello": "world"}"#);
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(
@@ -258,11 +258,15 @@ fn publish_goes_to_the_hooks_of_that_event_type_only_and_to_none_when_none_match
     assert_eq!(none.json()["deliveries"], json!([]));
     let bad = c.post("/api/hooks/publish/PostDeployment", "{not json");
     assert_eq!(bad.status, 400, "{}", bad.text());
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(
-        other.requests().is_empty(),
-        "the other event's hook got nothing"
-    );
+    // A publish is committed before it is answered: the outbox says what will be sent.
+    let queued = |id: &str| {
+        c.get(&format!("/api/hooks/{id}/deliveries"))
+            .json()
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(queued(&other_id), 0, "nothing for the other event's hook");
+    assert!(other.requests().is_empty());
     assert_eq!(deploys.requests().len(), 1, "nothing more");
 }
 
@@ -415,12 +419,23 @@ fn a_deleted_hooks_queue_is_cancelled_and_other_workers_keep_running() {
     );
     c.post("/api/hooks/publish/PostDeployment", "{}");
     eventually!(ops.requests().len() == 3, "ops still delivers");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(
-        slow.requests().len(),
-        1,
-        "nothing more for the deleted hook"
+    // The outbox holds nothing the deleted hook's worker could still send.
+    let rows = crate::support::daemon::run(
+        &env,
+        &["deliveries", "list", "--config", &d.config.to_string_lossy()],
     );
+    let rows = String::from_utf8_lossy(&rows.stdout).into_owned();
+    let of_deleted: Vec<&str> = rows
+        .lines()
+        .filter(|l| l.contains(&format!("api-{id}")))
+        .collect();
+    assert!(
+        of_deleted
+            .iter()
+            .all(|l| l.contains("cancelled") || l.contains("delivered") || l.contains("dead")),
+        "{rows}"
+    );
+    assert_eq!(slow.requests().len(), 1, "nothing more for the deleted hook");
 }
 
 #[test]
@@ -635,7 +650,15 @@ fn a_410_disables_a_runtime_hook_like_a_config_hook() {
     c.post("/api/hooks/publish/PostDeployment", "{}");
     eventually!(last(&c, &id)["disabled"] == true, "{}", last(&c, &id));
     assert_eq!(last(&c, &id)["last_status"], "Gone");
-    c.post("/api/hooks/publish/PostDeployment", "{}");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let again = c.post("/api/hooks/publish/PostDeployment", "{}");
+    // The second delivery is in the outbox and stays there: its hook is disabled. A
+    // sentinel to another hook, published after it, arrives first.
+    let sentinel = Receiver::start();
+    id_of(&subscribe(&c, &sentinel.url, "Sentinel"));
+    c.post("/api/hooks/publish/Sentinel", "{}");
+    eventually!(sentinel.requests().len() == 1, "the sentinel");
+    let waiting = again.json()["deliveries"][0].as_str().unwrap_or("").to_string();
+    let state = c.get(&format!("/api/deliveries/{waiting}")).json()["state"].clone();
+    assert_eq!(state, "pending", "it waits for the hook to be enabled");
     assert_eq!(rx.requests().len(), 1, "a disabled hook is not called");
 }
