@@ -206,3 +206,52 @@ pub fn next_backoff(prev: Option<std::time::Duration>) -> std::time::Duration {
         (b * 2).min(Duration::from_secs(30))
     })
 }
+
+/// Parses a duration the way the config writes them: `"2s"`, `"300ms"`, `"10m"`,
+/// `"1h 30m"`, `"14d"` (a day is 24 hours). Never panics.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let span: jiff::Span = text
+        .trim()
+        .parse()
+        .map_err(|e: jiff::Error| e.to_string())?;
+    let d = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|e| e.to_string())?;
+    std::time::Duration::try_from(d).map_err(|_| "a duration cannot be negative".to_string())
+}
+
+/// A duration as the config writes it: `3s`, `10m`, `1h 30m`, `300ms`.
+pub fn format_duration(d: std::time::Duration) -> String {
+    match jiff::SignedDuration::try_from(d) {
+        Ok(sd) => format!("{sd:#}"),
+        Err(_) => format!("{}s", d.as_secs()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_and_print_as_the_config_writes_them() {
+        for (text, want) in [
+            ("2s", Duration::from_secs(2)),
+            ("300ms", Duration::from_millis(300)),
+            ("10m", Duration::from_secs(600)),
+            ("1h 30m", Duration::from_secs(5400)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("14d", Duration::from_secs(14 * 86400)),
+            ("2 hours", Duration::from_secs(7200)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for bad in ["5", "abc", "", "-2s", "2 fortnights"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(format_duration(Duration::from_secs(3)), "3s");
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m 30s");
+        assert_eq!(format_duration(Duration::from_millis(300)), "300ms");
+        assert_eq!(format_duration(Duration::from_secs(600)), "10m");
+    }
+}

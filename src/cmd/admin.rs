@@ -148,7 +148,7 @@ pub fn reload(path: &std::path::Path, pid: Option<i32>, out: &mut impl Write) ->
 
 fn age(t: Timestamp, now: Timestamp) -> String {
     let d = now.since(t);
-    humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string() + " ago"
+    crate::model::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string() + " ago"
 }
 
 /// `deployhook status`.
@@ -301,7 +301,8 @@ fn status_of(
 
 /// How long until `t`, to the second.
 fn until(t: Timestamp, now: Timestamp) -> String {
-    humantime::format_duration(std::time::Duration::from_secs(t.since(now).as_secs())).to_string()
+    crate::model::format_duration(std::time::Duration::from_secs(t.since(now).as_secs()))
+        .to_string()
 }
 
 /// `deployhook deliveries retry [ID | --hook H]`: waiting deliveries become due now; the

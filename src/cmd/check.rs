@@ -130,14 +130,14 @@ pub fn run(path: &Path) -> bool {
             say!(
                 "  health_url {} (health_timeout {})",
                 crate::config::redact_url(h),
-                humantime::format_duration(site.health_timeout)
+                crate::model::format_duration(site.health_timeout)
             );
         }
         match site.watch {
             WatchMode::Inotify => say!("  watch: inotify (non-recursive)"),
             WatchMode::Poll => say!(
                 "  watch: poll every {}",
-                humantime::format_duration(site.poll_interval)
+                crate::model::format_duration(site.poll_interval)
             ),
         }
         for w in &warnings {
@@ -225,7 +225,7 @@ pub fn run(path: &Path) -> bool {
             } else {
                 ""
             },
-            humantime::format_duration(h.timeout)
+            crate::model::format_duration(h.timeout)
         );
         match h.format {
             Format::CloudEvents | Format::CdEvents => say!(
@@ -300,7 +300,7 @@ pub fn run(path: &Path) -> bool {
                 .as_ref()
                 .map_or("every site".into(), |s| s.join(", ")),
             ch.hooks.join(" → "),
-            humantime::format_duration(ch.callback_timeout)
+            crate::model::format_duration(ch.callback_timeout)
         );
         if let Some(base) = config.api.as_ref().and_then(|a| a.public_url.as_ref()) {
             say!(

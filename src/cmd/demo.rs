@@ -74,10 +74,12 @@ fn write(path: &Path, text: &str) -> Result<(), DemoError> {
 }
 
 fn release_name(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t)
-        .to_string()
+    // YYYYMMDDHHMMSS, as Capistrano names its releases.
+    crate::model::Timestamp::from_system(t)
+        .rfc3339()
         .chars()
         .filter(char::is_ascii_digit)
+        .take(14)
         .collect()
 }
 

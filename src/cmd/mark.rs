@@ -108,11 +108,13 @@ pub fn mark_site(site: &SiteConfig, status: Status, fields: Fields) -> Result<Ma
             .or_else(|| continuing.and_then(|m| m.id.clone()))
             .or_else(head)
             .or_else(|| {
-                let now =
-                    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+                let now = crate::model::Timestamp::now().rfc3339();
                 Some(format!(
                     "deploy-{}",
-                    now.chars().filter(char::is_ascii_digit).collect::<String>()
+                    now.chars()
+                        .filter(char::is_ascii_digit)
+                        .take(14)
+                        .collect::<String>()
                 ))
             }),
         deployer: fields

@@ -47,7 +47,7 @@ impl Checker<'_> {
     }
 
     fn parse_duration(&mut self, s: &Spanned<String>, key: &str) -> Option<Duration> {
-        match humantime::parse_duration(s.get_ref()) {
+        match crate::model::parse_duration(s.get_ref()) {
             Ok(d) => Some(d),
             Err(e) => {
                 self.at(

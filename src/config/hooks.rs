@@ -185,7 +185,7 @@ pub(super) fn validate_hook(
             .get_ref()
             .iter()
             .filter_map(|d| {
-                let parsed = humantime::parse_duration(d).ok();
+                let parsed = crate::model::parse_duration(d).ok();
                 if parsed.is_none() {
                     c.at(r.span(), &key("retry"), format!("{d:?} is not a duration"));
                 }

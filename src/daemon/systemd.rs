@@ -53,7 +53,7 @@ pub(super) fn send_status(sites: usize, store: &Store) {
             Ok((0, _)) => format!("{sites} sites; no deliveries waiting"),
             Ok((n, oldest)) => {
                 let waited = oldest.map_or(Duration::ZERO, |t| Timestamp::now().since(t));
-                let waited = humantime::format_duration(Duration::from_secs(waited.as_secs()));
+                let waited = crate::model::format_duration(Duration::from_secs(waited.as_secs()));
                 format!("{sites} sites; {n} deliveries waiting, the oldest for {waited}")
             }
             Err(e) => format!("{sites} sites; the outbox cannot be read: {}", chain(&e)),

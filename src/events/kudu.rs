@@ -148,7 +148,7 @@ mod tests {
     use crate::model::{CommitInfo, Timestamp};
 
     fn at(s: &str) -> Timestamp {
-        Timestamp::from_system(humantime::parse_rfc3339(s).unwrap_or(std::time::UNIX_EPOCH))
+        Timestamp::parse_rfc3339(s).unwrap_or_default()
     }
 
     #[test]

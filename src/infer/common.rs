@@ -82,7 +82,7 @@ pub fn gate_health(
             Status::Failed,
             format!(
                 "health_url did not answer 2xx within {} (health_timeout): {why}",
-                humantime::format_duration(timeout)
+                crate::model::format_duration(timeout)
             ),
         );
     }
@@ -155,7 +155,7 @@ pub fn idle_failure(
     (now >= since.plus(p.idle_timeout)).then(|| {
         format!(
             "no change for {} (idle_timeout) while {}: the deploy did not finish",
-            humantime::format_duration(p.idle_timeout),
+            crate::model::format_duration(p.idle_timeout),
             d.status
         )
     })

@@ -109,7 +109,7 @@ pub fn infer(
                 format!(
                     "the work tree did not match {} after {} (idle_timeout)",
                     d.id,
-                    humantime::format_duration(p.idle_timeout)
+                    crate::model::format_duration(p.idle_timeout)
                 ),
             ),
             _ => level,

@@ -86,7 +86,7 @@ pub fn infer(
                     key: format!("kudu-unreadable:{dir}:{}", modified.0),
                     message: format!(
                         "deployments/{dir}/status.xml has been unreadable for {} ({reason})",
-                        humantime::format_duration(p.idle_timeout)
+                        crate::model::format_duration(p.idle_timeout)
                     ),
                 });
             } else {
@@ -135,7 +135,7 @@ pub fn infer(
                 format!(
                     "Kudu left this deployment incomplete ({}) with no change for {} (idle_timeout); Kudu itself sends no hook for this",
                     d.status,
-                    humantime::format_duration(p.idle_timeout)
+                    crate::model::format_duration(p.idle_timeout)
                 ),
             ),
             _ => (level, text),

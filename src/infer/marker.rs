@@ -31,7 +31,7 @@ pub fn infer(
                     key: format!("marker-unreadable:{}", modified.0),
                     message: format!(
                         "the status file has been unreadable for {} ({reason})",
-                        humantime::format_duration(p.idle_timeout)
+                        crate::model::format_duration(p.idle_timeout)
                     ),
                 });
             }

@@ -422,7 +422,12 @@ fn a_deleted_hooks_queue_is_cancelled_and_other_workers_keep_running() {
     // The outbox holds nothing the deleted hook's worker could still send.
     let rows = crate::support::daemon::run(
         &env,
-        &["deliveries", "list", "--config", &d.config.to_string_lossy()],
+        &[
+            "deliveries",
+            "list",
+            "--config",
+            &d.config.to_string_lossy(),
+        ],
     );
     let rows = String::from_utf8_lossy(&rows.stdout).into_owned();
     let of_deleted: Vec<&str> = rows
@@ -435,7 +440,11 @@ fn a_deleted_hooks_queue_is_cancelled_and_other_workers_keep_running() {
             .all(|l| l.contains("cancelled") || l.contains("delivered") || l.contains("dead")),
         "{rows}"
     );
-    assert_eq!(slow.requests().len(), 1, "nothing more for the deleted hook");
+    assert_eq!(
+        slow.requests().len(),
+        1,
+        "nothing more for the deleted hook"
+    );
 }
 
 #[test]
@@ -657,7 +666,10 @@ fn a_410_disables_a_runtime_hook_like_a_config_hook() {
     id_of(&subscribe(&c, &sentinel.url, "Sentinel"));
     c.post("/api/hooks/publish/Sentinel", "{}");
     eventually!(sentinel.requests().len() == 1, "the sentinel");
-    let waiting = again.json()["deliveries"][0].as_str().unwrap_or("").to_string();
+    let waiting = again.json()["deliveries"][0]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let state = c.get(&format!("/api/deliveries/{waiting}")).json()["state"].clone();
     assert_eq!(state, "pending", "it waits for the hook to be enabled");
     assert_eq!(rx.requests().len(), 1, "a disabled hook is not called");
