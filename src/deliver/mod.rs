@@ -9,6 +9,9 @@
 
 pub mod github;
 pub mod guard;
+mod health;
+
+pub use health::{health_client, probe_health};
 pub mod nats;
 pub mod retry;
 pub mod sign;
@@ -66,30 +69,6 @@ pub fn client_for(hook: &HookConfig) -> Result<reqwest::Client, DeliverError> {
         hook: hook.name.clone(),
         source,
     })
-}
-
-/// One GET of a site's `health_url`: `Ok` for a 2xx, else why not.
-pub async fn probe_health(client: &reqwest::Client, url: &url::Url) -> Result<u16, String> {
-    match client.get(url.clone()).send().await {
-        Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
-        Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
-        Err(e) => Err(describe_error(&e)),
-    }
-}
-
-/// The client for health checks: TLS verified, no redirects, 5 s per request.
-pub fn health_client() -> Result<reqwest::Client, DeliverError> {
-    init_tls();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(5))
-        .user_agent(USER_AGENT)
-        .build()
-        .map_err(|source| DeliverError::BuildClient {
-            hook: "(health check)".into(),
-            source,
-        })
 }
 
 /// The headers of one attempt of `d` (without credentials, which go as Basic auth): ours,
