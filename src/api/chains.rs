@@ -101,7 +101,12 @@ pub(super) async fn callback(
         };
         let state = cb.state.clone();
         let recorded = api
-            .blocking(move |s| s.chain_callback(&token, &cb, &base, Timestamp::now()))
+            .blocking(move |s| {
+                let next = |payload: &[u8], chain: &str, step: usize, of: usize| {
+                    crate::events::chains::next_step(payload, &base, chain, step, of)
+                };
+                s.chain_callback(&token, &cb, &next, Timestamp::now())
+            })
             .await?;
         let next = match recorded {
             Answered::Recorded(next) => next,

@@ -318,7 +318,7 @@ pub(super) async fn delivery(State(api): State<Api>, Path(id): Path<String>) -> 
         .collect();
     axum::Json(DeliveryDetailOut {
         delivery: delivery_out(&d.row),
-        request_body: body_json(&crate::store::chains::redact_callback(&d.body)),
+        request_body: body_json(&crate::events::chains::redact_callback(&d.body)),
         next_attempt: d.next_attempt_at.rfc3339(),
         attempt_list,
     })

@@ -407,7 +407,7 @@ pub fn show(path: &std::path::Path, id: &str, out: &mut impl Write) -> Result<()
     if r.state == DeliveryState::Pending && r.attempts > 0 {
         say!(out, "next attempt at {}", d.next_attempt_at.rfc3339());
     }
-    let shown = crate::store::chains::redact_callback(&d.body);
+    let shown = crate::events::chains::redact_callback(&d.body);
     let body = match serde_json::from_slice::<serde_json::Value>(&shown) {
         Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
         Err(_) => String::from_utf8_lossy(&d.body).into_owned(),

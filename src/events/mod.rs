@@ -5,6 +5,7 @@
 //! Each delivery's id is chosen here, so a format can carry it (CloudEvents' `id`).
 
 pub mod cdevents;
+pub mod chains;
 pub mod cloudevents;
 pub mod github;
 pub mod kudu;
@@ -15,7 +16,7 @@ pub mod template;
 use crate::config::{Format, HookConfig};
 use crate::infer::model::Transition;
 use crate::model::{Status, Timestamp};
-use crate::store::chains::{self, NewChainRun};
+use crate::store::chains::NewChainRun;
 use crate::store::{NewDelivery, NewEvent, new_delivery_id};
 
 pub use kudu::{Context, KuduPayload, NO_COMMITS, POST_DEPLOYMENT, STATUS_CHANGED, events_of};

@@ -120,6 +120,11 @@ fn fail_step(
     end_run(tx, run, "error", reason, now)
 }
 
+/// Makes a step's body and its token from the run's payload, the chain's name, the
+/// step's index and the number of steps (`events::chains::next_step`); `None` when no
+/// token can be made.
+pub type MakeStep<'a> = dyn Fn(&[u8], &str, usize, usize) -> Option<(Vec<u8>, String)> + 'a;
+
 /// What a callback met.
 #[derive(Debug)]
 pub enum Answered {
@@ -131,66 +136,9 @@ pub enum Answered {
     Recorded(Option<NextStep>),
 }
 
-/// A new callback token: 32 bytes from the OS's CSPRNG, URL-safe base64. The token is
-/// the credential that approves a step: never a fast, predictable generator.
-pub fn new_token() -> Result<String, StoreError> {
-    use base64::Engine;
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| StoreError::Random {
-        reason: e.to_string(),
-    })?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
 fn token_hash(token: &str) -> String {
     let digest = sha2::Sha256::digest(token.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A delivery's body for display (API, CLI): a chain step's `callback_url` carries its
-/// single-use token — the credential that approves the step — so only its receiver
-/// ever sees it; every view shows `…/api/callbacks/***`.
-pub fn redact_callback(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return std::borrow::Cow::Borrowed(body);
-    };
-    let Some(url) = v.get("callback_url").and_then(|u| u.as_str()) else {
-        return std::borrow::Cow::Borrowed(body);
-    };
-    let redacted = match url.rsplit_once("/api/callbacks/") {
-        Some((base, _)) => format!("{base}/api/callbacks/***"),
-        None => "***".to_string(),
-    };
-    v["callback_url"] = redacted.into();
-    std::borrow::Cow::Owned(serde_json::to_vec(&v).unwrap_or_default())
-}
-
-/// The body a step's hook gets: the run's payload with `callback_url` and `chain`.
-pub fn step_body(
-    payload: &[u8],
-    callback_base: &str,
-    token: &str,
-    chain: &str,
-    step: usize,
-    of: usize,
-) -> Vec<u8> {
-    let mut v: serde_json::Value =
-        serde_json::from_slice(payload).unwrap_or_else(|_| serde_json::json!({}));
-    if let Some(o) = v.as_object_mut() {
-        o.insert(
-            "callback_url".into(),
-            format!(
-                "{}/api/callbacks/{token}",
-                callback_base.trim_end_matches('/')
-            )
-            .into(),
-        );
-        o.insert(
-            "chain".into(),
-            serde_json::json!({"name": chain, "step": step + 1, "of": of}),
-        );
-    }
-    serde_json::to_vec(&v).unwrap_or_default()
 }
 
 /// Writes the runs an event starts (inside its transaction).
@@ -254,7 +202,7 @@ impl Store {
         &self,
         token: &str,
         cb: &Callback,
-        callback_base: &str,
+        next_step: &MakeStep<'_>,
         now: Timestamp,
     ) -> Result<Answered, StoreError> {
         self.with_conn(|c| {
@@ -346,15 +294,10 @@ impl Store {
                     )?;
                     None
                 } else if let Some(hook) = hooks.get(next_index) {
-                    let token = new_token()?;
-                    let body = step_body(
-                        &payload,
-                        callback_base,
-                        &token,
-                        &chain,
-                        next_index,
-                        hooks.len(),
-                    );
+                    let (body, token) = next_step(&payload, &chain, next_index, hooks.len())
+                        .ok_or_else(|| StoreError::Random {
+                            reason: "no callback token for the next step".into(),
+                        })?;
                     let delivery = super::NewDelivery::new(hook, body);
                     let delivery_id = delivery.id.clone();
                     super::insert_delivery(&tx, &delivery, event_id, "pending", now)?;
