@@ -101,7 +101,7 @@ pub struct ApiHandle {
     /// The limits as configured (what a reload compares).
     pub configured: Limits,
     /// The accept loop, which owns the listener.
-    server: Option<tokio::task::JoinHandle<()>>,
+    pub server: Option<tokio::task::JoinHandle<()>>,
     /// The TCP address really bound (a `listen` port 0 picks one).
     pub bound: Option<std::net::SocketAddr>,
 }
@@ -112,6 +112,12 @@ impl ApiHandle {
         let _ = self.stop.send(true);
     }
 
+    /// Resolves if the server ends while this handle still wants it (it runs until
+    /// closed: an end is a failure), with why; pending once it has ended.
+    pub async fn ended(&mut self) -> String {
+        server_ended(&mut self.server).await
+    }
+
     /// Closes the listener and waits until its socket is released, so the address can
     /// be bound again at once.
     pub async fn shut(mut self) {
@@ -120,6 +126,21 @@ impl ApiHandle {
             let _ = server.await;
         }
     }
+}
+
+/// Resolves when the server task `server` ends, with why (and forgets it); pending when
+/// there is none.
+pub async fn server_ended(server: &mut Option<tokio::task::JoinHandle<()>>) -> String {
+    let Some(task) = server.as_mut() else {
+        return std::future::pending().await;
+    };
+    let why = match task.await {
+        Ok(()) => "it ended".to_string(),
+        Err(e) if e.is_panic() => "it panicked (a bug: please report it)".to_string(),
+        Err(e) => e.to_string(),
+    };
+    *server = None;
+    why
 }
 
 impl Drop for ApiHandle {
@@ -238,13 +259,14 @@ pub async fn start(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut own_stop = stop_rx.clone();
     let (either_tx, either_rx) = watch::channel(false);
-    tokio::spawn(async move {
+    // This API's own stop (a reload) or the daemon's shutdown stops the server.
+    let stopped = async move {
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => {}
             _ = own_stop.wait_for(|s| *s) => {}
         }
         let _ = either_tx.send(true);
-    });
+    };
     // The address really bound (a `listen` port 0 picks one): what clients and tests use.
     let bound_addr = match &bound {
         Bound::Tcp(l) => l.local_addr().ok(),
@@ -252,11 +274,15 @@ pub async fn start(
     };
     let address = bound_addr.map_or_else(|| listen.to_string(), |a| a.to_string());
     tracing::info!(listen = %listen, address = %address, max_connections = limits.max_connections, "API listening");
+    // One task: the accept loop and what stops it; the daemon's loop hears its end.
     let server = tokio::spawn(async move {
-        match bound {
-            Bound::Tcp(l) => serve::serve(l, app, limits, either_rx).await,
-            Bound::Unix(l) => serve::serve(l, app, limits, either_rx).await,
-        }
+        let serve = async move {
+            match bound {
+                Bound::Tcp(l) => serve::serve(l, app, limits, either_rx).await,
+                Bound::Unix(l) => serve::serve(l, app, limits, either_rx).await,
+            }
+        };
+        tokio::join!(stopped, serve);
     });
     Ok(ApiHandle {
         settings: settings_tx,

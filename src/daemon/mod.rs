@@ -92,7 +92,7 @@ pub async fn run_from_config_file(path: PathBuf) -> Result<(), Fatal> {
     use tokio::signal::unix::{SignalKind, signal};
     let (reload_tx, reload_rx) = mpsc::channel(4);
     // Watched before it is loaded, so an edit in between is not missed.
-    let _config_watch = match watch::ConfigWatch::start(&path, reload_tx.clone()) {
+    let mut config_watch = match watch::ConfigWatch::start(&path, reload_tx.clone()) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(error = %chain(&e), "config file changes are not watched; reload with `deployhook reload` or SIGHUP");
@@ -104,17 +104,7 @@ pub async fn run_from_config_file(path: PathBuf) -> Result<(), Fatal> {
     let mut term = signal(SignalKind::terminate()).map_err(Fatal::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Fatal::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(Fatal::Signals)?;
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-                _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-                _ = hup.recv() => { let _ = reload_tx.try_send(()); }
-            }
-        }
-        let _ = stop_tx.send(true);
-    });
-    run(
+    let daemon = run(
         config,
         Control {
             shutdown: stop_rx,
@@ -122,8 +112,36 @@ pub async fn run_from_config_file(path: PathBuf) -> Result<(), Fatal> {
             ready: None,
             config_path: Some(path),
         },
-    )
-    .await
+    );
+    tokio::pin!(daemon);
+    // The signals and the config watcher are heard here, beside the daemon, never as
+    // tasks of their own: nothing of them outlives it, and an end is heard at once.
+    loop {
+        let watcher_ended = async {
+            match config_watch.as_mut() {
+                Some(w) => w.ended().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ended = &mut daemon => return ended,
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: shutting down");
+                let _ = stop_tx.send(true);
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: shutting down");
+                let _ = stop_tx.send(true);
+            }
+            _ = hup.recv() => {
+                let _ = reload_tx.try_send(());
+            }
+            why = watcher_ended => {
+                config_watch = None;
+                tracing::error!(error = %why, "the config file watcher stopped; reload with `deployhook reload` or SIGHUP");
+            }
+        }
+    }
 }
 
 /// Runs the daemon with a validated config until `control.shutdown` says stop.
@@ -218,9 +236,17 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
             } else {
                 wake.min(next_chain_check)
             };
+            // A request of the API to the loop, or the API's server gone (fatal: it runs
+            // until closed).
             let api_request = async {
                 match api.as_mut() {
-                    Some(a) => a.requests.recv().await,
+                    Some(a) => {
+                        let (requests, server) = (&mut a.requests, &mut a.server);
+                        tokio::select! {
+                            r = requests.recv() => r.map(Ok),
+                            why = api::server_ended(server) => Some(Err(why)),
+                        }
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -245,14 +271,20 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                     }
                 }
                 Some(request) = api_request => match request {
-                    LoopRequest::Ping(answer) => {
+                    Ok(LoopRequest::Ping(answer)) => {
                         let _ = answer.send(());
                     }
-                    LoopRequest::ApiHooks(now_registered, done) => {
+                    Ok(LoopRequest::ApiHooks(now_registered, done)) => {
                         api_hooks = now_registered;
                         run_hooks(&config, &api_hooks, &mut tasks, &mut read_cx, api.as_ref());
                         let _ = done.send(());
                     }
+                    // At shutdown it stops as it should; otherwise the daemon stops too.
+                    Err(why) if !*control.shutdown.borrow() => {
+                        tracing::error!(error = %why, "the API server stopped");
+                        fatal = Some(format!("the API server stopped: {why}"));
+                    }
+                    Err(_) => {}
                 },
                 Some(path) = reload => {
                     let mut states = vec![NotifyState::Reloading];

@@ -35,6 +35,18 @@ impl Drop for ConfigWatch {
     }
 }
 
+impl ConfigWatch {
+    /// Resolves when the watch has stopped (it runs until dropped: an end is a failure),
+    /// with why.
+    pub async fn ended(&mut self) -> String {
+        match (&mut self.task).await {
+            Ok(()) => "it ended".to_string(),
+            Err(e) if e.is_panic() => "it panicked (a bug: please report it)".to_string(),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
 /// The text of the config file now (`None`: it cannot be read).
 fn text_of(path: &Path) -> Option<String> {
     crate::config::read_config_text(path).ok()
