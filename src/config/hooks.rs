@@ -46,37 +46,9 @@ pub(super) fn validate_hook(
             placeholder_url()
         }
     };
-    let events = h.events.as_ref().map_or_else(
-        || vec!["PostDeployment".to_string()],
-        |e| {
-            if e.get_ref().is_empty() {
-                c.at(e.span(), &key("events"), "must name at least one event");
-            }
-            for name in e.get_ref() {
-                if let Err(why) = check_event_name(name) {
-                    c.at(e.span(), &key("events"), why);
-                }
-            }
-            e.get_ref().clone()
-        },
-    );
+    let events = events_of(c, h, &key);
     c.known_sites(h.sites.as_ref(), &key("sites"), site_names);
-    let statuses = h.statuses.as_ref().map(|st| {
-        st.get_ref()
-            .iter()
-            .filter_map(|s| {
-                let parsed = Status::parse(s);
-                if parsed.is_none() {
-                    c.at(
-                        st.span(),
-                        &key("statuses"),
-                        format!("unknown status {s:?}: use pending, building, deploying, success or failed"),
-                    );
-                }
-                parsed
-            })
-            .collect()
-    });
+    let statuses = statuses_of(c, h, &key);
     let (format, cloudevents_mode, template) = super::formats::hook_format(c, h, &key, env);
     let github = super::formats::github_target(c, h, format, &key);
     let secret = super::secrets::read_secret(c, h, &key, env, &name, warnings);
@@ -107,67 +79,13 @@ pub(super) fn validate_hook(
             "a NATS hook's secret is its connection credential (creds, nkey seed or token): it signs nothing",
         );
     }
-    let signature = match h
-        .signature
-        .as_ref()
-        .map(|s| (s.get_ref().as_str(), s.span()))
-    {
-        _ if github.is_some() || nats.is_some() => SignatureKind::None,
-        None => {
-            if secret.is_some() {
-                SignatureKind::Standard
-            } else {
-                SignatureKind::None
-            }
-        }
-        Some(("none", _)) => SignatureKind::None,
-        Some((kind @ ("standard" | "github"), span)) => {
-            if secret.is_none() {
-                c.at(
-                    span,
-                    &key("signature"),
-                    format!("signature {kind:?} needs secret_file or secret_env"),
-                );
-            }
-            if kind == "standard" {
-                SignatureKind::Standard
-            } else {
-                SignatureKind::Github
-            }
-        }
-        Some((other, span)) => {
-            c.at(
-                span,
-                &key("signature"),
-                format!("unknown signature {other:?}: use standard, github or none"),
-            );
-            SignatureKind::None
-        }
-    };
-    if let Some(s) = secret.as_ref()
-        && signature == SignatureKind::Standard
-    {
-        use base64::Engine;
-        let bad = s.keys().any(|k| {
-            k.strip_prefix("whsec_").is_some_and(|b64| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .is_err()
-            })
-        });
-        if bad {
-            let span = h
-                .secret_file
-                .as_ref()
-                .or(h.secret_env.as_ref())
-                .map_or(0..0, |v| v.span());
-            c.at(
-                span,
-                &key("secret"),
-                "a whsec_ secret must be base64 after the prefix",
-            );
-        }
-    }
+    let signature = signature_of(
+        c,
+        h,
+        &key,
+        secret.as_ref(),
+        github.is_some() || nats.is_some(),
+    );
     let insecure_ssl = h.insecure_ssl.unwrap_or(false);
     if insecure_ssl {
         warnings.push(format!(
@@ -176,52 +94,8 @@ pub(super) fn validate_hook(
         ));
     }
     let timeout = c.duration(&h.timeout, &key("timeout"), Duration::from_secs(10));
-    let retry = match &h.retry {
-        None => DEFAULT_RETRY
-            .iter()
-            .map(|s| Duration::from_secs(*s))
-            .collect(),
-        Some(r) => r
-            .get_ref()
-            .iter()
-            .filter_map(|d| {
-                let parsed = crate::model::parse_duration(d).ok();
-                if parsed.is_none() {
-                    c.at(r.span(), &key("retry"), format!("{d:?} is not a duration"));
-                }
-                parsed
-            })
-            .collect(),
-    };
-    let mut headers = Vec::new();
-    if let Some(hs) = &h.headers {
-        for (k, v) in hs.get_ref() {
-            if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                c.at(
-                    hs.span(),
-                    &key("headers"),
-                    format!("{k:?} is not a valid header name"),
-                );
-            } else if http::HeaderValue::from_str(v).is_err() {
-                // The value may be a credential: it is not quoted.
-                c.at(
-                    hs.span(),
-                    &key("headers"),
-                    format!("the value of {k:?} is not a valid header value (control characters or non-ASCII)"),
-                );
-            }
-            if k.eq_ignore_ascii_case("authorization")
-                && (!url.username().is_empty() || url.password().is_some())
-            {
-                c.at(
-                    hs.span(),
-                    &key("headers"),
-                    "an Authorization header and user:pass@ in the url both set the credentials: keep one",
-                );
-            }
-            headers.push((k.clone(), v.clone()));
-        }
-    }
+    let retry = retry_of(c, h, &key);
+    let headers = headers_of(c, h, &key, &url);
     HookConfig {
         name,
         url,
@@ -270,4 +144,187 @@ pub fn check_event_name(name: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The hook's `events` (default `PostDeployment`), each checked.
+fn events_of(c: &mut Checker<'_>, h: &RawHook, key: &dyn Fn(&str) -> String) -> Vec<String> {
+    h.events.as_ref().map_or_else(
+        || vec!["PostDeployment".to_string()],
+        |e| {
+            if e.get_ref().is_empty() {
+                c.at(e.span(), &key("events"), "must name at least one event");
+            }
+            for name in e.get_ref() {
+                if let Err(why) = check_event_name(name) {
+                    c.at(e.span(), &key("events"), why);
+                }
+            }
+            e.get_ref().clone()
+        },
+    )
+}
+
+/// The hook's `statuses` filter, each a known status.
+fn statuses_of(
+    c: &mut Checker<'_>,
+    h: &RawHook,
+    key: &dyn Fn(&str) -> String,
+) -> Option<Vec<Status>> {
+    h.statuses.as_ref().map(|st| {
+        st.get_ref()
+            .iter()
+            .filter_map(|s| {
+                let parsed = Status::parse(s);
+                if parsed.is_none() {
+                    c.at(
+                        st.span(),
+                        &key("statuses"),
+                        format!("unknown status {s:?}: use pending, building, deploying, success or failed"),
+                    );
+                }
+                parsed
+            })
+            .collect()
+    })
+}
+
+/// How the hook signs: its `signature` (default `standard` with a secret), none for a
+/// GitHub Deployments or NATS hook (`unsigned`, whose secret is a credential); a `whsec_`
+/// secret must be base64.
+fn signature_of(
+    c: &mut Checker<'_>,
+    h: &RawHook,
+    key: &dyn Fn(&str) -> String,
+    secret: Option<&Secret>,
+    unsigned: bool,
+) -> SignatureKind {
+    let signature = match h
+        .signature
+        .as_ref()
+        .map(|s| (s.get_ref().as_str(), s.span()))
+    {
+        _ if unsigned => SignatureKind::None,
+        None => {
+            if secret.is_some() {
+                SignatureKind::Standard
+            } else {
+                SignatureKind::None
+            }
+        }
+        Some(("none", _)) => SignatureKind::None,
+        Some((kind @ ("standard" | "github"), span)) => {
+            if secret.is_none() {
+                c.at(
+                    span,
+                    &key("signature"),
+                    format!("signature {kind:?} needs secret_file or secret_env"),
+                );
+            }
+            if kind == "standard" {
+                SignatureKind::Standard
+            } else {
+                SignatureKind::Github
+            }
+        }
+        Some((other, span)) => {
+            c.at(
+                span,
+                &key("signature"),
+                format!("unknown signature {other:?}: use standard, github or none"),
+            );
+            SignatureKind::None
+        }
+    };
+    if let Some(s) = secret
+        && signature == SignatureKind::Standard
+    {
+        use base64::Engine;
+        let bad = s.keys().any(|k| {
+            k.strip_prefix("whsec_").is_some_and(|b64| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .is_err()
+            })
+        });
+        if bad {
+            let span = h
+                .secret_file
+                .as_ref()
+                .or(h.secret_env.as_ref())
+                .map_or(0..0, |v| v.span());
+            c.at(
+                span,
+                &key("secret"),
+                "a whsec_ secret must be base64 after the prefix",
+            );
+        }
+    }
+    signature
+}
+
+/// The hook's retry schedule (default `DEFAULT_RETRY`), each a duration.
+fn retry_of(c: &mut Checker<'_>, h: &RawHook, key: &dyn Fn(&str) -> String) -> Vec<Duration> {
+    match &h.retry {
+        None => DEFAULT_RETRY
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect(),
+        Some(r) => r
+            .get_ref()
+            .iter()
+            .filter_map(|d| {
+                let parsed = crate::model::parse_duration(d).ok();
+                if parsed.is_none() {
+                    c.at(
+                        r.span(),
+                        &key("retry"),
+                        format!(
+                            "{d:?} is not a duration: write e.g. retry = [\"10s\", \"1m\", \"10m\"]"
+                        ),
+                    );
+                }
+                parsed
+            })
+            .collect(),
+    }
+}
+
+/// The hook's own `headers`, each a valid name and value; an `Authorization` header
+/// beside URL credentials is an error.
+fn headers_of(
+    c: &mut Checker<'_>,
+    h: &RawHook,
+    key: &dyn Fn(&str) -> String,
+    url: &url::Url,
+) -> Vec<(String, String)> {
+    let mut headers = Vec::new();
+    if let Some(hs) = &h.headers {
+        for (k, v) in hs.get_ref() {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                c.at(
+                    hs.span(),
+                    &key("headers"),
+                    format!("{k:?} is not a valid header name"),
+                );
+            } else if http::HeaderValue::from_str(v).is_err() {
+                // The value may be a credential: it is not quoted.
+                c.at(
+                    hs.span(),
+                    &key("headers"),
+                    format!("the value of {k:?} is not a valid header value (control characters or non-ASCII)"),
+                );
+            }
+            if k.eq_ignore_ascii_case("authorization")
+                && (!url.username().is_empty() || url.password().is_some())
+            {
+                c.at(
+                    hs.span(),
+                    &key("headers"),
+                    "an Authorization header and user:pass@ in the url both set the credentials: keep one",
+                );
+            }
+            headers.push((k.clone(), v.clone()));
+        }
+    }
+    headers
 }
