@@ -30,6 +30,16 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+impl Config {
+    /// `[api] public_url` without a trailing slash: the base of chain callback URLs.
+    pub fn callback_base(&self) -> Option<String> {
+        self.api
+            .as_ref()
+            .and_then(|a| a.public_url.as_ref())
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DaemonConfig {
     pub state_dir: PathBuf,

@@ -45,11 +45,7 @@ fn api_settings(config: &Config) -> api::Settings {
         token: config.api.as_ref().and_then(|a| a.token.clone()),
         allow_private_targets: config.api.as_ref().is_some_and(|a| a.allow_private_targets),
         host_name: config.daemon.host_name.clone(),
-        callback_base: config
-            .api
-            .as_ref()
-            .and_then(|a| a.public_url.as_ref())
-            .map(|u| u.as_str().trim_end_matches('/').to_string()),
+        callback_base: config.callback_base(),
         max_hooks: config
             .api
             .as_ref()

@@ -283,11 +283,7 @@ impl ReadContext {
             hooks: Arc::new(hooks.to_vec()),
             chains: Arc::new(config.chains.clone()),
             host_name: config.daemon.host_name.clone(),
-            callback_base: config
-                .api
-                .as_ref()
-                .and_then(|a| a.public_url.as_ref())
-                .map(|u| u.as_str().trim_end_matches('/').to_string()),
+            callback_base: config.callback_base(),
             wakes: Arc::new(wakes.clone()),
             slots: Arc::new(tokio::sync::Semaphore::new(READ_SLOTS)),
         }

@@ -345,16 +345,20 @@ mod tests {
     /// A hook's worker that ends with an error (as one whose HTTP client cannot be
     /// built does, at once) is heard at once, not at shutdown, and the next reconcile
     /// starts it again; an unchanged hook's worker is left alone by a reconcile.
-    #[test]
-    fn a_worker_that_fails_is_heard_at_once_and_restarted_by_the_next_reconcile() {
+    /// Runs `test` with a supervisor over a new outbox, on a current-thread runtime.
+    fn with_tasks<F: std::future::Future<Output = ()>>(test: impl FnOnce(Tasks) -> F) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
-        rt.block_on(async {
-            let mut tasks = Tasks::new(&store, Arc::new(Semaphore::new(4)));
+        rt.block_on(async { test(Tasks::new(&store, Arc::new(Semaphore::new(4)))).await });
+    }
+
+    #[test]
+    fn a_worker_that_fails_is_heard_at_once_and_restarted_by_the_next_reconcile() {
+        with_tasks(|mut tasks| async move {
             tasks.reconcile_hooks(&[hook("good"), hook("bad")]);
             assert_eq!(tasks.hook_workers(), 2);
             let generation = tasks.hooks.get("bad").map(|w| w.generation);
@@ -402,14 +406,7 @@ mod tests {
     /// attempt recorder's end is fatal (every worker would wait for it forever).
     #[test]
     fn a_panicking_worker_is_named_and_restarted_and_the_recorders_end_is_fatal() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        rt.block_on(async {
-            let mut tasks = Tasks::new(&store, Arc::new(Semaphore::new(4)));
+        with_tasks(|mut tasks| async move {
             tasks.reconcile_hooks(&[hook("good")]);
             let g = tasks.hooks.get("good").map_or(0, |w| w.generation);
             tasks.spawn(TaskName::Hook("good".into()), g, async {
