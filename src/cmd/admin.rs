@@ -197,6 +197,12 @@ fn status_of(
     let now = Timestamp::now();
     let running = if is_running { "running" } else { "not running" };
     say!(out, "daemon: {running}  (state {})", store.path().display());
+    if is_running
+        && let Ok(addr) =
+            std::fs::read_to_string(state_dir.join(crate::daemon::listener::ADDRESS_FILE))
+    {
+        say!(out, "api: listening on {}", escape(addr.trim()));
+    }
     let states = store.site_states()?;
     let names: Vec<String> = match config {
         Some(c) => c.sites.iter().map(|s| s.name.clone()).collect(),

@@ -26,6 +26,24 @@ pub fn api_of(config: &Config) -> Result<&ApiConfig> {
     })
 }
 
+/// Where the running daemon's API really listens: `listen`, or — for a TCP `listen` with
+/// port 0 — the address the daemon bound, from its state directory.
+fn bound_listen(config: &Config, listen: &Listen) -> Listen {
+    match listen {
+        Listen::Tcp(addr) if addr.port() == 0 => {
+            let file = config
+                .daemon
+                .state_dir
+                .join(crate::daemon::listener::ADDRESS_FILE);
+            std::fs::read_to_string(file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .map_or_else(|| listen.clone(), Listen::Tcp)
+        }
+        other => other.clone(),
+    }
+}
+
 /// The base URL and client for `listen` (a wildcard address is reached on loopback).
 fn client_for(listen: &Listen) -> Result<(String, reqwest::Client)> {
     crate::deliver::init_tls();
@@ -63,7 +81,7 @@ fn call(
     body: Option<Vec<u8>>,
 ) -> Result<Answer> {
     let api = api_of(config)?;
-    let (base, client) = client_for(&api.listen)?;
+    let (base, client) = client_for(&bound_listen(config, &api.listen))?;
     let mut req = client.request(method, format!("{base}{path}"));
     if let Some(t) = &api.token {
         req = req.bearer_auth(t.first());

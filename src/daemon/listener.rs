@@ -167,3 +167,22 @@ fn same_address(old: Option<&ApiHandle>, new: &config::Listen) -> bool {
         _ => false,
     }
 }
+
+/// The file in the state directory that says where the running API listens (the address
+/// really bound: a `listen` port 0 picks one), for `status` and the CLI's API client.
+pub const ADDRESS_FILE: &str = "api.address";
+
+/// Writes (or, without an API, removes) `ADDRESS_FILE`, atomically.
+pub fn record_address(state_dir: &std::path::Path, api: Option<&ApiHandle>) {
+    let path = state_dir.join(ADDRESS_FILE);
+    let Some(addr) = api.and_then(|a| a.bound) else {
+        let _ = std::fs::remove_file(&path);
+        return;
+    };
+    let tmp = state_dir.join(format!(".{ADDRESS_FILE}.tmp"));
+    let written =
+        std::fs::write(&tmp, format!("{addr}\n")).and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "cannot write {ADDRESS_FILE}: `status` and the CLI will not see the API's address");
+    }
+}

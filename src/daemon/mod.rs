@@ -9,7 +9,7 @@
 //! dirty" mark, so they take the normal path.
 
 pub mod health;
-mod listener;
+pub mod listener;
 pub mod relay;
 pub mod site;
 mod systemd;
@@ -167,6 +167,8 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
             crate::store::LOCK_FILE,
             verdict::FILE,
             &format!(".{}.tmp", verdict::FILE),
+            listener::ADDRESS_FILE,
+            &format!(".{}.tmp", listener::ADDRESS_FILE),
         ],
     );
     let mut watcher = match Watcher::new(dirty.clone(), own) {
@@ -184,6 +186,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
         Some(a) => Some(start_api(a, &config, &store, &control.shutdown).await?),
         None => None,
     };
+    listener::record_address(&config.daemon.state_dir, api.as_ref());
     let mut tasks = Tasks::new(&store, in_flight);
     let mut read_cx = ReadContext::new(&config, &[], &store, tasks.wakes());
     run_hooks(&config, &api_hooks, &mut tasks, &mut read_cx, api.as_ref());
@@ -319,6 +322,7 @@ pub async fn run(mut config: Config, mut control: Control) -> Result<(), Fatal> 
                             let (new, changed) = load_sites(&config, &store, watcher.is_none(), old)?;
                             sites = new;
                             reconfigure_api(api.as_ref(), &config);
+                            listener::record_address(&config.daemon.state_dir, api.as_ref());
                             run_hooks(&config, &api_hooks, &mut tasks, &mut read_cx, api.as_ref());
                             tasks.reconcile_probes(&config, &sites, &dirty);
                             // Only new and changed sites are read again.

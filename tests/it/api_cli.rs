@@ -28,7 +28,8 @@ fn the_cli_adds_lists_publishes_to_and_removes_hooks_through_the_daemon() {
     let env = TestEnv::new();
     let rx = Receiver::start();
     std::fs::write(env.join("token"), "cli-token").unwrap_or_else(|e| panic!("{e}"));
-    let port = free_port();
+    // Port 0: the CLI finds the port the daemon bound in its state directory.
+    let port = 0;
     let extra = format!(
         "token_file = \"{}\"\nallow_private_targets = true",
         env.join("token").display()
@@ -41,6 +42,11 @@ fn the_cli_adds_lists_publishes_to_and_removes_hooks_through_the_daemon() {
             &extra,
             "[[hook]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/x\"\nevents = [\"Other\"]\n",
         ),
+    );
+    let status = d.status();
+    assert!(
+        status.contains(&format!("api: listening on 127.0.0.1:{}", d.api_port())),
+        "{status}"
     );
     let (ok, text) = cli(&env, &d, &["hooks", "add", &rx.url, "--event", "Custom"]);
     assert!(ok, "{text}");

@@ -4,7 +4,7 @@
 //! `400` and leaves the step waiting, a used token is `404`, and a restart resumes a
 //! chain where it was — all visible in `GET /api/chains` and `deployhook status`.
 
-use crate::support::api::{Client, free_port};
+use crate::support::api::Client;
 use crate::support::daemon::{self, Daemon};
 use crate::support::deploy::Site;
 use crate::support::env::TestEnv;
@@ -51,7 +51,9 @@ fn setup() -> Setup {
         env,
         site,
         rxs: (0..4).map(|_| Receiver::start()).collect(),
-        port: free_port(),
+        // Port 0: each test reads the port its daemon bound (`Daemon::api_port`); the
+        // callback URLs' base is only parsed for their path.
+        port: 0,
     }
 }
 
@@ -85,8 +87,8 @@ fn runs(api: &Client) -> serde_json::Value {
 #[test]
 fn success_calls_the_next_hook_failure_stops_and_bad_or_used_callbacks_are_refused() {
     let s = setup();
-    let _d = Daemon::start(&s.env, &config(&s.env, &s.site, &s.rxs, s.port, "1h"));
-    let api = Client::tcp(s.port);
+    let d = Daemon::start(&s.env, &config(&s.env, &s.site, &s.rxs, s.port, "1h"));
+    let api = Client::tcp(d.api_port());
     deploy(&s);
     eventually!(s.rxs[0].requests().len() == 1, "the chain's first hook");
     eventually!(!s.rxs[3].requests().is_empty(), "the ordinary hook too");
@@ -187,8 +189,8 @@ fn success_calls_the_next_hook_failure_stops_and_bad_or_used_callbacks_are_refus
 #[test]
 fn no_callback_within_the_timeout_ends_the_chain_in_error() {
     let s = setup();
-    let _d = Daemon::start(&s.env, &config(&s.env, &s.site, &s.rxs, s.port, "1s"));
-    let api = Client::tcp(s.port);
+    let d = Daemon::start(&s.env, &config(&s.env, &s.site, &s.rxs, s.port, "1s"));
+    let api = Client::tcp(d.api_port());
     deploy(&s);
     eventually!(s.rxs[0].requests().len() == 1, "the first hook");
     eventually!(
@@ -224,7 +226,7 @@ fn a_restart_mid_chain_resumes_it() {
     let smoke = callback_path(&s.rxs[0], 0);
     d.kill();
     let d = Daemon::start_with(&s.env, &s.env.join("deployhook.toml"), &[]);
-    let api = Client::tcp(s.port);
+    let api = Client::tcp(d.api_port());
     let a = api.post_json(&smoke, &serde_json::json!({"state": "success"}));
     assert_eq!(
         a.status,
@@ -290,7 +292,7 @@ fn the_readme_chain_config_is_accepted_as_printed() {
 fn a_late_callback_is_gone_and_no_view_shows_the_token() {
     let s = setup();
     let d = Daemon::start(&s.env, &config(&s.env, &s.site, &s.rxs, s.port, "1s"));
-    let api = Client::tcp(s.port);
+    let api = Client::tcp(d.api_port());
     deploy(&s);
     eventually!(s.rxs[0].requests().len() == 1, "the first hook");
     let path = callback_path(&s.rxs[0], 0);
