@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::support::api::{Answer, Client, free_port};
+use crate::support::api::{Answer, Client};
 use crate::support::daemon::Daemon;
 use crate::support::env::TestEnv;
 use crate::support::receiver::Receiver;
@@ -346,17 +346,17 @@ fn a_runtime_hook_survives_a_restart_with_its_queue() {
     let env = TestEnv::new();
     let rx = Receiver::start();
     rx.behave(|b| b.statuses = [503].into());
-    let port = free_port();
-    let cfg = config(&env, port, "allow_private_targets = true", "");
+    let cfg = config(&env, 0, "allow_private_targets = true", "");
     let d = Daemon::start(&env, &cfg);
-    let c = Client::tcp(port);
+    let c = Client::tcp(d.api_port());
     let id = id_of(&subscribe(&c, &rx.url, "PostDeployment"));
     c.post("/api/hooks/publish/PostDeployment", r#"{"n": 1}"#);
     eventually!(rx.requests().len() == 1, "first attempt");
     c.post("/api/hooks/publish/PostDeployment", r#"{"n": 2}"#);
     // Both wait: the first for its retry (5 s), the second behind it.
     d.kill();
-    let _d = Daemon::start(&env, &cfg);
+    let d = Daemon::start(&env, &cfg);
+    let c = Client::tcp(d.api_port());
     let list = c.get("/api/hooks").json();
     assert_eq!(list[0]["id"], id.as_str(), "{list}");
     crate::support::env::wait_until(

@@ -4,16 +4,16 @@
 
 use serde_json::json;
 
-use crate::support::api::{Client, free_port};
+use crate::support::api::Client;
 use crate::support::daemon::Daemon;
 use crate::support::deploy::Site;
 use crate::support::env::TestEnv;
 use crate::support::python;
 use crate::support::receiver::Receiver;
 
-/// A Capistrano site, a config hook `ops` to `rx`, and the API on a free port.
+/// A Capistrano site, a config hook `ops` to `rx`, and the API on the port it binds.
 fn start<'a>(env: &'a TestEnv, site: &Site, rx: &Receiver) -> (Daemon<'a>, Client) {
-    let port = free_port();
+    let port = 0;
     let cfg = format!(
         "[daemon]\nstate_dir = \"{}\"\nhost_name = \"test-host\"\nshutdown_timeout = \"1s\"\n\n\
          [[site]]\nname = \"shop\"\npath = \"{}\"\n\n\
@@ -23,7 +23,9 @@ fn start<'a>(env: &'a TestEnv, site: &Site, rx: &Receiver) -> (Daemon<'a>, Clien
         site.root.display(),
         rx.url
     );
-    (Daemon::start(env, &cfg), Client::tcp(port))
+    let d = Daemon::start(env, &cfg);
+    let port = d.api_port();
+    (d, Client::tcp(port))
 }
 
 fn deploy(site: &Site, n: u32) -> String {

@@ -293,10 +293,9 @@ fn an_edge_cannot_report_as_another_and_relayed_fields_are_capped() {
     nats::create_stream(&server.url(), "DEPLOY", &["deployhook.>"]);
     let rx = Receiver::start();
     let env = TestEnv::new();
-    let port = crate::support::api::free_port();
     let cfg = format!(
         "[daemon]\nstate_dir = \"{}\"\nhost_name = \"relay\"\n\n\
-         [api]\nlisten = \"127.0.0.1:{port}\"\n\n\
+         [api]\nlisten = \"127.0.0.1:0\"\n\n\
          [[source]]\nname = \"fleet\"\nkind = \"nats\"\nurl = \"{}\"\nstream = \"DEPLOY\"\ndurable = \"relay\"\n\n\
          [[hook]]\nname = \"all\"\nurl = \"{}\"\nevents = [\"PostDeployment\"]\n",
         env.join("state").display(),
@@ -304,6 +303,7 @@ fn an_edge_cannot_report_as_another_and_relayed_fields_are_capped() {
         rx.url
     );
     let d = Daemon::start(&env, &cfg);
+    let port = d.api_port();
     // edge-1, allowed to publish only under deployhook.edge-1.>, says it is edge-2-prod.
     let forged = edge_object("edge-2-prod", &"f".repeat(40), 10);
     nats::publish(
