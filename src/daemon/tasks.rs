@@ -38,7 +38,7 @@ pub enum TaskName {
 /// Why a task ended with an error.
 pub type TaskError = Box<dyn std::error::Error + Send + Sync>;
 
-type TaskResult = (TaskName, u64, Result<(), TaskError>);
+pub(super) type TaskResult = (TaskName, u64, Result<(), TaskError>);
 
 struct HookWorker {
     config: HookConfig,
