@@ -1,11 +1,15 @@
 //! Validation: the text of a config file to a `Config`, or every problem at once, each
 //! with file, line, column and key path. No I/O but through `Env`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_path_to_error::Segment;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::checker::{Checker, floor_boundary};
+use super::checker::Checker;
 use super::hooks::validate_hook;
 use super::raw::{RawConfig, RawSite};
 use super::*;
@@ -14,128 +18,189 @@ use super::*;
 const MAX_ERRORS: usize = 50;
 
 /// Deserializes the file, collecting every unknown key and every value of the wrong type
-/// in one run: serde stops at the first, so each one found is recorded, its line (or
-/// its whole table, for a table header) is blanked out with spaces — offsets, and so
-/// lines and columns, stay as they are — and the file is read again. A `missing field`
-/// error caused by a blanked line is not reported twice. `None` when the file is not
-/// TOML at all, or its errors cannot be stepped over.
+/// in one run. The file is parsed once into `toml`'s spanned tree; each `[[site]]`,
+/// `[[hook]]`, `[[source]]` and `[[chain]]` table is deserialized on its own, and the
+/// rest of the file as one. Serde stops at the first error: a path-tracking deserializer
+/// (`serde_path_to_error`) says where it is, that key is taken out of the tree, and the
+/// part is deserialized again, so every error is found. A part that cannot be mended (a
+/// missing field) is dropped. A `missing field` error caused by a key taken out is not
+/// reported twice. `None` when the file is not TOML at all.
 fn deserialize_all(c: &mut Checker<'_>) -> Option<RawConfig> {
-    let text = c.text;
-    if let Err(e) = text.parse::<toml::Table>() {
-        let span = e.span().unwrap_or(0..0);
-        c.at(span, "(file)", e.message().trim().to_string());
-        return None;
+    let root = match DeTable::parse(c.text) {
+        Ok(root) => root,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            c.at(span, "(file)", e.message().trim().to_string());
+            return None;
+        }
+    };
+    let span = root.span();
+    let mut top = root.into_inner();
+    // The arrays of tables, each element on its own (an array's index in its key path).
+    let mut arrays = BTreeMap::new();
+    for name in ["site", "hook", "source", "chain"] {
+        let is_array = top
+            .get(name)
+            .is_some_and(|v| matches!(v.get_ref(), DeValue::Array(_)));
+        if is_array && let Some((_, value)) = top.remove_entry(name) {
+            arrays.insert(name, value.into_inner());
+        }
     }
-    let mut masked = text.to_string();
-    let mut blanked: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut raw: RawConfig = deserialize_part(c, "", Spanned::new(span, DeValue::Table(top)))?;
+    raw.sites = elements(c, &mut arrays, "site");
+    raw.hooks = elements(c, &mut arrays, "hook");
+    raw.sources = elements(c, &mut arrays, "source");
+    raw.chains = elements(c, &mut arrays, "chain");
+    Some(raw)
+}
+
+/// Each element of the array of tables `name`, deserialized on its own; one that
+/// cannot be is dropped (and counted).
+fn elements<T: serde::de::DeserializeOwned>(
+    c: &mut Checker<'_>,
+    arrays: &mut BTreeMap<&str, DeValue<'_>>,
+    name: &str,
+) -> Vec<T> {
+    let Some(DeValue::Array(items)) = arrays.remove(name) else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, item)| {
+            let part = deserialize_part(c, &format!("{name}[{i}]"), item);
+            if part.is_none() {
+                c.dropped_tables += 1;
+            }
+            part
+        })
+        .collect()
+}
+
+/// Deserializes one part of the file (a table, an element of an array of tables), taking
+/// out each key serde stops at; `None` when what is wrong cannot be taken out.
+fn deserialize_part<T: serde::de::DeserializeOwned>(
+    c: &mut Checker<'_>,
+    prefix: &str,
+    mut value: Spanned<DeValue<'_>>,
+) -> Option<T> {
+    let mut taken_out: Vec<String> = Vec::new();
     for _ in 0..MAX_ERRORS {
-        let e = match toml::from_str::<RawConfig>(&masked) {
-            Ok(raw) => return Some(raw),
+        let e = match serde_path_to_error::deserialize::<_, T>(ValueDeserializer::from(
+            value.clone(),
+        )) {
+            Ok(part) => return Some(part),
             Err(e) => e,
         };
-        let Some(span) = e.span() else {
-            c.at(0..0, "(file)", e.message().trim().to_string());
-            return None;
-        };
-        let message = e.message().trim().to_string();
-        // The lines (or the table) the error sits in: what is blanked next.
-        let region = blank_region(&masked, span.clone());
-        let caused_by_blanking = message.starts_with("missing field")
-            && blanked
-                .iter()
-                .any(|b| b.start < region.end.max(span.end) && b.end > region.start);
-        if !caused_by_blanking {
-            let key = key_at(text, span.clone());
-            c.at(span.clone(), &key, message);
-        }
-        if region.is_empty() || masked[region.clone()].trim().is_empty() {
-            return None;
-        }
-        // Multi-byte characters become several spaces, so byte offsets stay put.
-        let spaces: String = masked[region.clone()]
-            .chars()
-            .map(|ch| {
-                if ch == '\n' {
-                    "\n".to_string()
-                } else {
-                    " ".repeat(ch.len_utf8())
-                }
-            })
+        // `toml::Spanned`'s own fields are not keys of the file.
+        let path: Vec<Segment> = e
+            .path()
+            .iter()
+            .filter(|s| !matches!(s, Segment::Map { key } if key.starts_with("$__")))
+            .cloned()
             .collect();
-        if masked[region.clone()].trim_start().starts_with('[') {
-            c.dropped_tables += 1;
+        let e = e.into_inner();
+        let message = e.message().trim().to_string();
+        // `missing field `x`` at the table a key `x` was taken out of: said already.
+        let caused_by_taking_out = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+            .is_some_and(|field| {
+                let mut key = path.clone();
+                key.push(Segment::Map {
+                    key: field.to_string(),
+                });
+                taken_out.contains(&key_path(prefix, &key))
+            });
+        let key = key_path(prefix, &path);
+        if !caused_by_taking_out {
+            let span = e
+                .span()
+                .or_else(|| span_of(&value, &path))
+                .unwrap_or_else(|| value.span());
+            c.at(span, &key, message);
         }
-        masked.replace_range(region.clone(), &spaces);
-        blanked.push(region);
+        if !take_out(&mut value, &path) {
+            return None;
+        }
+        taken_out.push(key);
     }
     None
 }
 
-/// The text to blank out after an error at `span`: the whole lines it touches, or, when
-/// it sits in a table header (or spans a whole table), the table up to the next header.
-fn blank_region(text: &str, span: std::ops::Range<usize>) -> std::ops::Range<usize> {
-    let start = floor_boundary(text, span.start.min(text.len()));
-    let end = floor_boundary(text, span.end.min(text.len()).max(start));
-    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[end..].find('\n').map_or(text.len(), |i| end + i);
-    let first_line = text[line_start..line_end].trim_start();
-    if first_line.starts_with('[') {
-        // The table: its header and every line up to the next header.
-        let after_header = text[line_start..]
-            .find('\n')
-            .map_or(text.len(), |i| line_start + i + 1);
-        let mut pos = after_header;
-        while pos < text.len() {
-            let next = text[pos..].find('\n').map_or(text.len(), |i| pos + i + 1);
-            if text[pos..next].trim_start().starts_with('[') {
-                break;
+/// `site[1].settle`, from the part's prefix and a path within it.
+fn key_path(prefix: &str, path: &[Segment]) -> String {
+    let mut key = prefix.to_string();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+            Segment::Map { key: k } | Segment::Enum { variant: k } => {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(k);
             }
-            pos = next;
+            Segment::Unknown => {}
         }
-        line_start..pos.max(line_end)
+    }
+    if key.is_empty() {
+        "(file)".to_string()
     } else {
-        line_start..line_end
+        key
     }
 }
 
-/// The key path of the key or value at `span`: `site[1].settle`.
-fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
-    let start = floor_boundary(text, span.start.min(text.len()));
-    let end = floor_boundary(text, span.end.min(text.len()).max(start));
-    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-    let line = &text[line_start..line_end];
-    if line.trim_start().starts_with('[') {
-        let name = line.trim().trim_matches(|ch| ch == '[' || ch == ']').trim();
-        return name.to_string();
-    }
-    let key = match line.find('=') {
-        Some(eq) if line_start + eq < start => line[..eq].trim(),
-        _ => text[start..end].trim(),
+/// The value at `path` in `value`.
+fn value_at<'v, 'i>(
+    value: &'v Spanned<DeValue<'i>>,
+    path: &[Segment],
+) -> Option<&'v Spanned<DeValue<'i>>> {
+    let Some((first, rest)) = path.split_first() else {
+        return Some(value);
     };
-    let key = key.trim_matches('"');
-    if key.is_empty() || key.contains('\n') {
-        return "(file)".to_string();
-    }
-    table_path_at(text, line_start, key)
+    let next = match (value.get_ref(), first) {
+        (DeValue::Table(t), Segment::Map { key }) => t.get(key.as_str())?,
+        (DeValue::Array(a), Segment::Seq { index }) => a.get(*index)?,
+        _ => return None,
+    };
+    value_at(next, rest)
 }
 
-/// `key` qualified by the table it sits in at `offset`: `site[1].colour`, `daemon.x`.
-fn table_path_at(text: &str, offset: usize, key: &str) -> String {
-    let before = &text[..floor_boundary(text, offset.min(text.len()))];
-    let header = before.lines().map(str::trim).rfind(|l| l.starts_with('['));
-    match header {
-        Some(h) if h.starts_with("[[") => {
-            let name = h.trim_matches(|c| c == '[' || c == ']').trim();
-            let index = before
-                .lines()
-                .filter(|l| l.trim() == h)
-                .count()
-                .saturating_sub(1);
-            format!("{name}[{index}].{key}")
+/// Where the key (or value) at `path` is written.
+fn span_of(value: &Spanned<DeValue<'_>>, path: &[Segment]) -> Option<std::ops::Range<usize>> {
+    let (last, parent) = path.split_last()?;
+    let parent = value_at(value, parent)?;
+    match (parent.get_ref(), last) {
+        (DeValue::Table(t), Segment::Map { key }) => {
+            t.get_key_value(key.as_str()).map(|(k, _)| k.span())
         }
-        Some(h) => format!("{}.{key}", h.trim_matches(|c| c == '[' || c == ']').trim()),
-        None => key.to_string(),
+        (DeValue::Array(a), Segment::Seq { index }) => a.get(*index).map(Spanned::span),
+        _ => None,
+    }
+}
+
+/// Takes the innermost key of `path` out of `value`; false when there is none.
+fn take_out(value: &mut Spanned<DeValue<'_>>, path: &[Segment]) -> bool {
+    let Some(last_key) = path.iter().rposition(|s| matches!(s, Segment::Map { .. })) else {
+        return false;
+    };
+    let mut at = value;
+    for segment in &path[..last_key] {
+        at = match (at.get_mut(), segment) {
+            (DeValue::Table(t), Segment::Map { key }) => match t.get_mut(key.as_str()) {
+                Some(v) => v,
+                None => return false,
+            },
+            (DeValue::Array(a), Segment::Seq { index }) => match a.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (at.get_mut(), &path[last_key]) {
+        (DeValue::Table(t), Segment::Map { key }) => t.remove(key.as_str()).is_some(),
+        _ => false,
     }
 }
 
