@@ -128,14 +128,13 @@ fn three_edges_through_one_relay_each_deployment_once_in_order_across_crashes() 
     let all = Receiver::start();
     let chat = Receiver::start();
     let relay_env = TestEnv::new();
-    let port = crate::support::api::free_port();
     let relay = Daemon::start(
         &relay_env,
         &relay_config(
             &relay_env,
             &server.url(),
             (&rx.url, &all.url, &chat.url),
-            port,
+            0,
             &relay_block,
         ),
     );
@@ -175,7 +174,7 @@ fn three_edges_through_one_relay_each_deployment_once_in_order_across_crashes() 
     // And once more, mid-stream.
     eventually!(received(&rx).0.len() >= 5, "the relay is consuming again");
     relay.kill();
-    let _relay = Daemon::start_with(&relay_env, &relay_env.join("deployhook.toml"), &[]);
+    let relay = Daemon::start_with(&relay_env, &relay_env.join("deployhook.toml"), &[]);
     wait_long(
         || received(&rx).0.len() >= 8,
         || format!("eight: {:?}", received(&rx).0),
@@ -219,7 +218,7 @@ fn three_edges_through_one_relay_each_deployment_once_in_order_across_crashes() 
         "{first}"
     );
     // The relay's API lists the whole fleet's deployments.
-    let api = crate::support::api::Client::tcp(port);
+    let api = crate::support::api::Client::tcp(relay.api_port());
     let rows = || {
         let a = api.get("/api/deployments?limit=100");
         assert_eq!(a.status, 200, "{}", a.text());

@@ -40,12 +40,6 @@ impl Answer {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released for the daemon).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
-}
-
 pub struct Client {
     pub target: Target,
     pub token: Option<String>,

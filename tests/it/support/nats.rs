@@ -1,4 +1,4 @@
-//! A real `nats-server -js` on a free loopback port with its own store directory, for the
+//! A real `nats-server -js` on a loopback port it picks itself (read from its ports file) with its own store directory, for the
 //! NATS tests; and a small JetStream client (async-nats) to make the stream and read it
 //! back. Without the binary a test says how to get it and skips — but fails under CI
 //! (`.ci/run` installs Debian's `nats-server`).
@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::api::free_port;
 use super::env::wait_until;
 
 /// Whether `nats-server` can run; when not, says how to get it, and panics under CI.
@@ -16,6 +15,7 @@ pub fn have() -> bool {
 }
 
 pub struct NatsServer {
+    /// 0 until the first start has said which port it bound.
     pub port: u16,
     store: PathBuf,
     child: Option<Child>,
@@ -25,7 +25,7 @@ impl NatsServer {
     /// Starts a server with JetStream, storing under `store`.
     pub fn start(store: PathBuf) -> NatsServer {
         let mut s = NatsServer {
-            port: free_port(),
+            port: 0,
             store,
             child: None,
         };
@@ -37,29 +37,42 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// (Re)starts the process on the same port and store.
+    /// Starts the process: the first time on a port it picks (`-p -1`), read from the
+    /// ports file it writes once it listens; again on that same port and store.
     pub fn up(&mut self) {
+        let ports_dir = self.store.with_extension("ports");
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir).unwrap_or_else(|e| panic!("{e}"));
+        let port = if self.port == 0 {
+            "-1".to_string()
+        } else {
+            self.port.to_string()
+        };
         let child = Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
+            .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
             .arg(&self.store)
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start nats-server: {e}"));
+        let ports_file = ports_dir.join(format!("nats-server_{}.ports", child.id()));
         self.child = Some(child);
-        let port = self.port;
+        let mut bound = None;
         wait_until(
-            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            || {
+                bound = std::fs::read_to_string(&ports_file)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .and_then(|v| v["nats"][0].as_str().map(str::to_string))
+                    .and_then(|u| u.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()));
+                bound.is_some()
+            },
             Duration::from_secs(10),
-            || format!("nats-server listening on {port}"),
+            || format!("nats-server's ports file {}", ports_file.display()),
         );
+        self.port = bound.unwrap_or_default();
     }
 
     /// Stops the process (SIGKILL); the store stays.
