@@ -148,12 +148,16 @@ pub async fn run(config: Config, control: Control) -> Result<(), Fatal> {
 }
 
 /// Debug builds only: blocks the loop while the file `$DEPLOYHOOK_DEBUG_STALL_FILE`
-/// exists, so a test can show that a stuck loop stops the watchdog pings.
+/// exists, so a test can show that a stuck loop stops the watchdog pings. It says so on
+/// the notify socket first, so the test knows which pings came before.
 #[cfg(debug_assertions)]
 fn debug_stall() {
     let Some(path) = std::env::var_os("DEPLOYHOOK_DEBUG_STALL_FILE") else {
         return;
     };
+    if std::path::Path::new(&path).exists() {
+        systemd::notify(&[sd_notify::NotifyState::Status("debug: the loop is stalled")]);
+    }
     while std::path::Path::new(&path).exists() {
         std::thread::sleep(Duration::from_millis(50));
     }
