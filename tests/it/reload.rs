@@ -13,16 +13,21 @@ fn a_broken_reload_keeps_the_old_config_and_a_good_one_applies() {
     site.cap_deploy("20261120090000", "alice");
     let old = Receiver::start();
     let new = Receiver::start();
-    let d = Daemon::start(&env, &config(&env, &site, &old.url, ""));
+    let good = format!("{}{API}", config(&env, &site, &old.url, ""));
+    let d = Daemon::start(&env, &good);
 
-    let good = config(&env, &site, &old.url, "");
     std::fs::write(
         &d.config,
         good.replace("[[hook]]", "colour = \"red\"\n\n[[hook]]"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     d.signal(1);
-    d.wait_log("reload rejected");
+    eventually!(
+        d.metric("deployhook_reload_failures_total") == 1.0,
+        "the reload is rejected: {:?}",
+        d.logs()
+    );
+    assert_eq!(d.metric("deployhook_reloads_total"), 0.0);
     let line = good
         .lines()
         .position(|l| l == "[[hook]]")
@@ -42,9 +47,14 @@ fn a_broken_reload_keeps_the_old_config_and_a_good_one_applies() {
         "the old config still delivers"
     );
 
-    std::fs::write(&d.config, config(&env, &site, &new.url, "")).unwrap_or_else(|e| panic!("{e}"));
+    let next = format!("{}{API}", config(&env, &site, &new.url, ""));
+    std::fs::write(&d.config, next).unwrap_or_else(|e| panic!("{e}"));
     d.signal(1);
-    d.wait_log("config reloaded");
+    eventually!(
+        d.metric("deployhook_reloads_total") == 1.0,
+        "the reload applies: {:?}",
+        d.logs()
+    );
     site.commit("b.html", "After a good reload");
     site.cap_deploy("20261120110000", "bob");
     eventually!(
@@ -59,11 +69,11 @@ fn a_broken_reload_keeps_the_old_config_and_a_good_one_applies() {
     assert_eq!(d.stop(), Some(0));
 }
 
-fn reads_of(d: &Daemon<'_>, site: &str) -> usize {
-    d.logs()
-        .iter()
-        .filter(|l| l.contains("site read") && l.contains(&format!("site={site}")))
-        .count()
+/// An API for `/metrics` on the port it binds.
+const API: &str = "\n[api]\nlisten = \"127.0.0.1:0\"\n";
+
+fn reads_of(d: &Daemon<'_>, site: &str) -> f64 {
+    d.metric(&format!("deployhook_site_reads_total{{site=\"{site}\"}}"))
 }
 
 #[test]
@@ -74,7 +84,7 @@ fn a_reload_keeps_the_attempt_in_flight_unchanged_workers_and_unchanged_sites() 
     let rx = Receiver::start();
     rx.behave(|b| b.delay = Some(std::time::Duration::from_secs(2)));
     let other = Receiver::start();
-    let cfg = config(&env, &site, &rx.url, "");
+    let cfg = format!("{}{API}", config(&env, &site, &rx.url, ""));
     let d = Daemon::start(&env, &cfg);
     site.commit("a.html", "In flight during a reload");
     site.cap_deploy("20261120100000", "bob");
@@ -90,8 +100,11 @@ fn a_reload_keeps_the_attempt_in_flight_unchanged_workers_and_unchanged_sites() 
     std::fs::write(&d.config, reloaded).unwrap_or_else(|e| panic!("{e}"));
     let shop_reads = reads_of(&d, "shop");
     d.signal(1);
-    d.wait_log("config reloaded");
-    eventually!(reads_of(&d, "second") >= 1, "the new site is read");
+    eventually!(
+        d.metric("deployhook_reloads_total") == 1.0,
+        "the reload applies"
+    );
+    eventually!(reads_of(&d, "second") >= 1.0, "the new site is read");
     assert_eq!(
         reads_of(&d, "shop"),
         shop_reads,

@@ -135,18 +135,50 @@ impl<'a> Daemon<'a> {
         );
     }
 
-    /// The TCP port the daemon's API bound (a config may say port 0), from its log.
+    /// The TCP port the daemon's API bound (a config may say port 0), from the
+    /// `api.address` file it writes in its state directory.
     pub fn api_port(&self) -> u16 {
-        self.wait_log("API listening");
-        let logs = self.logs();
-        logs.iter()
-            .rev()
-            .filter(|l| l.contains("API listening"))
-            .find_map(|l| {
-                let address = l.split("address=").nth(1)?.split_whitespace().next()?;
-                address.rsplit(':').next()?.parse().ok()
+        let path = self.state_dir().join("api.address");
+        let mut port = None;
+        super::env::wait_until(
+            || {
+                port = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
+                    .map(|a| a.port());
+                port.is_some()
+            },
+            std::time::Duration::from_secs(20),
+            || format!("the API's address in {}: {:?}", path.display(), self.logs()),
+        );
+        port.unwrap_or_default()
+    }
+
+    /// The daemon's state directory, as its config file says.
+    pub fn state_dir(&self) -> PathBuf {
+        std::fs::read_to_string(&self.config)
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .and_then(|t| {
+                t.get("daemon")?
+                    .get("state_dir")?
+                    .as_str()
+                    .map(PathBuf::from)
             })
-            .unwrap_or_else(|| panic!("no bound API address in the log: {logs:?}"))
+            .unwrap_or_else(|| panic!("no daemon.state_dir in {}", self.config.display()))
+    }
+
+    /// A series of `/metrics` (`name{labels}` as printed), 0 when it is not there; the
+    /// daemon needs an `[api]`.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = super::api::Client::tcp(self.api_port())
+            .get("/metrics")
+            .text();
+        text.lines()
+            .filter_map(|l| l.rsplit_once(' '))
+            .find(|(name, _)| *name == series)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// What `deployhook status` prints about the running daemon (stdout and stderr).
