@@ -13,6 +13,8 @@ mod chains;
 mod history;
 mod hooks;
 mod serve;
+#[cfg(test)]
+mod tests;
 
 pub use serve::Limits;
 
