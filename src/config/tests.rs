@@ -144,6 +144,20 @@ fn every_error_of_a_file_in_one_run() {
         assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
     }
     assert_eq!(e.len(), 4, "{joined}");
+    // A near miss says which key was meant.
+    let e = errors("[[site]]\nname = \"a\"\npth = \"/a\"\n");
+    assert!(
+        e.join("\n")
+            .contains("site[0].pth: unknown field `pth`: did you mean `path`?"),
+        "{e:?}"
+    );
+    let e = errors("[[site]]\nname = \"a\"\npath = \"/a\"\n[api]\nallow_private_target = true\n");
+    assert!(
+        e[0].contains("did you mean `allow_private_targets`?"),
+        "{e:?}"
+    );
+    let e = errors("[[site]]\nname = \"a\"\npath = \"/a\"\nzzzzzz = 1\n");
+    assert!(!e[0].contains("did you mean"), "{e:?}");
     // A wrong type on a required key is one error, not two.
     let e = errors("[[site]]\nname = 5\npath = \"/a\"\n");
     assert_eq!(e.len(), 1, "{e:?}");

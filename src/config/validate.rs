@@ -113,6 +113,7 @@ fn deserialize_part<T: serde::de::DeserializeOwned>(
                 taken_out.contains(&key_path(prefix, &key))
             });
         let key = key_path(prefix, &path);
+        let message = with_suggestion(message);
         if !caused_by_taking_out {
             let span = e
                 .span()
@@ -126,6 +127,30 @@ fn deserialize_part<T: serde::de::DeserializeOwned>(
         taken_out.push(key);
     }
     None
+}
+
+/// serde's "unknown field `pth`, expected one of `name`, `path`, …" with "did you mean
+/// `path`?" put first when one valid key is near (as for event names).
+fn with_suggestion(message: String) -> String {
+    let Some((head, list)) = message.split_once(", expected one of ") else {
+        return message;
+    };
+    let Some(unknown) = head
+        .strip_prefix("unknown field `")
+        .and_then(|u| u.strip_suffix('`'))
+    else {
+        return message;
+    };
+    let near = list
+        .split(", ")
+        .map(|k| k.trim().trim_matches('`'))
+        .map(|k| (strsim::damerau_levenshtein(unknown, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4) || k.starts_with(unknown) && unknown.len() >= 4)
+        .min_by_key(|(d, _)| *d);
+    match near {
+        Some((_, k)) => format!("{head}: did you mean `{k}`? (expected one of {list})"),
+        None => message,
+    }
 }
 
 /// `site[1].settle`, from the part's prefix and a path within it.
