@@ -228,6 +228,15 @@ pub fn format_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// `1 site`, `2 sites`: a count with its noun, singular or plural.
+pub fn count_of(n: usize, singular: &str, plural: &str) -> String {
+    if n == 1 {
+        format!("1 {singular}")
+    } else {
+        format!("{n} {plural}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

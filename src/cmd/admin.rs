@@ -215,6 +215,10 @@ fn status_of(
             .and_then(|(_, s, _)| s.clone());
         let mut line = format!("site {name}: ");
         match state.as_ref().and_then(|s| s.live.as_ref()) {
+            // A git site's release is its commit: said once.
+            Some(live) if live.release == live.id => {
+                line.push_str(&format!("live commit {}", live.id));
+            }
             Some(live) => line.push_str(&format!("live release {} ({})", live.release, live.id)),
             None => line.push_str("nothing live yet"),
         }

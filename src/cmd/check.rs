@@ -99,7 +99,10 @@ fn check_site(site: &config::SiteConfig, now: Timestamp) -> bool {
             say!("  current -> {}", (&current));
             say!("  releases: {}", r.releases.len());
             if let Some(log) = &r.revisions_log {
-                say!("  revisions.log: {} lines", log.total());
+                say!(
+                    "  revisions.log: {}",
+                    crate::model::count_of(log.total(), "line", "lines")
+                );
             }
         }
         LayoutSnapshot::Kudu(k) => {

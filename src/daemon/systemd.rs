@@ -2,6 +2,7 @@
 //! `STATUS=` summary, each datagram sent non-blocking to `$NOTIFY_SOCKET` (a no-op
 //! elsewhere) — a notify socket nobody reads never stops the loop or SIGTERM.
 
+use crate::model::count_of;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
@@ -50,13 +51,24 @@ pub(super) fn send_status(sites: usize, store: &Store) {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
         let line = match store.queue_totals() {
-            Ok((0, _)) => format!("{sites} sites; no deliveries waiting"),
+            Ok((0, _)) => format!(
+                "{}; no deliveries waiting",
+                count_of(sites, "site", "sites")
+            ),
             Ok((n, oldest)) => {
                 let waited = oldest.map_or(Duration::ZERO, |t| Timestamp::now().since(t));
                 let waited = crate::model::format_duration(Duration::from_secs(waited.as_secs()));
-                format!("{sites} sites; {n} deliveries waiting, the oldest for {waited}")
+                format!(
+                    "{}; {} waiting, the oldest for {waited}",
+                    count_of(sites, "site", "sites"),
+                    count_of(n as usize, "delivery", "deliveries")
+                )
             }
-            Err(e) => format!("{sites} sites; the outbox cannot be read: {}", chain(&e)),
+            Err(e) => format!(
+                "{}; the outbox cannot be read: {}",
+                count_of(sites, "site", "sites"),
+                chain(&e)
+            ),
         };
         notify(&[NotifyState::Status(&escape(&line))]);
     });

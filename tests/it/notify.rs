@@ -49,7 +49,7 @@ fn ready_watchdog_reloading_and_stopping_reach_the_notify_socket() {
     eventually!(
         messages()
             .iter()
-            .any(|l| l == "STATUS=1 sites; no deliveries waiting"),
+            .any(|l| l == "STATUS=1 site; no deliveries waiting"),
         "a STATUS= summary: {:?}",
         messages()
     );
