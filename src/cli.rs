@@ -28,10 +28,6 @@ pub mod exit {
     after_long_help = "Exit codes: 0 success, 1 failure (invalid config, fatal error, check found problems), 2 usage error, 3 `status`: the daemon is not running.\n\nQuick look: `deployhook demo` runs a real deploy against a scratch site and prints the payloads."
 )]
 pub struct Cli {
-    /// Config file.
-    #[arg(long, short, global = true, env = "DEPLOYHOOK_CONFIG", default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
-
     /// Log format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -55,26 +51,42 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The config file, on every command that reads it (and only there).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// The config file.
+    #[arg(long, short, global = true, env = "DEPLOYHOOK_CONFIG", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: watch the sites, infer deployments, deliver webhooks.
     ///
     /// SIGHUP reloads the config (a config that fails validation is rejected and the
     /// running one stays); SIGTERM or SIGINT drains attempts in flight and exits 0.
-    Run,
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Validate the config and show, per site, the detected layout and current state.
     ///
     /// Exits 0 when the config is valid and every site can be read, 1 otherwise.
-    Check,
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Validate the config, then ask the running daemon to reload it (SIGHUP).
     ///
     /// A config that fails validation is reported and the daemon is not signalled (exit
     /// 1), so the unit's `ExecReload=` makes `systemctl reload` fail visibly. The daemon
     /// is found by its lock in `state_dir`, or by `--pid` (systemd passes `$MAINPID`).
     Reload {
-        /// The daemon's pid.
+        /// The daemon's pid (default: the one in its lock file in `state_dir`).
         #[arg(long, env = "MAINPID")]
         pid: Option<i32>,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Run a self-contained demo: scratch site, real daemon, real local receiver, a real
     /// Capistrano-style deploy; prints the payloads received. Needs `git` and `tar`.
@@ -85,10 +97,12 @@ pub enum Command {
     /// Reads the outbox directly (read-only), whether or not the daemon runs. Exits 0
     /// when the daemon is running, 3 when it is not (as `systemctl is-active`), 1 when
     /// the config or the outbox cannot be read.
-    Status,
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// List, inspect and redeliver deliveries.
-    #[command(subcommand)]
-    Deliveries(Deliveries),
+    Deliveries(DeliveriesCmd),
     /// Send a JSON document to every hook of an event type, through the running
     /// daemon's API (needs `[api]`), durably like any other event.
     Publish {
@@ -97,10 +111,11 @@ pub enum Command {
         /// The JSON document; `-` (the default) reads standard input.
         #[arg(default_value = "-")]
         file: std::path::PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// List, test, add, remove and re-enable hooks.
-    #[command(subcommand)]
-    Hooks(Hooks),
+    Hooks(HooksCmd),
     /// Write a `marker` site's status file (atomically), e.g. from a deploy script.
     Mark {
         /// pending, building, deploying, success or failed.
@@ -112,14 +127,20 @@ pub enum Command {
         /// The commit (default: the deployment in progress, else the repository's HEAD).
         #[arg(long)]
         id: Option<String>,
+        /// The deployment's message (default: the commit's subject).
         #[arg(long)]
         message: Option<String>,
+        /// Who deploys (default: the commit's author).
         #[arg(long)]
         deployer: Option<String>,
+        /// A line about where the deployment is, e.g. `migrating the database`.
         #[arg(long)]
         status_text: Option<String>,
+        /// Progress as the deploy tool says it, e.g. `3/5` or `60%`.
         #[arg(long)]
         progress: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Run a command as a deployment of a `marker` site: `building` at start, then
     /// `success` or `failed` by its exit status, with its last output line as statusText.
@@ -127,6 +148,7 @@ pub enum Command {
     /// Output, signals (INT, TERM, HUP, QUIT, USR1, USR2) and the exit status pass
     /// through; a command killed by signal N exits 128+N.
     Wrap {
+        /// The site (a `[[site]]` name in the config, `layout = "marker"`).
         #[arg(long)]
         site: String,
         /// The commit (default: the repository's HEAD).
@@ -135,14 +157,23 @@ pub enum Command {
         /// The command and its arguments, after `--`.
         #[arg(required = true, last = true)]
         command: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArg,
     },
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    /// Print a shell completion script, e.g. `deployhook completions bash >
+    /// /usr/share/bash-completion/completions/deployhook`.
     Completions {
+        /// The shell.
         #[arg(value_enum)]
-        shell: clap_complete::Shell,
+        shell: CompletionShell,
     },
-    /// Print the man page (roff), e.g. `deployhook man > deployhook.1`.
-    Man,
+    /// Write the man pages (roff): deployhook(1), one per command (deployhook-run(1), …)
+    /// and deployhook.toml(5); without `--dir`, print deployhook(1).
+    Man {
+        /// The directory to write every page into.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// A local receiver for setting up hooks: prints each request (event, delivery id,
     /// signature valid/invalid, pretty JSON) and answers 200 (or --status).
     Listen {
@@ -161,6 +192,61 @@ pub enum Command {
     },
 }
 
+/// The shells completions are made for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Command {
+    /// The config file the command reads; the default one for those that read none.
+    pub fn config_path(&self) -> PathBuf {
+        match self {
+            Command::Run { config }
+            | Command::Check { config }
+            | Command::Reload { config, .. }
+            | Command::Status { config }
+            | Command::Publish { config, .. }
+            | Command::Mark { config, .. }
+            | Command::Wrap { config, .. }
+            | Command::Deliveries(DeliveriesCmd { config, .. })
+            | Command::Hooks(HooksCmd { config, .. }) => config.config.clone(),
+            Command::Demo
+            | Command::Completions { .. }
+            | Command::Man { .. }
+            | Command::Listen { .. } => PathBuf::from(DEFAULT_CONFIG),
+        }
+    }
+}
+
+impl From<CompletionShell> for clap_complete::Shell {
+    fn from(s: CompletionShell) -> Self {
+        match s {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeliveriesCmd {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(subcommand)]
+    pub command: Deliveries,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HooksCmd {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(subcommand)]
+    pub command: Hooks,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Deliveries {
     /// Deliveries, newest first.
@@ -175,10 +261,16 @@ pub enum Deliveries {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// One delivery: the request and every attempt's response.
-    Show { id: String },
+    /// One delivery: the request (secrets as `***`) and every attempt's response.
+    Show {
+        /// The delivery's id (`msg_…`, as `deliveries list` shows it).
+        id: String,
+    },
     /// Queue a new delivery with the same payload (sent by the daemon).
-    Redeliver { id: String },
+    Redeliver {
+        /// The delivery's id (`msg_…`).
+        id: String,
+    },
     /// Make waiting deliveries due now (all, one hook's, or one), instead of at their
     /// scheduled retry; the running daemon sends them within a second.
     Retry {
@@ -197,15 +289,22 @@ pub enum Hooks {
     /// shown).
     List,
     /// Send a `ping` event to a hook now and print the answer; exits 1 unless 2xx.
-    Test { name: String },
+    Test {
+        /// The hook's name (as `hooks list` shows it).
+        name: String,
+    },
     /// Re-enable a hook that a `410 Gone` disabled.
-    Enable { name: String },
+    Enable {
+        /// The hook's name.
+        name: String,
+    },
     /// Register a hook with the running daemon (through its API; needs `[api]`).
     ///
     /// The same URL and event again gives the same hook; the same URL with another event
     /// is refused. Hooks registered this way must call public addresses unless
     /// `api.allow_private_targets = true`.
     Add {
+        /// The receiver's URL (http:// or https://).
         url: String,
         /// The event type (case-insensitive).
         #[arg(long, default_value = "PostDeployment")]
@@ -216,7 +315,10 @@ pub enum Hooks {
     },
     /// Remove a hook registered through the API (its waiting deliveries are cancelled).
     /// Hooks from the config file are removed there.
-    Remove { id: String },
+    Remove {
+        /// The hook's id (as `hooks add` or `hooks list` shows it).
+        id: String,
+    },
 }
 
 fn parse_status(s: &str) -> Result<crate::model::Status, String> {

@@ -41,16 +41,17 @@ pub fn run(cli: Cli) -> u8 {
         cli.log_output,
         cli.log_level.as_deref().unwrap_or(default_level),
     );
+    let config = cli.command.config_path();
     match cli.command {
-        Command::Check => {
-            if check::run(&cli.config) {
+        Command::Check { .. } => {
+            if check::run(&config) {
                 exit::OK
             } else {
                 exit::FAILURE
             }
         }
-        Command::Run => block_on(async {
-            daemon::run_from_config_file(cli.config.clone())
+        Command::Run { .. } => block_on(async {
+            daemon::run_from_config_file(config.clone())
                 .await
                 .map_err(|e| chain(&e))
         }),
@@ -82,6 +83,7 @@ pub fn run(cli: Cli) -> u8 {
             deployer,
             status_text,
             progress,
+            ..
         } => {
             let fields = mark::Fields {
                 id,
@@ -90,7 +92,7 @@ pub fn run(cli: Cli) -> u8 {
                 status_text,
                 progress,
             };
-            match mark::mark(&cli.config, &site, status, fields) {
+            match mark::mark(&config, &site, status, fields) {
                 Ok(()) => exit::OK,
                 Err(e) => {
                     eprintln!("error: {}", chain(&e));
@@ -98,17 +100,19 @@ pub fn run(cli: Cli) -> u8 {
                 }
             }
         }
-        Command::Wrap { site, id, command } => match mark::wrap(&cli.config, &site, id, &command) {
+        Command::Wrap {
+            site, id, command, ..
+        } => match mark::wrap(&config, &site, id, &command) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {}", chain(&e));
                 exit::FAILURE
             }
         },
-        Command::Reload { pid } => {
-            admin_result(admin::reload(&cli.config, pid, &mut std::io::stdout()))
+        Command::Reload { pid, .. } => {
+            admin_result(admin::reload(&config, pid, &mut std::io::stdout()))
         }
-        Command::Status => match admin::status(&cli.config, &mut std::io::stdout()) {
+        Command::Status { .. } => match admin::status(&config, &mut std::io::stdout()) {
             Ok(true) => exit::OK,
             Ok(false) => exit::NOT_RUNNING,
             Err(e) => admin_result(Err(e)),
@@ -116,37 +120,39 @@ pub fn run(cli: Cli) -> u8 {
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "deployhook", &mut std::io::stdout());
+            clap_complete::generate(
+                clap_complete::Shell::from(shell),
+                &mut cmd,
+                "deployhook",
+                &mut std::io::stdout(),
+            );
             exit::OK
         }
-        Command::Man => {
-            use clap::CommandFactory;
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => exit::OK,
-                Err(e) => {
-                    eprintln!("error: cannot write the man page: {e}");
-                    exit::FAILURE
-                }
+        Command::Man { dir } => match cmd::man::run(dir.as_deref(), &mut std::io::stdout()) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("error: cannot write the man pages: {e}");
+                exit::FAILURE
             }
-        }
+        },
         Command::Deliveries(d) => {
             let out = &mut std::io::stdout();
-            admin_result(match d {
+            admin_result(match d.command {
                 Deliveries::List {
                     hook,
                     failed,
                     limit,
-                } => admin::list(&cli.config, hook.as_deref(), failed, limit, out),
-                Deliveries::Show { id } => admin::show(&cli.config, &id, out),
-                Deliveries::Redeliver { id } => admin::redeliver(&cli.config, &id, out),
+                } => admin::list(&config, hook.as_deref(), failed, limit, out),
+                Deliveries::Show { id } => admin::show(&config, &id, out),
+                Deliveries::Redeliver { id } => admin::redeliver(&config, &id, out),
                 Deliveries::Retry { id, hook } => {
-                    admin::retry(&cli.config, id.as_deref(), hook.as_deref(), out)
+                    admin::retry(&config, id.as_deref(), hook.as_deref(), out)
                 }
             })
         }
-        Command::Publish { event, file } => {
+        Command::Publish { event, file, .. } => {
             let out = &mut std::io::stdout();
-            admin_result(admin::load(&cli.config).and_then(|c| {
+            admin_result(admin::load(&config).and_then(|c| {
                 // Said before standard input is read (which would wait for it).
                 client::api_of(&c)?;
                 let body = admin::read_input(&file)?;
@@ -155,23 +161,21 @@ pub fn run(cli: Cli) -> u8 {
         }
         Command::Hooks(h) => {
             let out = &mut std::io::stdout();
-            match h {
-                Hooks::List => admin_result(admin::hooks_list(&cli.config, out)),
-                Hooks::Enable { name } => {
-                    admin_result(admin::hooks_enable(&cli.config, &name, out))
-                }
+            match h.command {
+                Hooks::List => admin_result(admin::hooks_list(&config, out)),
+                Hooks::Enable { name } => admin_result(admin::hooks_enable(&config, &name, out)),
                 Hooks::Add {
                     url,
                     event,
                     insecure_ssl,
                 } => admin_result(
-                    admin::load(&cli.config)
+                    admin::load(&config)
                         .and_then(|c| client::hooks_add(&c, &url, &event, insecure_ssl, out)),
                 ),
                 Hooks::Remove { id } => admin_result(
-                    admin::load(&cli.config).and_then(|c| client::hooks_remove(&c, &id, out)),
+                    admin::load(&config).and_then(|c| client::hooks_remove(&c, &id, out)),
                 ),
-                Hooks::Test { name } => match admin::hooks_test(&cli.config, &name, out) {
+                Hooks::Test { name } => match admin::hooks_test(&config, &name, out) {
                     Ok(true) => exit::OK,
                     Ok(false) => exit::FAILURE,
                     Err(e) => admin_result(Err(e)),

@@ -10,4 +10,5 @@ pub mod check;
 pub mod client;
 pub mod demo;
 pub mod listen;
+pub mod man;
 pub mod mark;
