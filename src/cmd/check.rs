@@ -239,7 +239,7 @@ fn check_hook(h: &config::HookConfig, config: &config::Config) -> bool {
         );
     }
     say!(
-        "  events {:?}  sites {}  statuses {}  format {}  signature {:?}{}  timeout {}",
+        "  events {:?}  sites {}  statuses {}  format {}  signature {}{}  timeout {}",
         h.events,
         h.sites.as_ref().map_or("all".into(), |s| format!("{s:?}")),
         h.statuses.as_ref().map_or("all".into(), |s| format!(
@@ -247,7 +247,11 @@ fn check_hook(h: &config::HookConfig, config: &config::Config) -> bool {
             s.iter().map(|x| x.as_str()).collect::<Vec<_>>()
         )),
         h.format.as_str(),
-        h.signature,
+        match h.signature {
+            config::SignatureKind::None => "none",
+            config::SignatureKind::Standard => "standard",
+            config::SignatureKind::Github => "github",
+        },
         if h.secret.is_some() {
             " (secret set)"
         } else {

@@ -151,6 +151,7 @@ fn every_error_of_a_file_in_one_run() {
             .contains("site[0].pth: unknown field `pth`: did you mean `path`?"),
         "{e:?}"
     );
+    assert_eq!(e.len(), 1, "not also reported missing: {e:?}");
     let e = errors("[[site]]\nname = \"a\"\npath = \"/a\"\n[api]\nallow_private_target = true\n");
     assert!(
         e[0].contains("did you mean `allow_private_targets`?"),

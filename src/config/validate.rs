@@ -113,7 +113,14 @@ fn deserialize_part<T: serde::de::DeserializeOwned>(
                 taken_out.contains(&key_path(prefix, &key))
             });
         let key = key_path(prefix, &path);
-        let message = with_suggestion(message);
+        let (message, meant) = with_suggestion(message);
+        // A key that was meant (`pth` for `path`) is not reported missing as well.
+        if let Some(meant) = meant {
+            let mut at = path.clone();
+            at.pop();
+            at.push(Segment::Map { key: meant });
+            taken_out.push(key_path(prefix, &at));
+        }
         if !caused_by_taking_out {
             let span = e
                 .span()
@@ -130,16 +137,16 @@ fn deserialize_part<T: serde::de::DeserializeOwned>(
 }
 
 /// serde's "unknown field `pth`, expected one of `name`, `path`, …" with "did you mean
-/// `path`?" put first when one valid key is near (as for event names).
-fn with_suggestion(message: String) -> String {
+/// `path`?" put first when one valid key is near (as for event names), and that key.
+fn with_suggestion(message: String) -> (String, Option<String>) {
     let Some((head, list)) = message.split_once(", expected one of ") else {
-        return message;
+        return (message, None);
     };
     let Some(unknown) = head
         .strip_prefix("unknown field `")
         .and_then(|u| u.strip_suffix('`'))
     else {
-        return message;
+        return (message, None);
     };
     let near = list
         .split(", ")
@@ -148,8 +155,11 @@ fn with_suggestion(message: String) -> String {
         .filter(|(d, k)| *d <= 2.max(k.len() / 4) || k.starts_with(unknown) && unknown.len() >= 4)
         .min_by_key(|(d, _)| *d);
     match near {
-        Some((_, k)) => format!("{head}: did you mean `{k}`? (expected one of {list})"),
-        None => message,
+        Some((_, k)) => (
+            format!("{head}: did you mean `{k}`? (expected one of {list})"),
+            Some(k.to_string()),
+        ),
+        None => (message, None),
     }
 }
 
