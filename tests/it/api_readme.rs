@@ -8,12 +8,12 @@ use crate::support::netns;
 
 /// The shell block that follows the README's "run as printed" marker.
 fn readme_block() -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/src/api.md"))
         .unwrap_or_else(|e| panic!("{e}"));
     let marker = "<!-- The block below is run as printed by tests/it/api_readme.rs. -->";
     let after = readme
         .split_once(marker)
-        .unwrap_or_else(|| panic!("the README lost its marker"))
+        .unwrap_or_else(|| panic!("docs/src/api.md lost its marker"))
         .1;
     let body = after
         .split_once("```sh\n")

@@ -116,12 +116,21 @@ fn success_calls_the_next_hook_failure_stops_and_bad_or_used_callbacks_are_refus
     assert_eq!(api.post(&smoke, "not json").status, 400);
     assert_eq!(runs(&api)[0]["steps"][0]["state"], "waiting");
 
-    let a = api.post_json(
-        &smoke,
-        &serde_json::json!({"state": "success", "description": "smoke tests passed", "context": "ci", "target_url": "https://ci.example.com/1"}),
+    // The receiver's answer, as docs/src/chains.md prints it (curl), to the URL it got.
+    let answer = crate::docs::block_after(
+        "chains.md",
+        "<!-- The block below is run as printed by tests/it/chains.rs. -->",
     );
-    assert_eq!(a.status, 200, "{}", a.text());
-    assert_eq!(a.json()["next"], "prod");
+    // (Its base is the API's address: this test's listen is port 0.)
+    let url = format!("http://127.0.0.1:{}{smoke}", d.api_port());
+    let out = std::process::Command::new("sh")
+        .args(["-c", &answer])
+        .env("CALLBACK_URL", &url)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(said.contains("\"next\":\"prod\""), "{said}");
     // The token was single-use.
     assert_eq!(
         api.post_json(&smoke, &serde_json::json!({"state": "success"}))
@@ -156,8 +165,10 @@ fn success_calls_the_next_hook_failure_stops_and_bad_or_used_callbacks_are_refus
     let steps = run["steps"].as_array().cloned().unwrap_or_default();
     assert_eq!(steps.len(), 2, "the chain stopped: {run}");
     assert_eq!(steps[0]["state"], "success");
-    assert_eq!(steps[0]["description"], "smoke tests passed");
-    assert_eq!(steps[0]["target_url"], "https://ci.example.com/1");
+    // What the page's curl sent.
+    assert_eq!(steps[0]["description"], "42 smoke tests passed");
+    assert_eq!(steps[0]["context"], "ci");
+    assert_eq!(steps[0]["target_url"], "https://ci.example.com/runs/42");
     assert_eq!(steps[1]["state"], "failure");
     // The run is over with two steps: no third step's delivery exists to be sent.
     assert!(
@@ -264,14 +275,15 @@ fn a_restart_mid_chain_resumes_it() {
 
 #[test]
 fn the_readme_chain_config_is_accepted_as_printed() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/src/chains.md"))
+            .unwrap_or_else(|e| panic!("{e}"));
     let block = readme
         .split_once("<!-- The block below is checked by tests/it/chains.rs. -->")
         .and_then(|(_, rest)| rest.split_once("```toml\n"))
         .and_then(|(_, rest)| rest.split_once("\n```"))
         .map(|(b, _)| b.to_string())
-        .unwrap_or_else(|| panic!("the README lost its chain example"));
+        .unwrap_or_else(|| panic!("docs/src/chains.md lost its chain example"));
     let s = setup();
     let cfg = format!(
         "[daemon]\nstate_dir = \"{}\"\n\n[[site]]\nname = \"shop\"\npath = \"{}\"\n\n{block}\n",

@@ -1,4 +1,4 @@
-//! The README's first command: `deployhook demo` runs a real deploy end to end.
+//! The README.md's first command: `deployhook demo` runs a real deploy end to end.
 
 use crate::support::daemon::run;
 use crate::support::env::TestEnv;

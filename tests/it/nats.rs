@@ -163,7 +163,7 @@ fn the_readme_nats_hook_connects_as_printed() {
     if !nats::have() {
         return;
     }
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/src/fleet.md"))
         .unwrap_or_else(|e| panic!("{e}"));
     let block = readme
         .split_once(
@@ -172,7 +172,7 @@ fn the_readme_nats_hook_connects_as_printed() {
         .and_then(|(_, rest)| rest.split_once("```toml\n"))
         .and_then(|(_, rest)| rest.split_once("\n```"))
         .map(|(b, _)| b.to_string())
-        .unwrap_or_else(|| panic!("the README lost its NATS example"));
+        .unwrap_or_else(|| panic!("docs/src/fleet.md lost its NATS example"));
     let env = TestEnv::new();
     let site = Site::capistrano(&env);
     let server = NatsServer::start(env.join("nats"));

@@ -20,12 +20,12 @@ const GITHUB_TOKEN: &str = "/etc/deployhook/github.token";
 
 /// The fenced blocks (language, text) of the README's Formats section.
 fn blocks() -> Vec<(String, String)> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/src/hooks.md"))
         .unwrap_or_else(|e| panic!("{e}"));
     let section = readme
         .split_once(MARKER)
         .and_then(|(_, rest)| rest.split_once("\n## "))
-        .unwrap_or_else(|| panic!("the README lost its Formats marker"))
+        .unwrap_or_else(|| panic!("docs/src/hooks.md lost its Formats marker"))
         .0;
     let mut out = Vec::new();
     let mut rest = section;

@@ -22,14 +22,14 @@ struct Edge {
 
 /// The README's Fleet blocks: the stream command, the edge's and the relay's config.
 fn readme_blocks() -> (String, String) {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/src/fleet.md"))
         .unwrap_or_else(|e| panic!("{e}"));
     let after = readme
         .split_once(
             "<!-- The configs below are run by tests/it/relay.rs (three edges, one relay). -->",
         )
         .map(|(_, a)| a)
-        .unwrap_or_else(|| panic!("the README lost its Fleet marker"));
+        .unwrap_or_else(|| panic!("docs/src/fleet.md lost its Fleet marker"));
     let mut blocks = after.split("```toml\n").skip(1).map(|b| {
         b.split_once("\n```")
             .map(|(b, _)| b.to_string())
