@@ -1,6 +1,8 @@
 //! The TOML file as written: a serde mirror with `deny_unknown_fields` and spans, so
 //! that `config::validate` can name the line and key of anything it rejects. Every key
-//! is documented here; the README's reference follows this file.
+//! is documented here; docs/src/configuration.md and deployhook.toml(5)
+//! (`src/cmd/deployhook.toml.5`, whose keys a test checks against these structs) follow
+//! this file.
 
 use std::collections::BTreeMap;
 

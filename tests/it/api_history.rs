@@ -134,6 +134,10 @@ fn scrape(c: &Client) -> serde_json::Value {
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_py_prometheus),
+    ignore = "the Python package prometheus-client is needed: apt-get install python3-prometheus-client"
+)]
 fn metrics_parse_with_a_real_prometheus_parser_and_move_with_a_deploy_and_a_delivery() {
     if !python::have("prometheus_client", "prometheus-client") {
         return;

@@ -24,6 +24,10 @@ fn readme_block() -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_curl, tool_netns)),
+    ignore = "curl and network namespaces are needed: apt-get install curl iproute2, with user namespaces allowed"
+)]
 fn the_readme_curl_examples_work_as_printed() {
     if !netns::have("curl", &["--version"], "apt-get install curl") || !netns::available() {
         return;

@@ -8,6 +8,10 @@ use crate::support::env::TestEnv;
 use crate::support::netns;
 
 #[test]
+#[cfg_attr(
+    not(all(tool_schemathesis, tool_netns)),
+    ignore = "schemathesis and network namespaces are needed: pip install schemathesis; apt-get install iproute2"
+)]
 fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
     if !netns::have("schemathesis", &["--version"], "pip install schemathesis")
         || !netns::available()

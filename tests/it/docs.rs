@@ -273,6 +273,10 @@ pub fn block_after(page: &str, marker: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_netns),
+    ignore = "network namespaces are needed: apt-get install iproute2, with user namespaces allowed"
+)]
 fn try_it_by_hand_goes_from_nothing_to_a_webhook() {
     if !netns::available() {
         return;

@@ -34,6 +34,10 @@ fn request_json(r: &Request) -> Vec<u8> {
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_py_standardwebhooks),
+    ignore = "the Python package standardwebhooks is needed: pip install standardwebhooks"
+)]
 fn two_secrets_give_two_signatures_each_verified_by_the_reference_library() {
     if !python::have("standardwebhooks", "standardwebhooks") {
         return;
@@ -105,6 +109,10 @@ fn parse_cloudevent(mode: &str, r: &Request) -> serde_json::Value {
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_py_cloudevents),
+    ignore = "the Python package cloudevents (2.2 or later) is needed: pip install cloudevents"
+)]
 fn cloudevents_in_both_modes_are_parsed_by_the_cloudevents_sdk_with_a_stable_id() {
     if !python::have("cloudevents.core.bindings.http", "cloudevents") {
         return;
@@ -233,6 +241,10 @@ fn cdevent_of(r: &Request) -> (String, serde_json::Value) {
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_py_jsonschema),
+    ignore = "the Python package jsonschema is needed: pip install jsonschema"
+)]
 fn cdevents_for_deploy_rollback_and_a_kudu_pipeline_are_valid_against_the_schemas() {
     if !python::have("jsonschema", "jsonschema") {
         return;

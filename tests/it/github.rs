@@ -96,6 +96,10 @@ fn check_against_openapi(requests: &[GhRequest]) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_py_jsonschema),
+    ignore = "the Python package jsonschema is needed: pip install jsonschema"
+)]
 fn one_deployment_is_created_then_its_statuses_in_order_with_failures_retried() {
     if !python::have("jsonschema", "jsonschema") {
         return;
@@ -217,6 +221,10 @@ fn one_deployment_is_created_then_its_statuses_in_order_with_failures_retried() 
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_py_jsonschema),
+    ignore = "the Python package jsonschema is needed: pip install jsonschema"
+)]
 fn a_create_whose_answer_is_lost_and_a_sigkill_never_make_a_second_deployment() {
     if !python::have("jsonschema", "jsonschema") {
         return;

@@ -392,6 +392,10 @@ fn fill(dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_root),
+    ignore = "root is needed to mount a tmpfs and fill it up"
+)]
 fn a_full_disk_backs_off_and_loses_nothing() {
     let env = TestEnv::new();
     let Some(_mount) = Tmpfs::mount(&env.join("state"), "2m") else {

@@ -40,6 +40,10 @@ fn deploy(site: &Site, n: u32) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_nats),
+    ignore = "nats-server is needed: apt-get install nats-server"
+)]
 fn each_event_is_published_once_with_its_headers_and_waits_while_the_server_is_down() {
     if !nats::have() {
         return;
@@ -111,6 +115,10 @@ fn each_event_is_published_once_with_its_headers_and_waits_while_the_server_is_d
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_nats),
+    ignore = "nats-server is needed: apt-get install nats-server"
+)]
 fn a_sigkill_while_publishing_leaves_no_duplicate_in_the_stream() {
     if !nats::have() {
         return;
@@ -159,6 +167,10 @@ fn a_sigkill_while_publishing_leaves_no_duplicate_in_the_stream() {
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_nats),
+    ignore = "nats-server is needed: apt-get install nats-server"
+)]
 fn the_readme_nats_hook_connects_as_printed() {
     if !nats::have() {
         return;

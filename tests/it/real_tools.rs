@@ -176,6 +176,10 @@ after "deploy:updated", "fail_if_asked"
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_cap),
+    ignore = "Capistrano is needed: apt-get install capistrano"
+)]
 fn capistrano_success_and_failure_each_carry_one_id_the_sha() {
     if !have("cap", "capistrano") {
         return;
@@ -263,6 +267,10 @@ fn ansible_deploy(env: &TestEnv, playbook: &Path, release: &str, fail: bool) -> 
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_ansible),
+    ignore = "Ansible is needed: apt-get install ansible"
+)]
 fn ansible_deploy_helper_success_and_failure_each_carry_one_id_the_sha() {
     if !have("ansible-playbook", "ansible") {
         return;

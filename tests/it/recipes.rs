@@ -250,6 +250,10 @@ fn check(lang: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_python3),
+    ignore = "python3 is needed: apt-get install python3"
+)]
 fn the_python_recipe_verifies_both_signatures_and_refuses_forgeries() {
     if !netns::have("python3", &["--version"], "apt-get install python3") {
         return;
@@ -258,6 +262,7 @@ fn the_python_recipe_verifies_both_signatures_and_refuses_forgeries() {
 }
 
 #[test]
+#[cfg_attr(not(tool_node), ignore = "Node.js is needed: apt-get install nodejs")]
 fn the_node_recipe_verifies_both_signatures_and_refuses_forgeries() {
     if !netns::have("node", &["--version"], "apt-get install nodejs") {
         return;
@@ -266,6 +271,7 @@ fn the_node_recipe_verifies_both_signatures_and_refuses_forgeries() {
 }
 
 #[test]
+#[cfg_attr(not(tool_go), ignore = "Go is needed: apt-get install golang-go")]
 fn the_go_recipe_verifies_both_signatures_and_refuses_forgeries() {
     if !netns::have("go", &["version"], "apt-get install golang-go") {
         return;

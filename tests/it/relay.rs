@@ -99,6 +99,10 @@ fn received(rx: &Receiver) -> (Vec<(String, String)>, BTreeSet<String>) {
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_nats),
+    ignore = "nats-server is needed: apt-get install nats-server"
+)]
 fn three_edges_through_one_relay_each_deployment_once_in_order_across_crashes() {
     if !nats::have() {
         return;
@@ -283,6 +287,10 @@ fn edge_object(host: &str, id: &str, message_len: usize) -> Vec<u8> {
 }
 
 #[test]
+#[cfg_attr(
+    not(tool_nats),
+    ignore = "nats-server is needed: apt-get install nats-server"
+)]
 fn an_edge_cannot_report_as_another_and_relayed_fields_are_capped() {
     if !nats::have() {
         return;

@@ -1,6 +1,8 @@
-//! Other programs a test drives (`cap`, `ansible-playbook`): without one, the test says
-//! which Debian package brings it and skips — but fails under CI (`.ci/run` installs
-//! each).
+//! Other programs a test drives (`cap`, `ansible-playbook`): without one, the test is
+//! ignored with the reason (`build.rs` sets a `tool_*` cfg for each program it finds, and
+//! the test says `#[cfg_attr(not(tool_cap), ignore = "…")]`), so the harness counts it as
+//! ignored. Under CI every such test runs, and `have` fails it when its program is
+//! missing (`.ci/install-test-tools` installs each).
 
 use std::process::{Command, Stdio};
 
