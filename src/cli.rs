@@ -249,12 +249,11 @@ pub struct HooksCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum Deliveries {
-    /// Deliveries, newest first.
+    /// Deliveries, newest first, filtered by hook, event, outcome, HTTP status and time.
     List {
-        /// Only this hook's.
-        #[arg(long)]
-        hook: Option<String>,
-        /// Only dead ones and ones being retried.
+        #[command(flatten)]
+        filter: DeliveryFilterArgs,
+        /// Only dead ones and ones being retried (the same as `--outcome retrying,dead`).
         #[arg(long)]
         failed: bool,
         /// At most this many.
@@ -271,16 +270,63 @@ pub enum Deliveries {
         /// The delivery's id (`msg_…`).
         id: String,
     },
-    /// Make waiting deliveries due now (all, one hook's, or one), instead of at their
-    /// scheduled retry; the running daemon sends them within a second.
+    /// Retry deliveries now: one by id, or every failure the filters match. A waiting or
+    /// retrying one becomes due now; a dead one is queued again as a new delivery (its
+    /// history stays). The running daemon sends them within a second.
     Retry {
         /// One delivery (`msg_…`).
-        #[arg(conflicts_with = "hook")]
+        #[arg(conflicts_with_all = ["hook", "event", "outcome", "http_status", "since", "until"])]
         id: Option<String>,
-        /// Every waiting delivery of this hook.
-        #[arg(long)]
-        hook: Option<String>,
+        #[command(flatten)]
+        filter: DeliveryFilterArgs,
     },
+}
+
+/// The filters of `deliveries list` and `deliveries retry`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeliveryFilterArgs {
+    /// Only this hook's (a config hook's name, or `api-N`).
+    #[arg(long)]
+    pub hook: Option<String>,
+    /// Only this event type's (case-insensitive), e.g. `PostDeployment`.
+    #[arg(long)]
+    pub event: Option<String>,
+    /// Only these outcomes (comma-separated): delivered, retrying, waiting, dead,
+    /// cancelled.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub outcome: Vec<OutcomeArg>,
+    /// Only those whose last attempt got this HTTP status.
+    #[arg(long)]
+    pub http_status: Option<u16>,
+    /// Only those created in this last span, e.g. `1h`, `30m`, `7d`.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only those created before this long ago, e.g. `10m`.
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+/// What became of a delivery (`--outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutcomeArg {
+    Delivered,
+    Retrying,
+    Waiting,
+    Dead,
+    Cancelled,
+}
+
+impl From<OutcomeArg> for crate::store::query::DeliveryOutcome {
+    fn from(o: OutcomeArg) -> Self {
+        use crate::store::query::DeliveryOutcome as Outcome;
+        match o {
+            OutcomeArg::Delivered => Outcome::Delivered,
+            OutcomeArg::Retrying => Outcome::Retrying,
+            OutcomeArg::Waiting => Outcome::Waiting,
+            OutcomeArg::Dead => Outcome::Dead,
+            OutcomeArg::Cancelled => Outcome::Cancelled,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -27,7 +27,7 @@ pub mod metrics;
 pub mod telemetry;
 
 use cli::{Cli, Command, Deliveries, Hooks, exit};
-use cmd::{admin, check, client, demo, listen, mark};
+use cmd::{admin, check, client, deliveries, demo, listen, mark};
 use telemetry::chain;
 
 /// Runs a parsed command line; returns the process exit code.
@@ -139,14 +139,14 @@ pub fn run(cli: Cli) -> u8 {
             let out = &mut std::io::stdout();
             admin_result(match d.command {
                 Deliveries::List {
-                    hook,
+                    filter,
                     failed,
                     limit,
-                } => admin::list(&config, hook.as_deref(), failed, limit, out),
-                Deliveries::Show { id } => admin::show(&config, &id, out),
-                Deliveries::Redeliver { id } => admin::redeliver(&config, &id, out),
-                Deliveries::Retry { id, hook } => {
-                    admin::retry(&config, id.as_deref(), hook.as_deref(), out)
+                } => deliveries::list(&config, &filter, failed, limit, out),
+                Deliveries::Show { id } => deliveries::show(&config, &id, out),
+                Deliveries::Redeliver { id } => deliveries::redeliver(&config, &id, out),
+                Deliveries::Retry { id, filter } => {
+                    deliveries::retry(&config, id.as_deref(), &filter, out)
                 }
             })
         }

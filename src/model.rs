@@ -44,6 +44,13 @@ impl Timestamp {
         t.unwrap_or(UNIX_EPOCH)
     }
 
+    pub fn minus(self, d: Duration) -> Self {
+        Timestamp(
+            self.0
+                .saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
+    }
+
     pub fn plus(self, d: Duration) -> Self {
         Timestamp(
             self.0

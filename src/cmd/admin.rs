@@ -12,12 +12,13 @@ macro_rules! say {
         let _ = writeln!($out, "{}", $crate::telemetry::escape(&format!($($arg)*)));
     };
 }
+pub(crate) use say;
 
 use crate::config::{self, Config};
 use crate::deliver;
 use crate::model::Timestamp;
-use crate::store::{DeliveryState, LOCK_FILE, Outcome, Store};
-use crate::telemetry::{chain, escape, escape_multiline};
+use crate::store::{LOCK_FILE, Outcome, Store};
+use crate::telemetry::{chain, escape};
 
 /// An error to print and exit 1 with.
 #[derive(Debug)]
@@ -64,7 +65,7 @@ pub fn daemon_running(config: &Config) -> bool {
 }
 
 /// Whether a daemon holds the lock of `state_dir`.
-fn lock_held(state_dir: &std::path::Path) -> bool {
+pub(crate) fn lock_held(state_dir: &std::path::Path) -> bool {
     let Ok(f) = std::fs::File::open(state_dir.join(LOCK_FILE)) else {
         return false;
     };
@@ -246,7 +247,13 @@ fn status_of(
         }
     }
     let hooks: Vec<String> = match config {
-        Some(c) => c.hooks.iter().map(|h| h.name.clone()).collect(),
+        // The config's hooks, then those registered through the API.
+        Some(c) => c
+            .hooks
+            .iter()
+            .map(|h| h.name.clone())
+            .chain(store.api_hooks()?.iter().map(|h| h.name()))
+            .collect(),
         None => store.hook_names()?,
     };
     for hook in &hooks {
@@ -258,15 +265,14 @@ fn status_of(
             (Some(t), None, None) => format!("no answer {}", age(t, now)),
         };
         let next = s.next_retry.map_or(String::new(), |t| {
-            format!(
-                ", next retry {} (deployhook deliveries retry --hook {} makes it now)",
-                if t > now {
-                    format!("in {}", until(t, now))
-                } else {
-                    "now".to_string()
-                },
-                hook
-            )
+            let when = match (is_running, t > now) {
+                (true, true) => format!("in {}", until(t, now)),
+                (true, false) => "now".to_string(),
+                // Nothing is sent while the daemon is down: no promise of a time.
+                (false, true) => format!("due in {}, if the daemon runs by then", until(t, now)),
+                (false, false) => "due, when the daemon runs".to_string(),
+            };
+            format!(", next retry {when} (deployhook deliveries retry --hook {hook} makes it now)")
         });
         say!(
             out,
@@ -313,170 +319,6 @@ fn status_of(
 fn until(t: Timestamp, now: Timestamp) -> String {
     crate::model::format_duration(std::time::Duration::from_secs(t.since(now).as_secs()))
         .to_string()
-}
-
-/// `deployhook deliveries retry [ID | --hook H]`: waiting deliveries become due now; the
-/// running daemon sends them within a second.
-pub fn retry(
-    path: &std::path::Path,
-    id: Option<&str>,
-    hook: Option<&str>,
-    out: &mut impl Write,
-) -> Result<()> {
-    let config = load(path)?;
-    let store = Store::open_shared(&config.daemon.state_dir)?;
-    let n = store.retry_now(id, hook, Timestamp::now())?;
-    say!(
-        out,
-        "{n} waiting deliver{} made due now; the running daemon sends {} within a second",
-        if n == 1 { "y" } else { "ies" },
-        if n == 1 { "it" } else { "them" }
-    );
-    Ok(())
-}
-
-/// The state directory for a read-only look at the outbox: the config's, or — the file
-/// on disk having errors while a daemon runs on it — the running daemon's (said on
-/// stderr; the listing is still the running daemon's truth).
-fn outbox_dir(path: &std::path::Path) -> Result<std::path::PathBuf> {
-    match load(path) {
-        Ok(c) => Ok(c.daemon.state_dir),
-        Err(e) => {
-            let dir = config::state_dir_of(path);
-            if !lock_held(&dir) {
-                return Err(e);
-            }
-            eprintln!(
-                "note: {} has errors; showing the running daemon's outbox in {}",
-                path.display(),
-                dir.display()
-            );
-            Ok(dir)
-        }
-    }
-}
-
-/// `deployhook deliveries list`.
-pub fn list(
-    path: &std::path::Path,
-    hook: Option<&str>,
-    failed: bool,
-    limit: usize,
-    out: &mut impl Write,
-) -> Result<()> {
-    let store = Store::open_read_only(&outbox_dir(path)?)?;
-    let rows = store.list_deliveries(hook, failed, limit)?;
-    say!(
-        out,
-        "{:<28} {:<16} {:<15} {:<9} {:>8}  {:<24}  last",
-        "delivery",
-        "hook",
-        "event",
-        "state",
-        "attempts",
-        "created"
-    );
-    for r in rows {
-        let last = match (r.last_status, &r.last_error) {
-            (Some(code), _) => format!("HTTP {code}"),
-            (None, Some(e)) => escape(e),
-            (None, None) => "-".into(),
-        };
-        let created = r.created_at.rfc3339();
-        say!(
-            out,
-            "{:<28} {:<16} {:<15} {:<9} {:>8}  {:<24}  {last}",
-            r.id,
-            r.hook,
-            r.event,
-            r.state,
-            r.attempts,
-            &created[..created.len().min(19)]
-        );
-    }
-    Ok(())
-}
-
-/// `deployhook deliveries show ID`: the request and every attempt's response.
-pub fn show(path: &std::path::Path, id: &str, out: &mut impl Write) -> Result<()> {
-    let store = Store::open_read_only(&outbox_dir(path)?)?;
-    let d = store
-        .delivery_detail(id)?
-        .ok_or_else(|| Failed(format!("no delivery {id}")))?;
-    let r = &d.row;
-    say!(
-        out,
-        "delivery {}  hook {}  event {}  state {}  attempts {}  created {}",
-        r.id,
-        r.hook,
-        r.event,
-        r.state,
-        r.attempts,
-        r.created_at.rfc3339()
-    );
-    if r.state == DeliveryState::Pending && r.attempts > 0 {
-        say!(out, "next attempt at {}", d.next_attempt_at.rfc3339());
-    }
-    let shown = crate::events::chains::redact_callback(&d.body);
-    let body = match serde_json::from_slice::<serde_json::Value>(&shown) {
-        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
-        Err(_) => String::from_utf8_lossy(&d.body).into_owned(),
-    };
-    let _ = writeln!(out);
-    say!(out, "request body:");
-    let _ = writeln!(out, "{}", escape_multiline(&body));
-    for row in &d.attempts {
-        let a = &row.attempt;
-        let _ = writeln!(out);
-        say!(
-            out,
-            "attempt {} at {} ({} ms)",
-            row.n,
-            a.started_at.rfc3339(),
-            a.duration.as_millis()
-        );
-        for (k, v) in &a.request_headers {
-            say!(out, "  > {k}: {}", escape(v));
-        }
-        match a.response_status {
-            Some(code) => {
-                say!(out, "  < HTTP {code}");
-                for (k, v) in &a.response_headers {
-                    say!(out, "  < {k}: {}", escape(v));
-                }
-                if !a.response_body.is_empty() {
-                    say!(
-                        out,
-                        "  < {}",
-                        escape(&String::from_utf8_lossy(&a.response_body))
-                    );
-                }
-            }
-            None => {
-                say!(out, "  no response");
-            }
-        }
-        if let Some(e) = &a.error {
-            say!(out, "  error: {}", escape(e));
-        }
-    }
-    Ok(())
-}
-
-/// `deployhook deliveries redeliver ID`: a new delivery with the same payload.
-pub fn redeliver(path: &std::path::Path, id: &str, out: &mut impl Write) -> Result<()> {
-    let config = load(path)?;
-    let store = Store::open_shared(&config.daemon.state_dir)?;
-    let new = store
-        .redeliver(id, Timestamp::now())?
-        .ok_or_else(|| Failed(format!("no delivery {id}")))?;
-    let when = if daemon_running(&config) {
-        "the running daemon sends it within seconds"
-    } else {
-        "it is sent when the daemon starts"
-    };
-    say!(out, "queued {new} (a redelivery of {id}); {when}");
-    Ok(())
 }
 
 /// `deployhook hooks list`.
@@ -528,13 +370,24 @@ pub fn hooks_list(path: &std::path::Path, out: &mut impl Write) -> Result<()> {
 /// records it in the history. Returns whether the receiver answered 2xx.
 pub fn hooks_test(path: &std::path::Path, name: &str, out: &mut impl Write) -> Result<bool> {
     let config = load(path)?;
-    let hook = config
-        .hooks
-        .iter()
-        .find(|h| h.name == name)
-        .ok_or_else(|| Failed(format!("no hook named {name:?} in {}", path.display())))?
-        .clone();
     let store = Store::open_shared(&config.daemon.state_dir)?;
+    let public_only = !config.api.as_ref().is_some_and(|a| a.allow_private_targets);
+    let api_hooks = store.api_hooks()?;
+    let hook = match config.hooks.iter().find(|h| h.name == name) {
+        Some(h) => h.clone(),
+        None => api_hooks
+            .iter()
+            .find(|h| h.name() == name)
+            .map(|h| h.to_hook(public_only))
+            .transpose()
+            .map_err(|e| Failed(format!("hook {name}'s stored url does not parse: {e}")))?
+            .ok_or_else(|| {
+                Failed(format!(
+                    "no hook named {name:?} in {} or registered through the API",
+                    path.display()
+                ))
+            })?,
+    };
     let now = Timestamp::now();
     let ping = crate::events::ping(&hook, &config.daemon.host_name, now);
     let d = store.commit_direct("ping", &ping, now)?;

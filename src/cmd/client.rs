@@ -141,9 +141,10 @@ pub fn hooks_add(
     if a.status != 201 {
         return Err(refused(&a));
     }
+    // The name every other command and view uses: `api-<id>`.
     let _ = writeln!(
         out,
-        "hook {}: {} ({})",
+        "hook api-{}: {} ({})",
         a.body["id"].as_str().unwrap_or("?"),
         a.body["url"].as_str().unwrap_or("?"),
         a.body["event"].as_str().unwrap_or("?")
@@ -153,6 +154,8 @@ pub fn hooks_add(
 
 /// `deployhook hooks remove ID`.
 pub fn hooks_remove(config: &Config, id: &str, out: &mut impl Write) -> Result<()> {
+    // `api-2` (as `hooks list` shows it) or `2` (the API's id).
+    let id = id.strip_prefix("api-").unwrap_or(id);
     if id.is_empty()
         || !id
             .bytes()
@@ -171,7 +174,10 @@ pub fn hooks_remove(config: &Config, id: &str, out: &mut impl Write) -> Result<(
     }
     match a.body["cancelled"].as_u64() {
         Some(n) => {
-            let _ = writeln!(out, "hook {id} removed; {n} waiting deliveries cancelled");
+            let _ = writeln!(
+                out,
+                "hook api-{id} removed; {n} waiting deliveries cancelled"
+            );
         }
         None => {
             let _ = writeln!(out, "no hook {id} (nothing to remove)");
@@ -198,6 +204,7 @@ pub fn publish(config: &Config, event: &str, body: Vec<u8>, out: &mut impl Write
         return Err(refused(&a));
     }
     let n = a.body["deliveries"].as_array().map_or(0, Vec::len);
-    let _ = writeln!(out, "published {event}: {n} deliveries queued");
+    let queued = crate::model::count_of(n, "delivery", "deliveries");
+    let _ = writeln!(out, "published {event}: {queued} queued");
     Ok(())
 }

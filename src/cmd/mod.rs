@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod check;
 pub mod client;
+pub mod deliveries;
 pub mod demo;
 pub mod listen;
 pub mod man;

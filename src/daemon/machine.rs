@@ -533,13 +533,8 @@ fn wanted_hooks(config: &Config, api_hooks: &[ApiHook]) -> Vec<HookConfig> {
     let public_only = !config.api.as_ref().is_some_and(|a| a.allow_private_targets);
     let mut hooks = config.hooks.clone();
     for h in api_hooks {
-        match url::Url::parse(&h.url) {
-            Ok(url) => hooks.push(HookConfig {
-                events: vec![h.event.clone()],
-                insecure_ssl: h.insecure_ssl,
-                public_only,
-                ..HookConfig::new(&h.name(), url)
-            }),
+        match h.to_hook(public_only) {
+            Ok(hook) => hooks.push(hook),
             Err(e) => {
                 tracing::warn!(hook = %h.name(), error = %e, "a stored hook's url does not parse; it is not run");
             }

@@ -23,6 +23,18 @@ impl ApiHook {
     pub fn name(&self) -> String {
         hook_name(self.id)
     }
+
+    /// The hook it runs as (`api-<id>`, its one event; `public_only` unless the API lets
+    /// hooks call private addresses): what the daemon runs and `hooks test` sends to.
+    pub fn to_hook(&self, public_only: bool) -> Result<crate::config::HookConfig, url::ParseError> {
+        let url = url::Url::parse(&self.url)?;
+        Ok(crate::config::HookConfig {
+            events: vec![self.event.clone()],
+            insecure_ssl: self.insecure_ssl,
+            public_only,
+            ..crate::config::HookConfig::new(&self.name(), url)
+        })
+    }
 }
 
 pub fn hook_name(id: i64) -> String {

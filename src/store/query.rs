@@ -35,6 +35,72 @@ fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
     })
 }
 
+/// What became of a delivery, as a listing's filter names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// A 2xx came back.
+    Delivered,
+    /// An attempt failed; another is scheduled.
+    Retrying,
+    /// Queued, not attempted yet.
+    Waiting,
+    /// Every attempt failed (or a `410`).
+    Dead,
+    /// Its hook was deleted first.
+    Cancelled,
+}
+
+impl DeliveryOutcome {
+    pub const ALL: [DeliveryOutcome; 5] = [
+        DeliveryOutcome::Delivered,
+        DeliveryOutcome::Retrying,
+        DeliveryOutcome::Waiting,
+        DeliveryOutcome::Dead,
+        DeliveryOutcome::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Retrying => "retrying",
+            DeliveryOutcome::Waiting => "waiting",
+            DeliveryOutcome::Dead => "dead",
+            DeliveryOutcome::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryOutcome> {
+        DeliveryOutcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// The condition on `deliveries d` (fixed text, never built from input).
+    fn sql(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Delivered => "d.state = 'delivered'",
+            DeliveryOutcome::Retrying => "(d.state IN ('pending', 'sending') AND d.attempts > 0)",
+            DeliveryOutcome::Waiting => "(d.state IN ('pending', 'sending') AND d.attempts = 0)",
+            DeliveryOutcome::Dead => "d.state = 'dead'",
+            DeliveryOutcome::Cancelled => "d.state = 'cancelled'",
+        }
+    }
+}
+
+/// Which deliveries a listing wants: `deployhook deliveries list|retry`'s filters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    pub hook: Option<String>,
+    /// The event type, compared case-insensitively.
+    pub event: Option<String>,
+    /// Any of these outcomes (none: every one).
+    pub outcomes: Vec<DeliveryOutcome>,
+    /// The HTTP status of the last attempt.
+    pub http_status: Option<u16>,
+    /// Created at or after.
+    pub since: Option<Timestamp>,
+    /// Created before.
+    pub until: Option<Timestamp>,
+}
+
 impl Store {
     /// Deliveries, newest first, optionally of one hook and/or only failed ones.
     pub fn list_deliveries(
@@ -43,21 +109,56 @@ impl Store {
         failed_only: bool,
         limit: usize,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let filter = DeliveryFilter {
+            hook: hook.map(str::to_string),
+            outcomes: if failed_only {
+                vec![DeliveryOutcome::Retrying, DeliveryOutcome::Dead]
+            } else {
+                Vec::new()
+            },
+            ..DeliveryFilter::default()
+        };
+        self.find_deliveries(&filter, limit)
+    }
+
+    /// The deliveries `filter` matches, newest first, at most `limit`.
+    pub fn find_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let outcomes = if filter.outcomes.is_empty() {
+            "1".to_string()
+        } else {
+            let any: Vec<&str> = filter.outcomes.iter().map(|o| o.sql()).collect();
+            format!("({})", any.join(" OR "))
+        };
+        let sql = format!(
+            "SELECT d.seq, d.id, d.hook, e.kind, d.state, d.attempts, d.created_at,
+               d.last_status, d.last_error
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE (?1 IS NULL OR d.hook = ?1)
+               AND (?2 IS NULL OR lower(e.kind) = lower(?2))
+               AND (?3 IS NULL OR d.last_status = ?3)
+               AND (?4 IS NULL OR d.created_at >= ?4)
+               AND (?5 IS NULL OR d.created_at < ?5)
+               AND {outcomes}
+             ORDER BY d.seq DESC LIMIT ?6"
+        );
         self.with_conn(|c| {
-            let mut stmt = c
-                .prepare(
-                    "SELECT d.seq, d.id, d.hook, e.kind, d.state, d.attempts, d.created_at,
-                       d.last_status, d.last_error
-                     FROM deliveries d JOIN events e ON e.id = d.event_id
-                     WHERE (?1 IS NULL OR d.hook = ?1)
-                       AND (?2 = 0 OR d.state = 'dead' OR (d.state = 'pending' AND d.attempts > 0))
-                     ORDER BY d.seq DESC LIMIT ?3",
-                )
-                .map_err(q("list deliveries"))?;
+            let mut stmt = c.prepare(&sql).map_err(q("list deliveries"))?;
             let rows = stmt
-                .query_map(params![hook, failed_only as i64, limit as i64], |r| {
-                    delivery_row(r)
-                })
+                .query_map(
+                    params![
+                        filter.hook,
+                        filter.event,
+                        filter.http_status,
+                        filter.since.map(|t| t.0),
+                        filter.until.map(|t| t.0),
+                        limit.min(i64::MAX as usize) as i64
+                    ],
+                    delivery_row,
+                )
                 .map_err(q("list deliveries"))?;
             rows.collect::<Result<Vec<_>, _>>()
                 .map_err(q("list deliveries"))

@@ -49,10 +49,10 @@ fn the_cli_adds_lists_publishes_to_and_removes_hooks_through_the_daemon() {
     );
     let (ok, text) = cli(&env, &d, &["hooks", "add", &rx.url, "--event", "Custom"]);
     assert!(ok, "{text}");
-    assert!(text.starts_with("hook 1: "), "{text}");
+    assert!(text.starts_with("hook api-1: "), "{text}");
     let (ok, again) = cli(&env, &d, &["hooks", "add", &rx.url, "--event", "custom"]);
     assert!(
-        ok && again.starts_with("hook 1: "),
+        ok && again.starts_with("hook api-1: "),
         "the same hook: {again}"
     );
     let (ok, conflict) = cli(&env, &d, &["hooks", "add", &rx.url, "--event", "Else"]);
@@ -68,7 +68,7 @@ fn the_cli_adds_lists_publishes_to_and_removes_hooks_through_the_daemon() {
     std::fs::write(env.join("doc.json"), r#"{"from": "file"}"#).unwrap_or_else(|e| panic!("{e}"));
     let doc = env.join("doc.json").to_string_lossy().into_owned();
     let (ok, text) = cli(&env, &d, &["publish", "Custom", &doc]);
-    assert!(ok && text.contains("1 deliveries queued"), "{text}");
+    assert!(ok && text.contains("1 delivery queued"), "{text}");
     eventually!(rx.requests().len() == 1, "published from a file");
     assert_eq!(rx.requests()[0].json(), json!({"from": "file"}));
     let mut child = crate::support::daemon::command(&env)
@@ -93,8 +93,50 @@ fn the_cli_adds_lists_publishes_to_and_removes_hooks_through_the_daemon() {
     );
     assert!(!ok && text.contains("not JSON"), "{text}");
 
-    let (ok, text) = cli(&env, &d, &["hooks", "remove", "1"]);
-    assert!(ok && text.contains("hook 1 removed"), "{text}");
+    // A hook registered through the API is a hook like any other for the CLI.
+    eventually!(
+        d.status()
+            .contains("hook api-1: queue 0 (oldest -), delivered 2"),
+        "status shows api-1: {}",
+        d.status()
+    );
+    let (ok, text) = cli(&env, &d, &["hooks", "test", "api-1"]);
+    assert!(ok && text.contains("ping api-1"), "{text}");
+    assert!(
+        rx.requests()
+            .iter()
+            .any(|r| r.header("x-deployhook-event") == Some("ping")),
+        "the ping arrived"
+    );
+    let (ok, text) = cli(
+        &env,
+        &d,
+        &[
+            "deliveries",
+            "list",
+            "--hook",
+            "api-1",
+            "--event",
+            "custom",
+            "--outcome",
+            "delivered",
+            "--since",
+            "1h",
+        ],
+    );
+    assert!(ok, "{text}");
+    assert_eq!(
+        text.matches(" api-1 ").count(),
+        2,
+        "the two published: {text}"
+    );
+    let (ok, text) = cli(&env, &d, &["deliveries", "list", "--hook", "nosuch"]);
+    assert!(
+        !ok && text.contains("no hook named nosuch (hooks: api-1, ops)"),
+        "{text}"
+    );
+    let (ok, text) = cli(&env, &d, &["hooks", "remove", "api-1"]);
+    assert!(ok && text.contains("hook api-1 removed"), "{text}");
     let (ok, text) = cli(&env, &d, &["hooks", "remove", "ops"]);
     assert!(!ok && text.contains("config file"), "{text}");
 }

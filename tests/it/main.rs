@@ -15,6 +15,7 @@ mod chains;
 mod check;
 mod commits;
 mod delivery;
+mod delivery_cli;
 mod delivery_http;
 mod demo;
 mod docs;
