@@ -225,7 +225,7 @@ pub(super) async fn deployment(
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-fn delivery_out(r: &DeliveryRow) -> DeliveryOut {
+pub(super) fn delivery_out(r: &DeliveryRow) -> DeliveryOut {
     DeliveryOut {
         id: r.id.clone(),
         hook: api_id(&r.hook),
@@ -248,7 +248,7 @@ fn api_id(name: &str) -> String {
 }
 
 /// The run-time name of an API id, if such a hook runs or ran.
-fn run_name(id: &str) -> String {
+pub(super) fn run_name(id: &str) -> String {
     match id.parse::<i64>() {
         Ok(n) => hook_name(n),
         Err(_) => id.to_string(),

@@ -10,6 +10,7 @@
 
 mod auth;
 mod chains;
+mod deliveries;
 mod history;
 mod hooks;
 mod serve;
@@ -345,6 +346,8 @@ fn documented() -> OpenApiRouter<Api> {
         .routes(routes!(hooks::ping))
         .routes(routes!(hooks::publish))
         .routes(routes!(history::hook_deliveries))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(deliveries::retry))
         .routes(routes!(history::deployments))
         .routes(routes!(history::deployment))
         .routes(routes!(history::delivery))

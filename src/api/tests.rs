@@ -22,6 +22,7 @@ use crate::store::Store;
 struct TestApi {
     app: Router,
     token: Option<String>,
+    store: Option<Store>,
     _dir: tempfile::TempDir,
 }
 
@@ -67,7 +68,7 @@ fn api(config_hooks: &[(&str, &str)], token: Option<&str>) -> TestApi {
     let (_, view) = watch::channel(view);
     let (_, ready) = watch::channel(true);
     let app = router(Api {
-        store,
+        store: store.clone(),
         settings,
         view,
         to_loop,
@@ -78,6 +79,7 @@ fn api(config_hooks: &[(&str, &str)], token: Option<&str>) -> TestApi {
     TestApi {
         app,
         token: token.map(str::to_string),
+        store: Some(store),
         _dir: dir,
     }
 }
@@ -361,11 +363,13 @@ fn without_the_token_or_with_a_wrong_one_every_route_but_healthz_is_401() {
         let anon = TestApi {
             app: good.app.clone(),
             token: None,
+            store: None,
             _dir: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
         };
         let wrong = TestApi {
             app: good.app.clone(),
             token: Some("s3cret-tokem".to_string()),
+            store: None,
             _dir: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
         };
         let routes = [
@@ -381,6 +385,8 @@ fn without_the_token_or_with_a_wrong_one_every_route_but_healthz_is_401() {
             ("GET", "/api/deployments"),
             ("GET", "/api/deployments/abc"),
             ("GET", "/api/deliveries/msg_x"),
+            ("GET", "/api/deliveries?outcome=dead"),
+            ("POST", "/api/deliveries/retry?outcome=dead"),
             ("POST", "/api/deliveries/msg_x/redeliver"),
             ("GET", "/api/metrics"),
             ("GET", "/metrics"),
@@ -411,6 +417,111 @@ fn without_the_token_or_with_a_wrong_one_every_route_but_healthz_is_401() {
             a.status, 200,
             "Basic with the token as password: {}",
             a.json
+        );
+    });
+}
+
+/// A delivery of a ping to `hook`, its one attempt answered `status` (dead unless 2xx).
+fn delivered(store: &Store, hook: &str, status: u16) -> String {
+    let h = HookConfig::new(
+        hook,
+        url::Url::parse("http://127.0.0.1:9/").unwrap_or_else(|e| panic!("{e}")),
+    );
+    let now = crate::model::Timestamp::now();
+    let d = store
+        .commit_direct("ping", &crate::events::ping(&h, "test-host", now), now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let record = crate::store::AttemptRecord {
+        started_at: now,
+        duration: Duration::from_millis(1),
+        request_headers: Vec::new(),
+        response_status: Some(status),
+        response_headers: Vec::new(),
+        response_body: Vec::new(),
+        error: None,
+    };
+    let outcome = if (200..300).contains(&status) {
+        crate::store::Outcome::Delivered
+    } else {
+        crate::store::Outcome::Dead
+    };
+    store
+        .commit_attempt(&d, &record, &outcome, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    d.id
+}
+
+#[test]
+fn the_delivery_log_filters_and_retries_what_matches() {
+    run(async {
+        let c = api(&[("ops", "http://127.0.0.1:9/x")], None);
+        let store = c.store.clone().unwrap_or_else(|| panic!("a store"));
+        let dead = delivered(&store, "ops", 503);
+        delivered(&store, "ops", 200);
+        delivered(&store, "other", 410);
+        let ids = |a: &Answer| -> Vec<String> {
+            a.json
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .map(|d| d["id"].as_str().unwrap_or("").to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let a = c
+            .get("/api/deliveries?hook=ops&outcome=dead&since=1h")
+            .await;
+        assert_eq!(a.status, 200, "{}", a.json);
+        assert_eq!(ids(&a), [dead], "{}", a.json);
+        let a = c.get("/api/deliveries?http_status=410").await;
+        assert_eq!(a.json[0]["hook"], "other", "{}", a.json);
+        assert_eq!(
+            c.get("/api/deliveries?event=PING")
+                .await
+                .json
+                .as_array()
+                .map(Vec::len),
+            Some(3)
+        );
+        assert_eq!(c.get("/api/deliveries?until=1h").await.json, json!([]));
+        for bad in ["outcome=gone", "since=soon", "http_status=x", "limit=0x"] {
+            let a = c.get(&format!("/api/deliveries?{bad}")).await;
+            assert_eq!(a.status, 400, "{bad}: {}", a.json);
+            assert!(a.json["error"].is_string(), "{bad}");
+        }
+        let a = c
+            .send("POST", "/api/deliveries/retry?outcome=delivered", &[], "")
+            .await;
+        assert_eq!(a.status, 400, "{}", a.json);
+        let a = c
+            .send(
+                "POST",
+                "/api/deliveries/retry?hook=ops&outcome=dead",
+                &[],
+                "",
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.json);
+        assert_eq!(
+            a.json,
+            json!({"matched": 1, "due": 0, "queued_again": 1, "refused": 0})
+        );
+        let a = c.get("/api/deliveries?hook=ops&outcome=waiting").await;
+        assert_eq!(
+            a.json.as_array().map(Vec::len),
+            Some(1),
+            "queued again: {}",
+            a.json
+        );
+        assert_eq!(
+            c.get("/api/deliveries?hook=ops&outcome=dead")
+                .await
+                .json
+                .as_array()
+                .map(Vec::len),
+            Some(1),
+            "the dead one stays in the history"
         );
     });
 }

@@ -39,36 +39,16 @@ pub fn retry(
         say!(out, "{id} made due now; {when}");
         return Ok(());
     }
-    let mut filter = filter_of(&store, Some(&config), args)?;
-    if filter.outcomes.is_empty() {
-        filter.outcomes = vec![DeliveryOutcome::Retrying, DeliveryOutcome::Waiting];
-    }
-    if let Some(o) = filter
-        .outcomes
-        .iter()
-        .find(|o| matches!(o, DeliveryOutcome::Delivered | DeliveryOutcome::Cancelled))
-    {
-        return Err(Failed(format!(
-            "retry takes waiting, retrying or dead deliveries, not {} ones",
-            o.as_str()
-        )));
-    }
-    let rows = store.find_deliveries(&filter, usize::MAX)?;
-    let (mut due, mut again) = (0, 0);
-    // Oldest first: queued again in the order they were first queued (per-hook order).
-    for r in rows.iter().rev() {
-        if r.state == DeliveryState::Dead {
-            if store.redeliver(&r.id, now)?.is_some() {
-                again += 1;
-            }
-        } else {
-            due += store.retry_now(Some(&r.id), None, now)?;
-        }
-    }
+    let filter = filter_of(&store, Some(&config), args)?
+        .for_retry()
+        .map_err(Failed)?;
+    let n = store.retry_matching(&filter, None, now)?;
     say!(
         out,
-        "{} matched: {due} made due now, {again} dead queued again as new deliveries; {when}",
-        crate::model::count_of(rows.len(), "delivery", "deliveries")
+        "{} matched: {} made due now, {} dead queued again as new deliveries; {when}",
+        crate::model::count_of(n.matched, "delivery", "deliveries"),
+        n.due,
+        n.queued_again
     );
     Ok(())
 }

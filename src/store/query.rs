@@ -101,7 +101,83 @@ pub struct DeliveryFilter {
     pub until: Option<Timestamp>,
 }
 
+impl DeliveryFilter {
+    /// A filter for a retry: waiting and retrying ones unless outcomes are given; an
+    /// outcome that is no failure (delivered, cancelled) is refused, with why.
+    pub fn for_retry(mut self) -> Result<DeliveryFilter, String> {
+        if self.outcomes.is_empty() {
+            self.outcomes = vec![DeliveryOutcome::Retrying, DeliveryOutcome::Waiting];
+        }
+        match self
+            .outcomes
+            .iter()
+            .find(|o| matches!(o, DeliveryOutcome::Delivered | DeliveryOutcome::Cancelled))
+        {
+            Some(o) => Err(format!(
+                "retry takes waiting, retrying or dead deliveries, not {} ones",
+                o.as_str()
+            )),
+            None => Ok(self),
+        }
+    }
+}
+
+/// What a retry of every delivery a filter matches did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetryCount {
+    pub matched: usize,
+    /// Waiting or retrying ones made due now.
+    pub due: usize,
+    /// Dead ones queued again as new deliveries.
+    pub queued_again: usize,
+    /// Dead ones not queued again: their hook's queue holds `max_queue_bytes`.
+    pub refused: usize,
+    /// The hooks that got something to send.
+    pub hooks: Vec<String>,
+}
+
 impl Store {
+    /// Retries every delivery `filter` matches (see `DeliveryFilter::for_retry`), oldest
+    /// first so each hook keeps its order: a waiting or retrying one becomes due now; a
+    /// dead one is queued again as a new delivery, its history kept — unless that would
+    /// take its hook's queue over `max_queue_bytes`.
+    pub fn retry_matching(
+        &self,
+        filter: &DeliveryFilter,
+        max_queue_bytes: Option<u64>,
+        now: Timestamp,
+    ) -> Result<RetryCount, StoreError> {
+        let rows = self.find_deliveries(filter, usize::MAX)?;
+        let mut count = RetryCount {
+            matched: rows.len(),
+            ..RetryCount::default()
+        };
+        for r in rows.iter().rev() {
+            let sent = if r.state == super::DeliveryState::Dead {
+                if let Some(max) = max_queue_bytes {
+                    let size = self
+                        .delivery_detail(&r.id)?
+                        .map_or(0, |d| d.body.len() as u64);
+                    if self.queued_bytes(&r.hook)?.saturating_add(size) > max {
+                        count.refused += 1;
+                        continue;
+                    }
+                }
+                let again = self.redeliver(&r.id, now)?.is_some();
+                count.queued_again += usize::from(again);
+                again
+            } else {
+                let due = self.retry_now(Some(&r.id), None, now)? > 0;
+                count.due += usize::from(due);
+                due
+            };
+            if sent && !count.hooks.contains(&r.hook) {
+                count.hooks.push(r.hook.clone());
+            }
+        }
+        Ok(count)
+    }
+
     /// Deliveries, newest first, optionally of one hook and/or only failed ones.
     pub fn list_deliveries(
         &self,
