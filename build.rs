@@ -27,6 +27,14 @@ const PROBES: &[(&str, &str, &[&str])] = &[
     ("tool_go", "go", &["version"]),
     ("tool_root", "sh", &["-c", "test \"$(id -u)\" = 0"]),
     (
+        "tool_browser",
+        "sh",
+        &[
+            "-c",
+            "command -v chromium && NODE_PATH=$(npm root -g) node -e 'require(\"playwright-core\")'",
+        ],
+    ),
+    (
         "tool_py_standardwebhooks",
         "python3",
         &["-c", "import standardwebhooks"],

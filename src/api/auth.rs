@@ -7,7 +7,7 @@
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use hmac::{KeyInit, Mac};
 
@@ -34,6 +34,22 @@ pub(super) async fn require_token(State(api): State<Api>, req: Request, next: Ne
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(presented);
+    // The console: a login's session also lets a page through; without one, the login
+    // page (and its stylesheet) is all there is, and a page asked for goes there.
+    if super::console::is_console_path(path) {
+        let by_header = given
+            .as_deref()
+            .is_some_and(|g| token.keys().any(|t| same(g.as_bytes(), t.as_bytes())));
+        let by_session =
+            super::console::session_of(req.headers()).is_some_and(|s| api.console.valid(&s));
+        if by_header || by_session || path == "/ui/login" || path == "/ui/console.css" {
+            return next.run(req).await;
+        }
+        if req.method() == axum::http::Method::GET {
+            return axum::response::Redirect::to("/ui/login").into_response();
+        }
+        return error(StatusCode::UNAUTHORIZED, "log in first");
+    }
     match given {
         // A token file may hold several tokens, one per line (rotation): any is good.
         Some(g) if token.keys().any(|t| same(g.as_bytes(), t.as_bytes())) => next.run(req).await,
@@ -51,6 +67,11 @@ pub(super) async fn require_token(State(api): State<Api>, req: Request, next: Ne
             resp
         }
     }
+}
+
+/// Whether `given` is one of the token file's tokens (the console's login form).
+pub(super) fn accepts(token: &crate::config::Secret, given: &str) -> bool {
+    token.keys().any(|t| same(given.as_bytes(), t.as_bytes()))
 }
 
 /// The token an `Authorization` value presents: Bearer's, or Basic's password.

@@ -35,7 +35,7 @@ pub(super) struct ListQuery {
 pub(super) struct DeploymentOut {
     id: String,
     status: u8,
-    status_name: String,
+    pub(super) status_name: String,
     status_text: String,
     author_email: Option<String>,
     author: Option<String>,
@@ -50,8 +50,8 @@ pub(super) struct DeploymentOut {
     active: bool,
     is_temp: bool,
     is_readonly: bool,
-    site_name: String,
-    serial: u64,
+    pub(super) site_name: String,
+    pub(super) serial: u64,
     release: Option<String>,
     branch: Option<String>,
     rollback: bool,
@@ -95,7 +95,7 @@ pub(super) struct DeliveryDetailOut {
     delivery: DeliveryOut,
     /// `{"json": …}` when the body is JSON, else `{"base64": "…"}`.
     #[schema(value_type = Object)]
-    request_body: Value,
+    pub(super) request_body: Value,
     next_attempt: String,
     attempt_list: Vec<AttemptOut>,
 }
@@ -172,7 +172,7 @@ fn deployment_out(row: &StoredDeployment, active: bool) -> Option<DeploymentOut>
 
 /// Marks, per site, the newest successful deployment in `rows` (newest first) active.
 /// A record that does not parse (a newer version's) is left out.
-fn with_active(rows: &[StoredDeployment]) -> Vec<DeploymentOut> {
+pub(super) fn with_active(rows: &[StoredDeployment]) -> Vec<DeploymentOut> {
     let mut seen = std::collections::BTreeSet::new();
     rows.iter()
         .filter_map(|r| {
@@ -299,6 +299,12 @@ pub(super) async fn delivery(State(api): State<Api>, Path(id): Path<String>) -> 
     let Some(d) = found else {
         return Problem::new(StatusCode::NOT_FOUND, "no delivery has this id").into_response();
     };
+    axum::Json(detail_out(&d)).into_response()
+}
+
+/// A delivery with its request (the callback token redacted) and every attempt: what
+/// `GET /api/deliveries/{id}` answers and the console shows.
+pub(super) fn detail_out(d: &crate::store::query::DeliveryDetail) -> DeliveryDetailOut {
     let attempt_list = d
         .attempts
         .iter()
@@ -316,13 +322,12 @@ pub(super) async fn delivery(State(api): State<Api>, Path(id): Path<String>) -> 
             }
         })
         .collect();
-    axum::Json(DeliveryDetailOut {
+    DeliveryDetailOut {
         delivery: delivery_out(&d.row),
         request_body: body_json(&crate::events::chains::redact_callback(&d.body)),
         next_attempt: d.next_attempt_at.rfc3339(),
         attempt_list,
-    })
-    .into_response()
+    }
 }
 
 /// `POST /api/deliveries/{id}/redeliver`: a new delivery of the same event and body to

@@ -10,6 +10,7 @@
 
 mod auth;
 mod chains;
+mod console;
 mod deliveries;
 mod history;
 mod hooks;
@@ -164,6 +165,8 @@ pub(crate) struct Api {
     ready: watch::Receiver<bool>,
     /// How long one request may take, reading its body included.
     request_timeout: Duration,
+    /// The web console's sessions and CSRF secret.
+    console: Arc<console::Console>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,8 +194,8 @@ pub(crate) struct ErrorOut {
 /// An error answer (`{"error": "..."}`), as a handler's `Err`.
 #[derive(Debug)]
 pub(crate) struct Problem {
-    status: StatusCode,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl Problem {
@@ -251,6 +254,7 @@ pub async fn start(
         mutate: Arc::new(tokio::sync::Mutex::new(())),
         ready: ready_rx,
         request_timeout: limits.request_timeout,
+        console: Arc::new(console::Console::new()),
     };
     let app = router(api);
     let configured = limits;
@@ -407,6 +411,7 @@ fn router(api: Api) -> Router {
     Router::new()
         .merge(prefixed)
         .merge(plain)
+        .merge(console::routes())
         .route("/api/openapi.json", get(serve_doc.clone()))
         .route("/openapi.json", get(serve_doc))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
@@ -467,7 +472,8 @@ async fn json_errors(resp: Response) -> Response {
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/json"));
+        .is_some_and(|t| t.starts_with("application/json") || t.starts_with("text/html"));
+    // (A console page is HTML whatever its status.)
     if !(resp.status().is_client_error() || resp.status().is_server_error()) || is_json {
         return resp;
     }

@@ -19,15 +19,15 @@ use crate::config::{HookConfig, Secret};
 use crate::running::HookView;
 use crate::store::Store;
 
-struct TestApi {
-    app: Router,
-    token: Option<String>,
-    store: Option<Store>,
-    _dir: tempfile::TempDir,
+pub(in crate::api) struct TestApi {
+    pub(in crate::api) app: Router,
+    pub(in crate::api) token: Option<String>,
+    pub(in crate::api) store: Option<Store>,
+    pub(in crate::api) _dir: tempfile::TempDir,
 }
 
 /// The router with `config_hooks` from the config file and, when given, a token.
-fn api(config_hooks: &[(&str, &str)], token: Option<&str>) -> TestApi {
+pub(in crate::api) fn api(config_hooks: &[(&str, &str)], token: Option<&str>) -> TestApi {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let hooks: Vec<HookConfig> = config_hooks
@@ -75,6 +75,7 @@ fn api(config_hooks: &[(&str, &str)], token: Option<&str>) -> TestApi {
         mutate: Arc::new(tokio::sync::Mutex::new(())),
         ready,
         request_timeout: Duration::from_secs(30),
+        console: Arc::new(super::console::Console::new()),
     });
     TestApi {
         app,
@@ -85,14 +86,20 @@ fn api(config_hooks: &[(&str, &str)], token: Option<&str>) -> TestApi {
 }
 
 /// An answer: its status, its body as JSON (`Null` when it is not), its headers.
-struct Answer {
-    status: StatusCode,
-    json: Value,
-    headers: axum::http::HeaderMap,
+pub(in crate::api) struct Answer {
+    pub(in crate::api) status: StatusCode,
+    pub(in crate::api) json: Value,
+    pub(in crate::api) headers: axum::http::HeaderMap,
 }
 
 impl TestApi {
-    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    pub(in crate::api) async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -144,7 +151,7 @@ fn id_of(a: &Answer) -> String {
         .to_string()
 }
 
-fn run(test: impl std::future::Future<Output = ()>) {
+pub(in crate::api) fn run(test: impl std::future::Future<Output = ()>) {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -178,6 +178,20 @@ impl Store {
         Ok(count)
     }
 
+    /// A marker that moves whenever the outbox changes: a new event, a new delivery, an
+    /// attempt or any other change of a delivery (the console's live updates).
+    pub fn change_marker(&self) -> Result<(i64, i64), StoreError> {
+        self.with_conn(|c| {
+            c.query_row(
+                "SELECT (SELECT COALESCE(MAX(id), 0) FROM events),
+                        (SELECT COALESCE(MAX(updated_at), 0) FROM deliveries)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(q("read the change marker"))
+        })
+    }
+
     /// Deliveries, newest first, optionally of one hook and/or only failed ones.
     pub fn list_deliveries(
         &self,

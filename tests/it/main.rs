@@ -14,6 +14,7 @@ mod bad_input;
 mod chains;
 mod check;
 mod commits;
+mod console;
 mod delivery;
 mod delivery_cli;
 mod delivery_http;
