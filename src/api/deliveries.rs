@@ -94,6 +94,8 @@ fn filter_of(
             http_status,
             since: ago("since", &q.since)?,
             until: ago("until", &q.until)?,
+            site: None,
+            deployment: None,
         },
         limit,
     ))

@@ -429,7 +429,7 @@ fn without_the_token_or_with_a_wrong_one_every_route_but_healthz_is_401() {
 }
 
 /// A delivery of a ping to `hook`, its one attempt answered `status` (dead unless 2xx).
-fn delivered(store: &Store, hook: &str, status: u16) -> String {
+pub(in crate::api) fn delivered(store: &Store, hook: &str, status: u16) -> String {
     let h = HookConfig::new(
         hook,
         url::Url::parse("http://127.0.0.1:9/").unwrap_or_else(|e| panic!("{e}")),
@@ -447,10 +447,10 @@ fn delivered(store: &Store, hook: &str, status: u16) -> String {
         response_body: Vec::new(),
         error: None,
     };
-    let outcome = if (200..300).contains(&status) {
-        crate::store::Outcome::Delivered
-    } else {
-        crate::store::Outcome::Dead
+    let outcome = match status {
+        200..300 => crate::store::Outcome::Delivered,
+        410 => crate::store::Outcome::DisableHook,
+        _ => crate::store::Outcome::Dead,
     };
     store
         .commit_attempt(&d, &record, &outcome, now)

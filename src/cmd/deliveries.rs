@@ -100,6 +100,8 @@ fn filter_of(
         http_status: args.http_status,
         since: ago("since", &args.since)?,
         until: ago("until", &args.until)?,
+        site: None,
+        deployment: None,
     })
 }
 

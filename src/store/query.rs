@@ -99,6 +99,10 @@ pub struct DeliveryFilter {
     pub since: Option<Timestamp>,
     /// Created before.
     pub until: Option<Timestamp>,
+    /// Of this site's events.
+    pub site: Option<String>,
+    /// Of this deployment's events (its serial in `site`).
+    pub deployment: Option<u64>,
 }
 
 impl DeliveryFilter {
@@ -178,6 +182,47 @@ impl Store {
         Ok(count)
     }
 
+    /// A deployment's transitions, oldest first: when, and the status it reached (its
+    /// `StatusChanged` events, which are written whether or not a hook wants them).
+    pub fn transitions(
+        &self,
+        site: &str,
+        serial: u64,
+    ) -> Result<Vec<(Timestamp, String)>, StoreError> {
+        self.with_conn(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT created_at, COALESCE(status, '') FROM events
+                     WHERE site = ?1 AND deployment_serial = ?2 AND kind = 'StatusChanged'
+                     ORDER BY id",
+                )
+                .map_err(q("read transitions"))?;
+            let rows = stmt
+                .query_map(
+                    params![site, i64::try_from(serial).unwrap_or(i64::MAX)],
+                    |r| Ok((Timestamp(r.get(0)?), r.get(1)?)),
+                )
+                .map_err(q("read transitions"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(q("read transitions"))
+        })
+    }
+
+    /// The newest event payload of a deployment (its kudu object: commits and all).
+    pub fn latest_payload(&self, site: &str, serial: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_conn(|c| {
+            c.query_row(
+                "SELECT b.body FROM events e JOIN bodies b ON b.hash = e.payload_hash
+                 WHERE e.site = ?1 AND e.deployment_serial = ?2
+                 ORDER BY e.id DESC LIMIT 1",
+                params![site, i64::try_from(serial).unwrap_or(i64::MAX)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(q("read a deployment's payload"))
+        })
+    }
+
     /// A marker that moves whenever the outbox changes: a new event, a new delivery, an
     /// attempt or any other change of a delivery (the console's live updates).
     pub fn change_marker(&self) -> Result<(i64, i64), StoreError> {
@@ -232,6 +277,8 @@ impl Store {
                AND (?3 IS NULL OR d.last_status = ?3)
                AND (?4 IS NULL OR d.created_at >= ?4)
                AND (?5 IS NULL OR d.created_at < ?5)
+               AND (?7 IS NULL OR e.site = ?7)
+               AND (?8 IS NULL OR e.deployment_serial = ?8)
                AND {outcomes}
              ORDER BY d.seq DESC LIMIT ?6"
         );
@@ -245,7 +292,11 @@ impl Store {
                         filter.http_status,
                         filter.since.map(|t| t.0),
                         filter.until.map(|t| t.0),
-                        limit.min(i64::MAX as usize) as i64
+                        limit.min(i64::MAX as usize) as i64,
+                        filter.site,
+                        filter
+                            .deployment
+                            .map(|n| i64::try_from(n).unwrap_or(i64::MAX))
                     ],
                     delivery_row,
                 )

@@ -137,6 +137,24 @@ fn the_console_in_a_real_browser() {
     );
     // Live.
     assert_eq!(facts["live_without_reload"], true, "{report}");
+    // One deployment's page: its transitions (building, deploying, success at least),
+    // the commit it shipped, and what went to each hook.
+    assert!(
+        facts["deployment_transitions"]
+            .as_u64()
+            .is_some_and(|n| n >= 3),
+        "{report}"
+    );
+    assert_eq!(facts["deployment_commits"], 1, "{report}");
+    assert_eq!(facts["deployment_deliveries"], 2, "{report}");
+    // A ping sent from the page arrives.
+    assert_eq!(facts["after_ping"], "/ui/deliveries?hook=ops", "{report}");
+    eventually!(
+        ops.requests()
+            .iter()
+            .any(|r| r.header("x-deployhook-event") == Some("ping")),
+        "the ping at ops"
+    );
     // The log, a delivery, a redelivery that arrives.
     assert!(
         facts["log_rows"].as_u64().is_some_and(|n| n >= 2),
@@ -174,7 +192,14 @@ fn the_console_in_a_real_browser() {
     );
     // JavaScript off.
     assert_eq!(facts["nojs_shows_deploy"], true, "{report}");
-    for name in ["login", "overview", "deliveries", "delivery", "retry"] {
+    for name in [
+        "login",
+        "overview",
+        "deployment",
+        "deliveries",
+        "delivery",
+        "retry",
+    ] {
         for size in ["desktop", "phone"] {
             let shot = shots.join(format!("{name}-{size}.png"));
             assert!(

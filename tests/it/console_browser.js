@@ -57,11 +57,24 @@ async function shoot(page, name) {
     facts.live_ms = Date.now() - before;
     facts.live_without_reload = await page.evaluate(() => window.__same_page === true);
 
+    // 3b. One deployment: its transitions, commits and deliveries.
+    await page.goto(`${BASE}/`);
+    await Promise.all([page.waitForNavigation(), page.click("table.deployments tbody a.mono")]);
+    facts.deployment_transitions = await page.locator("ol.transitions li").count();
+    facts.deployment_commits = await page.locator("ul.commits li").count();
+    facts.deployment_deliveries = await page.locator("tbody tr a.mono").count();
+    await shoot(page, "deployment");
+
+    // 3c. Send a ping to hook "ops" from the overview.
+    await page.goto(`${BASE}/`);
+    await Promise.all([page.waitForNavigation(), page.click("form[action='/ui/hooks/ops/ping'] button")]);
+    facts.after_ping = new URL(page.url()).pathname + new URL(page.url()).search;
+
     // 4. The delivery log, one delivery, redeliver.
     await page.goto(`${BASE}/ui/deliveries?hook=ops`);
     facts.log_rows = await page.locator("tbody tr").count();
     await shoot(page, "deliveries");
-    await page.click("tbody tr a.mono");
+    await page.click("tbody tr:has-text('PostDeployment') a.mono");
     facts.detail_has_body = (await page.locator("pre.body").first().textContent()).includes("\"status\"");
     await shoot(page, "delivery");
     await Promise.all([page.waitForNavigation(), page.click("button:has-text('Redeliver')")]);

@@ -14,6 +14,7 @@
 //! no login. Every form that changes something carries a CSRF token (the session's, or one
 //! derived from a per-process secret) and is refused from another site.
 
+mod log;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -27,10 +28,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use super::history::{delivery_out, detail_out, with_active};
+use super::history::{delivery_out, with_active};
 use super::{Api, Problem};
 use crate::model::Timestamp;
-use crate::store::query::{DeliveryFilter, DeliveryOutcome};
+use crate::store::query::DeliveryFilter;
 pub(super) use session::{Console, is_console_path, session_of};
 
 const BASE: &str = include_str!("base.html");
@@ -38,6 +39,7 @@ const OVERVIEW: &str = include_str!("overview.html");
 const DELIVERIES: &str = include_str!("deliveries.html");
 const DELIVERY: &str = include_str!("delivery.html");
 const RETRY: &str = include_str!("retry.html");
+const DEPLOYMENT: &str = include_str!("deployment.html");
 const LOGIN: &str = include_str!("login.html");
 const CSS: &str = include_str!("console.css");
 const JS: &str = include_str!("console.js");
@@ -46,10 +48,13 @@ const JS: &str = include_str!("console.js");
 pub(super) fn routes() -> Router<Api> {
     Router::new()
         .route("/", get(overview))
-        .route("/ui/deliveries", get(deliveries))
-        .route("/ui/deliveries/{id}", get(delivery))
-        .route("/ui/deliveries/{id}/redeliver", post(redeliver))
-        .route("/ui/retry", get(retry_confirm).post(retry))
+        .route("/ui/deliveries", get(log::deliveries))
+        .route("/ui/deliveries/{id}", get(log::delivery))
+        .route("/ui/deliveries/{id}/redeliver", post(log::redeliver))
+        .route("/ui/retry", get(log::retry_confirm).post(log::retry))
+        .route("/ui/deployments/{site}/{serial}", get(deployment))
+        .route("/ui/hooks/{name}/ping", post(ping))
+        .route("/ui/hooks/{name}/enable", post(enable))
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/events", get(events))
@@ -87,6 +92,7 @@ fn templates() -> minijinja::Environment<'static> {
         ("deliveries.html", DELIVERIES),
         ("delivery.html", DELIVERY),
         ("retry.html", RETRY),
+        ("deployment.html", DEPLOYMENT),
         ("login.html", LOGIN),
     ] {
         if let Err(e) = env.add_template(name, text) {
@@ -97,12 +103,12 @@ fn templates() -> minijinja::Environment<'static> {
 }
 
 /// A value for a template.
-fn v<T: Serialize + ?Sized>(t: &T) -> minijinja::Value {
+pub(super) fn v<T: Serialize + ?Sized>(t: &T) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(t))
 }
 
 /// A rendered page with the console's headers.
-fn page(status: StatusCode, name: &str, context: minijinja::Value) -> Response {
+pub(super) fn page(status: StatusCode, name: &str, context: minijinja::Value) -> Response {
     let env = templates();
     let html = env
         .get_template(name)
@@ -137,14 +143,14 @@ fn page(status: StatusCode, name: &str, context: minijinja::Value) -> Response {
 
 /// What every page needs: its CSRF token, whether a session can log out, the host.
 #[derive(Serialize)]
-struct Frame {
+pub(super) struct Frame {
     csrf: String,
     logout: bool,
     host: String,
     active: &'static str,
 }
 
-fn frame(api: &Api, headers: &HeaderMap, active: &'static str) -> Frame {
+pub(super) fn frame(api: &Api, headers: &HeaderMap, active: &'static str) -> Frame {
     Frame {
         csrf: api.console.csrf_for(session_of(headers).as_deref()),
         logout: session_of(headers).is_some_and(|s| api.console.valid(&s)),
@@ -153,7 +159,7 @@ fn frame(api: &Api, headers: &HeaderMap, active: &'static str) -> Frame {
     }
 }
 
-fn problem_page(api: &Api, headers: &HeaderMap, p: &Problem) -> Response {
+pub(super) fn problem_page(api: &Api, headers: &HeaderMap, p: &Problem) -> Response {
     page(
         p.status,
         "base.html",
@@ -275,10 +281,23 @@ async fn overview(
                     disabled: h.disabled,
                 });
             }
-            Ok((sites, rows, hook_views))
+            let runs: Vec<serde_json::Value> = s
+                .chain_runs(10)?
+                .into_iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "chain": r.chain, "id": r.id, "site": r.site, "state": r.state,
+                        "created": r.created_at,
+                        "steps": r.steps.iter().map(|st| serde_json::json!({
+                            "hook": st.hook, "state": st.state, "description": st.description,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            Ok((sites, rows, hook_views, runs))
         })
         .await;
-    let (sites, rows, hook_views) = match read {
+    let (sites, rows, hook_views, runs) = match read {
         Ok(r) => r,
         Err(p) => return problem_page(&api, &headers, &p),
     };
@@ -316,6 +335,7 @@ async fn overview(
             sites => v(&sites),
             deployments => v(&deployments),
             hooks => v(&hook_views),
+            runs => v(&runs),
             site => v(&q.site.unwrap_or_default()),
             status => v(&q.status.unwrap_or_default()),
             statuses => v(&["pending", "building", "deploying", "success", "failed"]),
@@ -323,136 +343,111 @@ async fn overview(
     )
 }
 
-/// The delivery log's filters, as the form sends them (empty fields are no filter).
-#[derive(Debug, Default, Clone, Serialize, serde::Deserialize)]
-struct LogQuery {
-    #[serde(default)]
-    hook: String,
-    #[serde(default)]
-    event: String,
-    #[serde(default)]
-    outcome: String,
-    #[serde(default)]
-    http_status: String,
-    #[serde(default)]
-    since: String,
-}
-
-impl LogQuery {
-    fn filter(&self) -> Result<DeliveryFilter, Problem> {
-        let bad = |m: &str| Problem::new(StatusCode::BAD_REQUEST, m);
-        let some = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
-        let outcomes = match some(&self.outcome) {
-            None => Vec::new(),
-            Some(o) => vec![DeliveryOutcome::parse(&o).ok_or_else(|| bad("no such outcome"))?],
-        };
-        let http_status = some(&self.http_status)
-            .map(|s| {
-                s.parse::<u16>()
-                    .map_err(|_| bad("the HTTP status is a number"))
-            })
-            .transpose()?;
-        let since = some(&self.since)
-            .map(|s| {
-                crate::model::parse_duration(&s)
-                    .map(|d| Timestamp::now().minus(d))
-                    .map_err(|_| bad("“since” takes a span such as 1h, 30m or 7d"))
-            })
-            .transpose()?;
-        Ok(DeliveryFilter {
-            hook: some(&self.hook),
-            event: some(&self.event),
-            outcomes,
-            http_status,
-            since,
-            until: None,
-        })
-    }
-
-    /// The query string that repeats these filters.
-    fn to_query(&self) -> String {
-        url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("hook", &self.hook)
-            .append_pair("event", &self.event)
-            .append_pair("outcome", &self.outcome)
-            .append_pair("http_status", &self.http_status)
-            .append_pair("since", &self.since)
-            .finish()
-    }
-}
-
-async fn deliveries(
+async fn deployment(
     State(api): State<Api>,
     headers: HeaderMap,
-    q: Result<Query<LogQuery>, QueryRejection>,
+    Path((site, serial)): Path<(String, u64)>,
 ) -> Response {
-    let Query(q) = q.unwrap_or_default();
-    let filter = match q.filter() {
-        Ok(f) => f,
-        Err(p) => return problem_page(&api, &headers, &p),
-    };
-    let rows = match api.blocking(move |s| s.find_deliveries(&filter, 200)).await {
+    let (site_q, site_f) = (site.clone(), site.clone());
+    let read = api
+        .blocking(move |s| {
+            let rows: Vec<_> = s
+                .deployments(Some(&site_q), None, 1000)?
+                .into_iter()
+                .filter(|r| r.serial == serial)
+                .collect();
+            let transitions = s.transitions(&site_q, serial)?;
+            let payload = s.latest_payload(&site_q, serial)?;
+            let deliveries = s.find_deliveries(
+                &DeliveryFilter {
+                    site: Some(site_f),
+                    deployment: Some(serial),
+                    ..DeliveryFilter::default()
+                },
+                500,
+            )?;
+            Ok((rows, transitions, payload, deliveries))
+        })
+        .await;
+    let (rows, transitions, payload, deliveries) = match read {
         Ok(r) => r,
         Err(p) => return problem_page(&api, &headers, &p),
     };
-    let hooks: Vec<String> = api
-        .view
-        .borrow()
-        .hooks
+    let Some(d) = with_active(&rows).into_iter().next() else {
+        let p = Problem::new(StatusCode::NOT_FOUND, "No deployment has this number.");
+        return problem_page(&api, &headers, &p);
+    };
+    let payload: serde_json::Value = payload
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let transitions: Vec<serde_json::Value> = transitions
         .iter()
-        .map(|h| h.name.clone())
+        .map(|(at, status)| serde_json::json!({"at": at.rfc3339(), "status": status}))
         .collect();
     page(
         StatusCode::OK,
-        "deliveries.html",
+        "deployment.html",
         minijinja::context! {
-            frame => v(&frame(&api, &headers, "deliveries")),
-            rows => v(&rows.iter().map(delivery_out).collect::<Vec<_>>()),
-            q => v(&q.clone()),
-            query => v(&q.to_query()),
-            hooks => v(&hooks),
-            outcomes => v(&DeliveryOutcome::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>()),
+            frame => v(&frame(&api, &headers, "overview")),
+            d => v(&d),
+            commits => v(&payload["commits"]),
+            previous => v(&payload["previousId"]),
+            transitions => v(&transitions),
+            deliveries => v(&deliveries.iter().map(delivery_out).collect::<Vec<_>>()),
         },
     )
 }
 
-async fn delivery(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let found = match api.blocking(move |s| s.delivery_detail(&id)).await {
-        Ok(d) => d,
-        Err(p) => return problem_page(&api, &headers, &p),
-    };
-    let Some(d) = found else {
-        let p = Problem::new(StatusCode::NOT_FOUND, "No delivery has this id.");
+/// A hook's API id from its run-time name (`api-7` → `7`).
+fn api_id(name: &str) -> String {
+    name.strip_prefix("api-").unwrap_or(name).to_string()
+}
+
+async fn ping(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<Csrf>,
+) -> Response {
+    if let Err(p) = check_form(&api, &headers, &form) {
         return problem_page(&api, &headers, &p);
-    };
-    let detail = detail_out(&d);
-    // The body as sent: pretty JSON, or (not JSON) its base64.
-    let body = match detail.request_body.get("json") {
-        Some(json) => serde_json::to_string_pretty(json).unwrap_or_default(),
-        None => detail.request_body["base64"]
-            .as_str()
-            .map_or_else(String::new, |b| format!("(not JSON; base64)\n{b}")),
-    };
-    page(
-        StatusCode::OK,
-        "delivery.html",
-        minijinja::context! {
-            frame => v(&frame(&api, &headers, "deliveries")),
-            d => v(&detail),
-            body => v(&body),
-        },
-    )
+    }
+    let resp = super::hooks::ping(State(api.clone()), Path(api_id(&name))).await;
+    if !resp.status().is_success() {
+        let p = Problem::new(resp.status(), "No such hook runs now.");
+        return problem_page(&api, &headers, &p);
+    }
+    Redirect::to(&format!("/ui/deliveries?hook={}", urlencode(&name))).into_response()
+}
+
+async fn enable(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<Csrf>,
+) -> Response {
+    if let Err(p) = check_form(&api, &headers, &form) {
+        return problem_page(&api, &headers, &p);
+    }
+    let hook = name.clone();
+    if let Err(p) = api.blocking(move |s| s.enable_hook(&hook)).await {
+        return problem_page(&api, &headers, &p);
+    }
+    if let Some(w) = api.view.borrow().wakes.get(&name) {
+        w.notify_one();
+    }
+    Redirect::to("/").into_response()
 }
 
 /// A form's CSRF token, and the request's own word on where it comes from.
 #[derive(Debug, serde::Deserialize)]
-struct Csrf {
+pub(super) struct Csrf {
     #[serde(default)]
-    csrf: String,
+    pub(super) csrf: String,
 }
 
 /// Refuses a form from another site, or without this session's CSRF token.
-fn check_form(api: &Api, headers: &HeaderMap, form: &Csrf) -> Result<(), Problem> {
+pub(super) fn check_form(api: &Api, headers: &HeaderMap, form: &Csrf) -> Result<(), Problem> {
     let cross_site = headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
@@ -467,110 +462,8 @@ fn check_form(api: &Api, headers: &HeaderMap, form: &Csrf) -> Result<(), Problem
     Ok(())
 }
 
-async fn redeliver(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<Csrf>,
-) -> Response {
-    if let Err(p) = check_form(&api, &headers, &form) {
-        return problem_page(&api, &headers, &p);
-    }
-    let resp = super::history::redeliver(State(api.clone()), Path(id.clone())).await;
-    if resp.status() != StatusCode::ACCEPTED {
-        let p = Problem::new(resp.status(), "The delivery could not be queued again.");
-        return problem_page(&api, &headers, &p);
-    }
-    Redirect::to(&format!("/ui/deliveries?sent={}", urlencode(&id))).into_response()
-}
-
-fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-async fn retry_confirm(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    q: Result<Query<LogQuery>, QueryRejection>,
-) -> Response {
-    let Query(q) = q.unwrap_or_default();
-    let filter = match q.filter().and_then(|f| {
-        f.for_retry()
-            .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e))
-    }) {
-        Ok(f) => f,
-        Err(p) => return problem_page(&api, &headers, &p),
-    };
-    let count = match api
-        .blocking(move |s| s.find_deliveries(&filter, usize::MAX))
-        .await
-    {
-        Ok(rows) => rows.len(),
-        Err(p) => return problem_page(&api, &headers, &p),
-    };
-    page(
-        StatusCode::OK,
-        "retry.html",
-        minijinja::context! {
-            frame => v(&frame(&api, &headers, "deliveries")),
-            count => v(&count),
-            q => v(&q.clone()),
-            query => v(&q.to_query()),
-        },
-    )
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct RetryForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(flatten)]
-    q: LogQuery,
-}
-
-async fn retry(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Form(form): Form<RetryForm>,
-) -> Response {
-    if let Err(p) = check_form(
-        &api,
-        &headers,
-        &Csrf {
-            csrf: form.csrf.clone(),
-        },
-    ) {
-        return problem_page(&api, &headers, &p);
-    }
-    let filter = match form.q.filter().and_then(|f| {
-        f.for_retry()
-            .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e))
-    }) {
-        Ok(f) => f,
-        Err(p) => return problem_page(&api, &headers, &p),
-    };
-    let _one_at_a_time = api.mutate.lock().await;
-    let max = api.settings.borrow().max_queue_bytes;
-    let now = Timestamp::now();
-    let n = match api
-        .blocking(move |s| s.retry_matching(&filter, Some(max), now))
-        .await
-    {
-        Ok(n) => n,
-        Err(p) => return problem_page(&api, &headers, &p),
-    };
-    let view = api.view.borrow().clone();
-    for hook in &n.hooks {
-        if let Some(w) = view.wakes.get(hook) {
-            w.notify_one();
-        }
-    }
-    Redirect::to(&format!(
-        "/ui/deliveries?{}&retried={}",
-        form.q.to_query(),
-        n.due + n.queued_again
-    ))
-    .into_response()
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

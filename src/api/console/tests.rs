@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use tower::ServiceExt;
 
-use crate::api::tests::{TestApi, api, run};
+use crate::api::tests::{TestApi, api, delivered, run};
 
 /// The page's text (the body of an answer that is HTML).
 async fn html(c: &TestApi, path: &str) -> (StatusCode, String, axum::http::HeaderMap) {
@@ -196,5 +196,34 @@ fn a_login_makes_a_session_cookie_that_opens_the_console() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(api_answer.status(), StatusCode::UNAUTHORIZED);
+    });
+}
+
+#[test]
+fn a_hook_a_410_disabled_is_enabled_from_the_page() {
+    run(async {
+        let c = api(&[("ops", "http://127.0.0.1:9/x")], None);
+        let store = c.store.clone().unwrap_or_else(|| panic!("a store"));
+        delivered(&store, "ops", 410);
+        assert!(store.hook_disabled("ops").ok().flatten().is_some());
+        let (status, page, _) = html(&c, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("/ui/hooks/ops/enable"), "{page}");
+        let csrf = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_string();
+        let a = c
+            .send(
+                "POST",
+                "/ui/hooks/ops/enable",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                &format!("csrf={csrf}"),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER);
+        assert_eq!(store.hook_disabled("ops").ok().flatten(), None);
     });
 }
