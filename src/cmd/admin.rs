@@ -276,7 +276,7 @@ fn status_of(
         });
         say!(
             out,
-            "hook {}: {}queue {} (oldest {}), delivered {}, dead {}, last attempt: {last}{next}",
+            "hook {}: {}queue {} (oldest {}), delivered {}, dead {}, last attempt: {last}{}{next}",
             hook,
             s.disabled
                 .as_ref()
@@ -285,6 +285,11 @@ fn status_of(
             s.oldest_pending.map_or("-".into(), |t| age(t, now)),
             s.delivered,
             s.dead,
+            if s.failures_in_a_row > 1 {
+                format!(" ({} failures in a row)", s.failures_in_a_row)
+            } else {
+                String::new()
+            },
         );
     }
     if config.is_none_or(|c| !c.chains.is_empty()) {

@@ -332,6 +332,8 @@ pub struct HookSummary {
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
     pub disabled: Option<String>,
+    /// Failed attempts since the hook's last 2xx.
+    pub failures_in_a_row: u64,
 }
 
 /// One stored attempt, for `deliveries show`: its number and what was recorded.
@@ -435,6 +437,17 @@ impl Store {
                 )
                 .optional()
                 .map_err(q("read last attempt"))?;
+            // Failed attempts since the hook's last 2xx (its current run of failures).
+            let failures_in_a_row: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM attempts a JOIN deliveries d ON d.seq = a.delivery_seq
+                     WHERE d.hook = ?1 AND a.id > COALESCE((
+                       SELECT MAX(a2.id) FROM attempts a2 JOIN deliveries d2 ON d2.seq = a2.delivery_seq
+                       WHERE d2.hook = ?1 AND a2.response_status BETWEEN 200 AND 299), 0)",
+                    [hook],
+                    |r| r.get(0),
+                )
+                .map_err(q("count failures in a row"))?;
             let disabled: Option<String> = c
                 .query_row(
                     "SELECT disabled_reason FROM hooks WHERE name = ?1 AND disabled_at IS NOT NULL",
@@ -444,6 +457,7 @@ impl Store {
                 .optional()
                 .map_err(q("read hook flags"))?;
             Ok(HookSummary {
+                failures_in_a_row: failures_in_a_row.unsigned_abs(),
                 pending: pending.unsigned_abs(),
                 oldest_pending: oldest.map(Timestamp),
                 retrying: retrying.unsigned_abs(),

@@ -46,6 +46,7 @@ async function shoot(page, name) {
     facts.message_text = await message.textContent();
     facts.images_in_messages = await page.locator("td.message img").count();
     facts.scripts = await page.locator("script").count();
+    facts.flaky_failures = (await page.locator("tr:has(a:text-is('flaky')) td").nth(2).textContent()).trim();
     await page.waitForSelector("#live:not([hidden])", { timeout: 10000 });
     await shoot(page, "overview");
 

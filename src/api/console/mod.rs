@@ -198,6 +198,7 @@ struct HookView {
     retrying: u64,
     dead: u64,
     delivered: u64,
+    failures_in_a_row: u64,
     last: String,
     last_ok: bool,
     next_retry: Option<String>,
@@ -264,6 +265,7 @@ async fn overview(
                     retrying: h.retrying,
                     dead: h.dead,
                     delivered: h.delivered,
+                    failures_in_a_row: h.failures_in_a_row,
                     last,
                     last_ok,
                     next_retry: h.next_retry.map(|t| {
