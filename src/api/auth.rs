@@ -42,7 +42,9 @@ pub(super) async fn require_token(State(api): State<Api>, req: Request, next: Ne
             .is_some_and(|g| token.keys().any(|t| same(g.as_bytes(), t.as_bytes())));
         let by_session =
             super::console::session_of(req.headers()).is_some_and(|s| api.console.valid(&s));
-        if by_header || by_session || path == "/ui/login" || path == "/ui/console.css" {
+        // The login page and its static assets (no data in them) are open to all.
+        let open = matches!(path, "/ui/login" | "/ui/console.css" | "/ui/console.js");
+        if by_header || by_session || open {
             return next.run(req).await;
         }
         if req.method() == axum::http::Method::GET {

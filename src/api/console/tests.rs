@@ -57,6 +57,22 @@ fn the_console_needs_the_token_or_a_login_and_escapes_what_it_shows() {
         assert_eq!(headers["location"], "/ui/login");
         let (status, page, _) = html(&anon, "/ui/deliveries").await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+        for asset in ["/ui/console.css", "/ui/console.js"] {
+            let (status, _, headers) = html(&anon, asset).await;
+            assert_eq!(status, StatusCode::OK, "{asset}");
+            assert!(
+                !headers["content-type"]
+                    .to_str()
+                    .unwrap_or("")
+                    .contains("html")
+            );
+        }
+        let (status, _, _) = html(&anon, "/ui/events").await;
+        assert_eq!(
+            status,
+            StatusCode::SEE_OTHER,
+            "the live updates need a login"
+        );
         let (status, page, _) = html(&anon, "/ui/login").await;
         assert_eq!(status, StatusCode::OK);
         assert!(
