@@ -145,18 +145,7 @@ pub(super) async fn retry(
     let run = async {
         let (filter, _) = filter_of(q)?;
         let filter = filter.for_retry().map_err(bad)?;
-        let _one_at_a_time = api.mutate.lock().await;
-        let max = api.settings.borrow().max_queue_bytes;
-        let now = Timestamp::now();
-        let n = api
-            .blocking(move |s| s.retry_matching(&filter, Some(max), now))
-            .await?;
-        let view = api.view.borrow().clone();
-        for hook in &n.hooks {
-            if let Some(w) = view.wakes.get(hook) {
-                w.notify_one();
-            }
-        }
+        let n = api.retry_matching(filter).await?;
         Ok::<_, Problem>(
             axum::Json(RetryOut {
                 matched: n.matched,

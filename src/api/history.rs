@@ -239,7 +239,7 @@ pub(super) fn delivery_out(r: &DeliveryRow) -> DeliveryOut {
 }
 
 /// The API id of a hook's run-time name (`api-7` → `7`; a config hook's is its name).
-fn api_id(name: &str) -> String {
+pub(super) fn api_id(name: &str) -> String {
     if crate::config::is_api_hook_name(name) {
         name.trim_start_matches("api-").to_string()
     } else {

@@ -392,7 +392,7 @@ pub(super) async fn publish(
         let ids = api
             .blocking(move |s| s.commit_events(&[planned], now))
             .await?;
-        wake(&view, &hooks);
+        api.wake(&hooks);
         tracing::info!(event = %crate::telemetry::escape(&event), deliveries = ids.len(), "event published through the API");
         Ok::<_, Problem>(
             axum::Json(PublishedOut {
@@ -435,21 +435,13 @@ pub(super) async fn ping(State(api): State<Api>, Path(id): Path<String>) -> Resp
         let ids = api
             .blocking(move |s| s.commit_events(&[event], now))
             .await?;
-        wake(&view, &[name]);
+        api.wake(&[name]);
         Ok(axum::Json(QueuedOut {
             delivery: ids.into_iter().next().unwrap_or_default(),
         })
         .into_response())
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
-}
-
-fn wake(view: &super::HookView, hooks: &[String]) {
-    for h in hooks {
-        if let Some(w) = view.wakes.get(h) {
-            w.notify_one();
-        }
-    }
 }
 
 async fn api_hook_out(api: &Api, h: &ApiHook) -> Result<HookOut, Problem> {

@@ -529,13 +529,7 @@ struct HealthOut {
     responses((status = 200, description = "The metrics", body = String, content_type = "application/openmetrics-text"),
         (status = 401, description = "No token or a wrong one", body = ErrorOut)))]
 async fn metrics(axum::extract::State(api): axum::extract::State<Api>) -> Response {
-    let hooks: Vec<String> = api
-        .view
-        .borrow()
-        .hooks
-        .iter()
-        .map(|h| h.name.clone())
-        .collect();
+    let hooks = api.hook_names();
     let queues = api
         .blocking(move |s| {
             let now = crate::model::Timestamp::now();
@@ -569,6 +563,43 @@ async fn metrics(axum::extract::State(api): axum::extract::State<Api>) -> Respon
 }
 
 impl Api {
+    /// The names of the hooks that run now (the config's, then the API's).
+    pub(crate) fn hook_names(&self) -> Vec<String> {
+        self.view
+            .borrow()
+            .hooks
+            .iter()
+            .map(|h| h.name.clone())
+            .collect()
+    }
+
+    /// Wakes the workers of `hooks`: something of theirs is due now.
+    pub(crate) fn wake(&self, hooks: &[String]) {
+        let view = self.view.borrow();
+        for h in hooks {
+            if let Some(w) = view.wakes.get(h) {
+                w.notify_one();
+            }
+        }
+    }
+
+    /// Retries every delivery `filter` matches (`Store::retry_matching`, within
+    /// `max_queue_bytes`, one change at a time) and wakes the hooks that got something:
+    /// for `POST /api/deliveries/retry` and the console's form alike.
+    pub(crate) async fn retry_matching(
+        &self,
+        filter: crate::store::query::DeliveryFilter,
+    ) -> Result<crate::store::query::RetryCount, Problem> {
+        let _one_at_a_time = self.mutate.lock().await;
+        let max = self.settings.borrow().max_queue_bytes;
+        let now = crate::model::Timestamp::now();
+        let n = self
+            .blocking(move |s| s.retry_matching(&filter, Some(max), now))
+            .await?;
+        self.wake(&n.hooks);
+        Ok(n)
+    }
+
     /// Runs a store call off the async threads.
     async fn blocking<T: Send + 'static>(
         &self,

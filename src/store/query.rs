@@ -159,9 +159,7 @@ impl Store {
         for r in rows.iter().rev() {
             let sent = if r.state == super::DeliveryState::Dead {
                 if let Some(max) = max_queue_bytes {
-                    let size = self
-                        .delivery_detail(&r.id)?
-                        .map_or(0, |d| d.body.len() as u64);
+                    let size = self.body_len(&r.id)?;
                     if self.queued_bytes(&r.hook)?.saturating_add(size) > max {
                         count.refused += 1;
                         continue;
@@ -220,6 +218,21 @@ impl Store {
             )
             .optional()
             .map_err(q("read a deployment's payload"))
+        })
+    }
+
+    /// The size of a delivery's body, without reading it (or its attempts).
+    fn body_len(&self, id: &str) -> Result<u64, StoreError> {
+        self.with_conn(|c| {
+            c.query_row(
+                "SELECT COALESCE(length(COALESCE(b.body, d.body)), 0)
+                 FROM deliveries d LEFT JOIN bodies b ON b.hash = d.body_hash WHERE d.id = ?1",
+                [id],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|n| n.unwrap_or(0).unsigned_abs())
+            .map_err(q("read a body's size"))
         })
     }
 

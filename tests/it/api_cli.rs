@@ -9,19 +9,6 @@ use crate::support::daemon::Daemon;
 use crate::support::env::TestEnv;
 use crate::support::receiver::Receiver;
 
-fn cli(env: &TestEnv, d: &Daemon<'_>, args: &[&str]) -> (bool, String) {
-    let cfg = d.config.to_string_lossy().into_owned();
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--config", &cfg]);
-    let out = crate::support::daemon::run(env, &all);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[test]
 fn the_cli_adds_lists_publishes_to_and_removes_hooks_through_the_daemon() {
     let env = TestEnv::new();
@@ -47,17 +34,17 @@ fn the_cli_adds_lists_publishes_to_and_removes_hooks_through_the_daemon() {
         status.contains(&format!("api: listening on 127.0.0.1:{}", d.api_port())),
         "{status}"
     );
-    let (ok, text) = cli(&env, &d, &["hooks", "add", &rx.url, "--event", "Custom"]);
+    let (ok, text) = d.cli(&["hooks", "add", &rx.url, "--event", "Custom"]);
     assert!(ok, "{text}");
     assert!(text.starts_with("hook api-1: "), "{text}");
-    let (ok, again) = cli(&env, &d, &["hooks", "add", &rx.url, "--event", "custom"]);
+    let (ok, again) = d.cli(&["hooks", "add", &rx.url, "--event", "custom"]);
     assert!(
         ok && again.starts_with("hook api-1: "),
         "the same hook: {again}"
     );
-    let (ok, conflict) = cli(&env, &d, &["hooks", "add", &rx.url, "--event", "Else"]);
+    let (ok, conflict) = d.cli(&["hooks", "add", &rx.url, "--event", "Else"]);
     assert!(!ok && conflict.contains("registered already"), "{conflict}");
-    let (ok, list) = cli(&env, &d, &["hooks", "list"]);
+    let (ok, list) = d.cli(&["hooks", "list"]);
     assert!(ok, "{list}");
     assert!(list.contains("ops") && list.contains("(config)"), "{list}");
     assert!(
@@ -67,7 +54,7 @@ fn the_cli_adds_lists_publishes_to_and_removes_hooks_through_the_daemon() {
 
     std::fs::write(env.join("doc.json"), r#"{"from": "file"}"#).unwrap_or_else(|e| panic!("{e}"));
     let doc = env.join("doc.json").to_string_lossy().into_owned();
-    let (ok, text) = cli(&env, &d, &["publish", "Custom", &doc]);
+    let (ok, text) = d.cli(&["publish", "Custom", &doc]);
     assert!(ok && text.contains("1 delivery queued"), "{text}");
     eventually!(rx.requests().len() == 1, "published from a file");
     assert_eq!(rx.requests()[0].json(), json!({"from": "file"}));
@@ -86,11 +73,7 @@ fn the_cli_adds_lists_publishes_to_and_removes_hooks_through_the_daemon() {
     assert!(child.wait().is_ok_and(|s| s.success()));
     eventually!(rx.requests().len() == 2, "published from stdin");
     assert_eq!(rx.requests()[1].json(), json!({"from": "stdin"}));
-    let (ok, text) = cli(
-        &env,
-        &d,
-        &["publish", "Custom", &env.join("token").to_string_lossy()],
-    );
+    let (ok, text) = d.cli(&["publish", "Custom", &env.join("token").to_string_lossy()]);
     assert!(!ok && text.contains("not JSON"), "{text}");
 
     // A hook registered through the API is a hook like any other for the CLI.
@@ -100,7 +83,7 @@ fn the_cli_adds_lists_publishes_to_and_removes_hooks_through_the_daemon() {
         "status shows api-1: {}",
         d.status()
     );
-    let (ok, text) = cli(&env, &d, &["hooks", "test", "api-1"]);
+    let (ok, text) = d.cli(&["hooks", "test", "api-1"]);
     assert!(ok && text.contains("ping api-1"), "{text}");
     assert!(
         rx.requests()
@@ -108,36 +91,32 @@ fn the_cli_adds_lists_publishes_to_and_removes_hooks_through_the_daemon() {
             .any(|r| r.header("x-deployhook-event") == Some("ping")),
         "the ping arrived"
     );
-    let (ok, text) = cli(
-        &env,
-        &d,
-        &[
-            "deliveries",
-            "list",
-            "--hook",
-            "api-1",
-            "--event",
-            "custom",
-            "--outcome",
-            "delivered",
-            "--since",
-            "1h",
-        ],
-    );
+    let (ok, text) = d.cli(&[
+        "deliveries",
+        "list",
+        "--hook",
+        "api-1",
+        "--event",
+        "custom",
+        "--outcome",
+        "delivered",
+        "--since",
+        "1h",
+    ]);
     assert!(ok, "{text}");
     assert_eq!(
         text.matches(" api-1 ").count(),
         2,
         "the two published: {text}"
     );
-    let (ok, text) = cli(&env, &d, &["deliveries", "list", "--hook", "nosuch"]);
+    let (ok, text) = d.cli(&["deliveries", "list", "--hook", "nosuch"]);
     assert!(
         !ok && text.contains("no hook named nosuch (hooks: api-1, ops)"),
         "{text}"
     );
-    let (ok, text) = cli(&env, &d, &["hooks", "remove", "api-1"]);
+    let (ok, text) = d.cli(&["hooks", "remove", "api-1"]);
     assert!(ok && text.contains("hook api-1 removed"), "{text}");
-    let (ok, text) = cli(&env, &d, &["hooks", "remove", "ops"]);
+    let (ok, text) = d.cli(&["hooks", "remove", "ops"]);
     assert!(!ok && text.contains("config file"), "{text}");
 }
 

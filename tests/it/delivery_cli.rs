@@ -8,21 +8,6 @@ use crate::support::deploy::{Site, shop_config};
 use crate::support::env::TestEnv;
 use crate::support::receiver::Receiver;
 
-fn cli(env: &TestEnv, d: &Daemon<'_>, args: &[&str]) -> (bool, String) {
-    let mut all: Vec<&str> = args.to_vec();
-    let config = d.config.to_string_lossy().into_owned();
-    all.extend(["--config", &config]);
-    let o = run(env, &all);
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
-}
-
 #[test]
 fn retrying_every_dead_delivery_of_a_hook_sends_them_again_and_keeps_their_history() {
     let env = TestEnv::new();
@@ -47,38 +32,24 @@ fn retrying_every_dead_delivery_of_a_hook_sends_them_again_and_keeps_their_histo
         );
     }
     eventually!(rx.requests().len() == 4, "four failed attempts");
-    let dead = || {
-        cli(
-            &env,
-            &d,
-            &["deliveries", "list", "--hook", "ops", "--outcome", "dead"],
-        )
-    };
+    let dead = || d.cli(&["deliveries", "list", "--hook", "ops", "--outcome", "dead"]);
     eventually!(
         dead().1.matches(" dead ").count() == 2,
         "two dead: {}",
         dead().1
     );
-    let (ok, by_status) = cli(
-        &env,
-        &d,
-        &[
-            "deliveries",
-            "list",
-            "--http-status",
-            "503",
-            "--since",
-            "1h",
-        ],
-    );
+    let (ok, by_status) = d.cli(&[
+        "deliveries",
+        "list",
+        "--http-status",
+        "503",
+        "--since",
+        "1h",
+    ]);
     assert!(ok && by_status.matches(" ops ").count() == 2, "{by_status}");
     assert!(!by_status.contains(" other "), "{by_status}");
 
-    let (ok, text) = cli(
-        &env,
-        &d,
-        &["deliveries", "retry", "--outcome", "dead", "--hook", "ops"],
-    );
+    let (ok, text) = d.cli(&["deliveries", "retry", "--outcome", "dead", "--hook", "ops"]);
     assert!(
         ok && text.contains("2 deliveries matched: 0 made due now, 2 dead queued again"),
         "{text}"
@@ -104,25 +75,21 @@ fn retrying_every_dead_delivery_of_a_hook_sends_them_again_and_keeps_their_histo
     );
     // The dead ones stay in the history; the new ones are delivered.
     assert_eq!(dead().1.matches(" dead ").count(), 2, "{}", dead().1);
-    let (_, delivered) = cli(
-        &env,
-        &d,
-        &[
-            "deliveries",
-            "list",
-            "--hook",
-            "ops",
-            "--outcome",
-            "delivered",
-        ],
-    );
+    let (_, delivered) = d.cli(&[
+        "deliveries",
+        "list",
+        "--hook",
+        "ops",
+        "--outcome",
+        "delivered",
+    ]);
     assert_eq!(delivered.matches(" delivered ").count(), 2, "{delivered}");
     // Only failures are retried; a hook nobody knows is an error.
-    let (ok, text) = cli(&env, &d, &["deliveries", "retry", "--outcome", "delivered"]);
+    let (ok, text) = d.cli(&["deliveries", "retry", "--outcome", "delivered"]);
     assert!(!ok && text.contains("not delivered ones"), "{text}");
-    let (ok, text) = cli(&env, &d, &["deliveries", "retry", "--hook", "nosuch"]);
+    let (ok, text) = d.cli(&["deliveries", "retry", "--hook", "nosuch"]);
     assert!(!ok && text.contains("no hook named nosuch"), "{text}");
-    let (ok, text) = cli(&env, &d, &["deliveries", "list", "--since", "soon"]);
+    let (ok, text) = d.cli(&["deliveries", "list", "--since", "soon"]);
     assert!(!ok && text.contains("is not a duration"), "{text}");
 }
 

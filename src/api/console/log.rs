@@ -87,13 +87,7 @@ pub(super) async fn deliveries(
         Ok(r) => r,
         Err(p) => return problem_page(&api, &headers, &p),
     };
-    let hooks: Vec<String> = api
-        .view
-        .borrow()
-        .hooks
-        .iter()
-        .map(|h| h.name.clone())
-        .collect();
+    let hooks = api.hook_names();
     page(
         StatusCode::OK,
         "deliveries.html",
@@ -218,22 +212,10 @@ pub(super) async fn retry(
         Ok(f) => f,
         Err(p) => return problem_page(&api, &headers, &p),
     };
-    let _one_at_a_time = api.mutate.lock().await;
-    let max = api.settings.borrow().max_queue_bytes;
-    let now = Timestamp::now();
-    let n = match api
-        .blocking(move |s| s.retry_matching(&filter, Some(max), now))
-        .await
-    {
+    let n = match api.retry_matching(filter).await {
         Ok(n) => n,
         Err(p) => return problem_page(&api, &headers, &p),
     };
-    let view = api.view.borrow().clone();
-    for hook in &n.hooks {
-        if let Some(w) = view.wakes.get(hook) {
-            w.notify_one();
-        }
-    }
     Redirect::to(&format!(
         "/ui/deliveries?{}&retried={}",
         form.q.to_query(),

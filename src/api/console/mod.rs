@@ -79,6 +79,10 @@ async fn asset(body: &'static str, kind: &'static str) -> Response {
         .into_response()
 }
 
+/// The templates, parsed once (on the first page asked for, not at start-up).
+static TEMPLATES: std::sync::LazyLock<minijinja::Environment<'static>> =
+    std::sync::LazyLock::new(templates);
+
 fn templates() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.add_filter("first_line", |s: String| {
@@ -109,8 +113,7 @@ pub(super) fn v<T: Serialize + ?Sized>(t: &T) -> minijinja::Value {
 
 /// A rendered page with the console's headers.
 pub(super) fn page(status: StatusCode, name: &str, context: minijinja::Value) -> Response {
-    let env = templates();
-    let html = env
+    let html = TEMPLATES
         .get_template(name)
         .and_then(|t| t.render(context))
         .unwrap_or_else(|e| {
@@ -216,13 +219,7 @@ async fn overview(
     q: Result<Query<OverviewQuery>, QueryRejection>,
 ) -> Response {
     let Query(q) = q.unwrap_or_default();
-    let hooks: Vec<String> = api
-        .view
-        .borrow()
-        .hooks
-        .iter()
-        .map(|h| h.name.clone())
-        .collect();
+    let hooks = api.hook_names();
     let site = q.site.clone().filter(|s| !s.is_empty());
     let read = api
         .blocking(move |s| {
@@ -400,11 +397,6 @@ async fn deployment(
     )
 }
 
-/// A hook's API id from its run-time name (`api-7` → `7`).
-fn api_id(name: &str) -> String {
-    name.strip_prefix("api-").unwrap_or(name).to_string()
-}
-
 async fn ping(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -414,7 +406,7 @@ async fn ping(
     if let Err(p) = check_form(&api, &headers, &form) {
         return problem_page(&api, &headers, &p);
     }
-    let resp = super::hooks::ping(State(api.clone()), Path(api_id(&name))).await;
+    let resp = super::hooks::ping(State(api.clone()), Path(super::history::api_id(&name))).await;
     if !resp.status().is_success() {
         let p = Problem::new(resp.status(), "No such hook runs now.");
         return problem_page(&api, &headers, &p);
@@ -435,9 +427,7 @@ async fn enable(
     if let Err(p) = api.blocking(move |s| s.enable_hook(&hook)).await {
         return problem_page(&api, &headers, &p);
     }
-    if let Some(w) = api.view.borrow().wakes.get(&name) {
-        w.notify_one();
-    }
+    api.wake(std::slice::from_ref(&name));
     Redirect::to("/").into_response()
 }
 

@@ -181,6 +181,21 @@ impl<'a> Daemon<'a> {
             .unwrap_or(0.0)
     }
 
+    /// Runs a command of the CLI with this daemon's config: whether it succeeded, and
+    /// everything it printed (stdout, then stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let cfg = self.config.to_string_lossy().into_owned();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", &cfg]);
+        let out = run(self.env, &all);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     /// What `deployhook status` prints about the running daemon (stdout and stderr).
     pub fn status(&self) -> String {
         let o = run(
