@@ -103,6 +103,27 @@ pub enum Command {
     },
     /// List, inspect and redeliver deliveries.
     Deliveries(DeliveriesCmd),
+    /// The five DORA keys of each site over a window, from the outbox: deployment
+    /// frequency, lead time for changes, change failure rate, failed deployment recovery
+    /// time and deployment rework rate.
+    ///
+    /// Reads the outbox directly (read-only), whether or not the daemon runs.
+    Dora {
+        /// Only this site (a `[[site]]` name).
+        #[arg(long)]
+        site: Option<String>,
+        /// The window's start: a span back from now (`30d`, `12h`) or an RFC 3339 time.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// The window's end: a span back from now or an RFC 3339 time (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Print the API's JSON (`GET /api/dora`) instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Send a JSON document to every hook of an event type, through the running
     /// daemon's API (needs `[api]`), durably like any other event.
     Publish {
@@ -211,6 +232,7 @@ impl Command {
             | Command::Publish { config, .. }
             | Command::Mark { config, .. }
             | Command::Wrap { config, .. }
+            | Command::Dora { config, .. }
             | Command::Deliveries(DeliveriesCmd { config, .. })
             | Command::Hooks(HooksCmd { config, .. }) => config.config.clone(),
             Command::Demo

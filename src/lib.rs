@@ -150,6 +150,20 @@ pub fn run(cli: Cli) -> u8 {
                 }
             })
         }
+        Command::Dora {
+            site,
+            since,
+            until,
+            json,
+            ..
+        } => admin_result(cmd::dora::run(
+            &config,
+            site.as_deref(),
+            Some(&since),
+            until.as_deref(),
+            json,
+            &mut std::io::stdout(),
+        )),
         Command::Publish { event, file, .. } => {
             let out = &mut std::io::stdout();
             admin_result(admin::load(&config).and_then(|c| {

@@ -54,6 +54,31 @@ pub struct Metrics {
     reloads: Counter,
     reload_failures: Counter,
     relay_skipped: Family<SourceLabel, Counter>,
+    dora: Dora,
+    /// Held while the outbox's figures are set and encoded (two scrapes at once would
+    /// each clear and fill them).
+    scrape: std::sync::Mutex<()>,
+}
+
+/// DORA's figures over all of history, set from the outbox at scrape time
+/// (`store::dora`): the history is never pruned, so they only grow, as counters must.
+struct Dora {
+    deployments: Family<SiteOutcome, Counter>,
+    rolled_back: Family<SiteLabel, Counter>,
+    rework: Family<SiteLabel, Counter>,
+    lead_time: Family<SiteLabel, Histogram, fn() -> Histogram>,
+    recovery: Family<SiteLabel, Histogram, fn() -> Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteOutcome {
+    site: String,
+    outcome: String,
+}
+
+fn days_histogram() -> Histogram {
+    // 1 minute … ~180 days.
+    Histogram::new(exponential_buckets(60.0, 4.0, 10))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,8 +119,41 @@ impl Metrics {
             reloads: Counter::default(),
             reload_failures: Counter::default(),
             relay_skipped: Family::default(),
+            dora: Dora {
+                deployments: Family::default(),
+                rolled_back: Family::default(),
+                rework: Family::default(),
+                lead_time: Family::new_with_constructor(days_histogram as fn() -> Histogram),
+                recovery: Family::new_with_constructor(days_histogram as fn() -> Histogram),
+            },
+            scrape: std::sync::Mutex::new(()),
             registry: Registry::default(),
         };
+        registry.register(
+            "dora_deployments",
+            "Finished deployments in the outbox's history, by site and outcome (success, failed)",
+            m.dora.deployments.clone(),
+        );
+        registry.register(
+            "dora_rolled_back",
+            "Successful deployments a later rollback undid, by site",
+            m.dora.rolled_back.clone(),
+        );
+        registry.register(
+            "dora_rework",
+            "Deployments made to recover from a failed change (rollbacks included), by site",
+            m.dora.rework.clone(),
+        );
+        registry.register(
+            "lead_time_seconds",
+            "Lead time for changes: each commit's author time to the end of the first successful deployment that shipped it, by site",
+            m.dora.lead_time.clone(),
+        );
+        registry.register(
+            "recovery_seconds",
+            "Failed deployment recovery time: a failure or rollback to the next success, by site",
+            m.dora.recovery.clone(),
+        );
         registry.register(
             "deployments",
             "Deployment transitions committed, by site and the status reached",
@@ -259,6 +317,44 @@ impl Metrics {
                 .set(i64::try_from(*waiting).unwrap_or(i64::MAX));
             self.oldest_pending.get_or_create(&l).set(*age);
         }
+    }
+
+    /// The text exposition format, with each hook's queue and DORA's figures of every
+    /// site (over all of history) as read from the outbox now.
+    pub fn encode_with(
+        &self,
+        queues: &[(String, u64, f64)],
+        dora: &std::collections::BTreeMap<String, crate::store::dora::Samples>,
+    ) -> String {
+        let _one = self
+            .scrape
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.set_queue(queues);
+        let d = &self.dora;
+        d.deployments.clear();
+        d.rolled_back.clear();
+        d.rework.clear();
+        d.lead_time.clear();
+        d.recovery.clear();
+        for (site, s) in dora {
+            let l = SiteLabel { site: site.clone() };
+            for (outcome, n) in [("success", s.successful), ("failed", s.failed)] {
+                d.deployments
+                    .get_or_create(&SiteOutcome {
+                        site: site.clone(),
+                        outcome: outcome.to_string(),
+                    })
+                    .inc_by(n);
+            }
+            d.rolled_back.get_or_create(&l).inc_by(s.rolled_back);
+            d.rework.get_or_create(&l).inc_by(s.rework);
+            let lead = d.lead_time.get_or_create(&l);
+            s.lead_times.iter().for_each(|v| lead.observe(*v));
+            let rec = d.recovery.get_or_create(&l);
+            s.recoveries.iter().for_each(|v| rec.observe(*v));
+        }
+        self.encode()
     }
 
     /// The text exposition format.

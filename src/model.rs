@@ -185,15 +185,19 @@ pub struct CommitSummary {
 }
 
 /// The commits between the previous live release and this one, newest first: at most
-/// `MAX_COMMITS`, `truncated` when there were more.
+/// `MAX_COMMITS`, `truncated` when there were more. `shipped` is every commit of the
+/// range (at most `MAX_SHIPPED`) with its author time, for the lead time of changes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CommitRange {
     pub commits: Vec<CommitSummary>,
     pub truncated: bool,
+    pub shipped: Vec<(String, Timestamp)>,
 }
 
 /// How many commits a payload lists.
 pub const MAX_COMMITS: usize = 20;
+/// How many commits of one deployment are recorded for the lead time of changes.
+pub const MAX_SHIPPED: usize = 1000;
 
 /// What the commit of a deployment says, read from the site's git repository.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +205,7 @@ pub struct CommitInfo {
     pub author: String,
     pub email: String,
     pub message: String,
+    /// The author's time (when the change was written; `git log --format=%at`).
     pub time: Timestamp,
 }
 

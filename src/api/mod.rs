@@ -12,6 +12,7 @@ mod auth;
 mod chains;
 mod console;
 mod deliveries;
+mod dora;
 mod history;
 mod hooks;
 mod serve;
@@ -352,6 +353,7 @@ fn documented() -> OpenApiRouter<Api> {
         .routes(routes!(history::hook_deliveries))
         .routes(routes!(deliveries::list))
         .routes(routes!(deliveries::retry))
+        .routes(routes!(dora::get))
         .routes(routes!(history::deployments))
         .routes(routes!(history::deployment))
         .routes(routes!(history::delivery))
@@ -530,10 +532,10 @@ struct HealthOut {
         (status = 401, description = "No token or a wrong one", body = ErrorOut)))]
 async fn metrics(axum::extract::State(api): axum::extract::State<Api>) -> Response {
     let hooks = api.hook_names();
-    let queues = api
+    let read = api
         .blocking(move |s| {
             let now = crate::model::Timestamp::now();
-            hooks
+            let queues = hooks
                 .into_iter()
                 .map(|h| {
                     let sum = s.hook_summary(&h)?;
@@ -542,22 +544,23 @@ async fn metrics(axum::extract::State(api): axum::extract::State<Api>) -> Respon
                         .map_or(0.0, |t| now.since(t).as_secs_f64());
                     Ok((h, sum.pending, age))
                 })
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<Result<Vec<_>, _>>()?;
+            let dora = crate::store::dora::samples(
+                &s.dora_history(None)?,
+                crate::store::dora::Window::ALL,
+            );
+            Ok((queues, dora))
         })
         .await;
-    match queues {
-        Ok(q) => {
-            let m = crate::metrics::get();
-            m.set_queue(&q);
-            (
-                [(
-                    axum::http::header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )],
-                m.encode(),
-            )
-                .into_response()
-        }
+    match read {
+        Ok((queues, dora)) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            crate::metrics::get().encode_with(&queues, &dora),
+        )
+            .into_response(),
         Err(p) => p.into_response(),
     }
 }

@@ -10,6 +10,7 @@ pub mod check;
 pub mod client;
 pub mod deliveries;
 pub mod demo;
+pub mod dora;
 pub mod listen;
 pub mod man;
 pub mod mark;

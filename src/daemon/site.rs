@@ -356,6 +356,32 @@ fn commit_ranges(
     ranges
 }
 
+/// The commits each deployment that succeeds in `transitions` shipped, with their author
+/// times (DORA's lead time): its range when known, else its own commit.
+fn shipped_commits(
+    reader: &Reader,
+    snap: &crate::snapshot::Snapshot,
+    transitions: &[infer::model::Transition],
+    ranges: &std::collections::BTreeMap<u64, crate::model::CommitRange>,
+) -> std::collections::BTreeMap<u64, Vec<(String, Timestamp)>> {
+    let mut shipped = std::collections::BTreeMap::new();
+    for t in transitions
+        .iter()
+        .filter(|t| t.to == crate::model::Status::Success)
+    {
+        let d = &t.deployment;
+        let commits = match ranges.get(&d.serial) {
+            Some(r) => r.shipped.clone(),
+            None => reader
+                .commit_authored(snap, &d.id)
+                .map(|at| vec![(d.id.clone(), at)])
+                .unwrap_or_default(),
+        };
+        shipped.insert(d.serial, commits);
+    }
+    shipped
+}
+
 /// What a read routes its events by.
 struct Routing {
     hooks: Arc<Vec<HookConfig>>,
@@ -390,6 +416,7 @@ fn read_infer_commit(
     crate::metrics::get().site_read(&name);
     let committed = if inference.state != *prev || !inference.transitions.is_empty() {
         let commits = commit_ranges(reader, &snap, &inference.transitions);
+        let shipped = shipped_commits(reader, &snap, &inference.transitions, &commits);
         let cx = events::Context {
             site: &name,
             host_name: &routing.host,
@@ -408,6 +435,7 @@ fn read_infer_commit(
                 &name,
                 &inference.state,
                 &inference.transitions,
+                &shipped,
                 &events,
                 now,
             )

@@ -216,6 +216,7 @@ impl Relayed {
                 .get("commitsTruncated")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            shipped: Vec::new(),
         })
     }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{ErrorCode, Oid, Repository, RepositoryOpenFlags};
 
-use crate::model::{CommitInfo, CommitRange, CommitSummary, MAX_COMMITS, Timestamp};
+use crate::model::{CommitInfo, CommitRange, CommitSummary, MAX_COMMITS, MAX_SHIPPED, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -92,7 +92,8 @@ const MAX_WALK: usize = 10_000;
 const MAX_LINE: usize = 200;
 
 /// The commits reachable from `to` but not from `from` (`git log from..to`), newest
-/// first, at most `MAX_COMMITS`, from the first repository of `repos` that holds both.
+/// first, at most `MAX_COMMITS` listed and `MAX_SHIPPED` recorded with their author
+/// times, from the first repository of `repos` that holds both.
 /// `None` when no repository holds both, or the walk gives up.
 pub fn commits_between(repos: &[PathBuf], from: &str, to: &str) -> Option<CommitRange> {
     let (from, to) = (Oid::from_str(from).ok()?, Oid::from_str(to).ok()?);
@@ -108,6 +109,16 @@ pub fn commits_between(repos: &[PathBuf], from: &str, to: &str) -> Option<Commit
     None
 }
 
+/// The author time of commit `sha`, from the first repository of `repos` that holds it.
+pub fn authored(repos: &[PathBuf], sha: &str) -> Option<Timestamp> {
+    let oid = Oid::from_str(sha).ok()?;
+    repos.iter().find_map(|path| {
+        let repo = open(path).ok()?;
+        let c = repo.find_commit(oid).ok()?;
+        Some(Timestamp::from_unix_seconds(c.author().when().seconds()))
+    })
+}
+
 fn walk(repo: &Repository, from: Oid, to: Oid) -> Result<Option<CommitRange>, git2::Error> {
     use crate::model::{cap_text, caps};
     let mut revwalk = repo.revwalk()?;
@@ -119,11 +130,18 @@ fn walk(repo: &Repository, from: Oid, to: Oid) -> Result<Option<CommitRange>, gi
         if n >= MAX_WALK {
             return Ok(None);
         }
-        if range.commits.len() == MAX_COMMITS {
-            range.truncated = true;
+        if range.shipped.len() == MAX_SHIPPED {
             break;
         }
         let c = repo.find_commit(oid?)?;
+        range.shipped.push((
+            c.id().to_string(),
+            Timestamp::from_unix_seconds(c.author().when().seconds()),
+        ));
+        if range.commits.len() == MAX_COMMITS {
+            range.truncated = true;
+            continue;
+        }
         // Only the head of a field is decoded: a commit can hold megabytes.
         let head = |b: &[u8], max: usize| {
             let b = &b[..b.len().min(max * 4)];
@@ -333,6 +351,6 @@ fn commit_info(c: &git2::Commit<'_>) -> CommitInfo {
         message: lossy(c.message_bytes(), caps::MESSAGE)
             .trim_end()
             .to_string(),
-        time: Timestamp::from_unix_seconds(c.time().seconds()),
+        time: Timestamp::from_unix_seconds(sig.when().seconds()),
     }
 }

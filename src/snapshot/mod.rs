@@ -333,6 +333,13 @@ impl Reader {
         range
     }
 
+    /// The author time of commit `sha`, when a repository of the site holds it.
+    pub fn commit_authored(&self, snap: &Snapshot, sha: &str) -> Option<Timestamp> {
+        let full = sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+        full.then(|| git::authored(&self.repos(snap), sha))
+            .flatten()
+    }
+
     /// Reads a snapshot of the site. What a site holds (odd files, garbage) becomes
     /// data or warnings; an error other than "not found" reading any part (a glitch:
     /// permissions, too many open files, an I/O error) fails the whole read.

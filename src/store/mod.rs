@@ -9,6 +9,7 @@
 
 pub mod api_hooks;
 pub mod chains;
+pub mod dora;
 pub mod github;
 pub mod query;
 pub mod relay;
@@ -360,13 +361,15 @@ impl Store {
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
-    /// Commits a site's new state, its transitions and their events and deliveries in
-    /// one transaction. Returns the ids of the deliveries created.
+    /// Commits a site's new state, its transitions (with the commits each success
+    /// shipped, for DORA) and their events and deliveries in one transaction. Returns the
+    /// ids of the deliveries created.
     pub fn commit_inference(
         &self,
         site: &str,
         state: &SiteState,
         transitions: &[Transition],
+        shipped: &std::collections::BTreeMap<u64, Vec<(String, Timestamp)>>,
         events: &[NewEvent],
         now: Timestamp,
     ) -> Result<Vec<String>, StoreError> {
@@ -390,6 +393,11 @@ impl Store {
                 params![site, d.serial as i64, d.id, d.release, t.to.as_str(), data, now.0],
             )
             .map_err(q("write deployment"))?;
+            if t.to == Status::Success
+                && let Some(commits) = shipped.get(&d.serial)
+            {
+                dora::write_shipped(&tx, site, d.serial, commits)?;
+            }
         }
         let ids = insert_events(&tx, events, now)?;
         tx.commit().map_err(q("commit transaction"))?;

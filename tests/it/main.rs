@@ -20,6 +20,7 @@ mod delivery_cli;
 mod delivery_http;
 mod demo;
 mod docs;
+mod dora;
 mod formats;
 mod git_layout;
 mod github;

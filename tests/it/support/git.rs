@@ -5,6 +5,11 @@ use std::process::Command;
 
 /// Runs git in `dir` hermetically; panics with its stderr on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
+    git_env(dir, args, &[])
+}
+
+/// `git` with more environment (a commit's own author date).
+fn git_env(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> String {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -21,6 +26,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_NAME", "CI Bot")
         .env("GIT_COMMITTER_EMAIL", "ci@example.com")
         .env("GIT_COMMITTER_DATE", "2026-11-20T09:00:00Z")
+        .envs(vars.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cannot run git (install git): {e}"));
     assert!(
@@ -44,5 +50,25 @@ pub fn commit(dir: &Path, file: &str, content: &str, message: &str) -> String {
     std::fs::write(dir.join(file), content).unwrap_or_else(|e| panic!("{e}"));
     git(dir, &["add", "."]);
     git(dir, &["commit", "-q", "-m", message]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// Commits `file` with `content`, written by its author at `unix_seconds`; returns the
+/// new SHA.
+pub fn commit_at(
+    dir: &Path,
+    file: &str,
+    content: &str,
+    message: &str,
+    unix_seconds: i64,
+) -> String {
+    std::fs::write(dir.join(file), content).unwrap_or_else(|e| panic!("{e}"));
+    git(dir, &["add", "."]);
+    let date = format!("@{unix_seconds} +0000");
+    git_env(
+        dir,
+        &["commit", "-q", "-m", message],
+        &[("GIT_AUTHOR_DATE", &date), ("GIT_COMMITTER_DATE", &date)],
+    );
     git(dir, &["rev-parse", "HEAD"])
 }
