@@ -22,4 +22,6 @@ pub struct HookView {
     pub chains: Arc<Vec<crate::config::ChainConfig>>,
     /// `public_url`, the base of chain callback URLs.
     pub callback_base: Option<String>,
+    /// `daemon.host_name` (operational events say which host's hook it is).
+    pub host_name: String,
 }

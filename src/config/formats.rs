@@ -70,8 +70,10 @@ const TEMPLATE_FUEL: u64 = 100_000;
 pub const MAX_TEMPLATE_OUTPUT: usize = 1024 * 1024;
 
 /// What a template may name: the kudu object's keys, and `hook`, `site`, `payload` (the
-/// whole object), plus minijinja's own globals. `events::template` builds exactly this.
-pub const TEMPLATE_VARIABLES: [&str; 29] = [
+/// whole object), the keys of an operational event's object (`HookFailing` …: `hookName`
+/// to `time`), plus minijinja's own globals. `events::template` builds exactly this: a
+/// key an event's object leaves out is null.
+pub const TEMPLATE_VARIABLES: [&str; 37] = [
     "id",
     "status",
     "statusText",
@@ -101,6 +103,14 @@ pub const TEMPLATE_VARIABLES: [&str; 29] = [
     "hook",
     "site",
     "payload",
+    "hookName",
+    "failuresInARow",
+    "lastStatus",
+    "lastError",
+    "deliveryId",
+    "deliveryEvent",
+    "reason",
+    "time",
 ];
 
 const TEMPLATE_GLOBALS: [&str; 4] = ["range", "dict", "namespace", "debug"];

@@ -96,6 +96,24 @@ pub(super) fn validate_hook(
     let timeout = c.duration(&h.timeout, &key("timeout"), Duration::from_secs(10));
     let retry = retry_of(c, h, &key);
     let headers = headers_of(c, h, &key, &url);
+    let failing_after = match &h.failing_after {
+        None => DEFAULT_FAILING_AFTER,
+        Some(n) => match u32::try_from(*n.get_ref()) {
+            Ok(n @ 1..=1000) => n,
+            _ => {
+                c.at(
+                    n.span(),
+                    &key("failing_after"),
+                    "must be 1 to 1000 attempts",
+                );
+                DEFAULT_FAILING_AFTER
+            }
+        },
+    };
+    let disable_after = h
+        .disable_after
+        .as_ref()
+        .map(|d| c.duration(&Some(d.clone()), &key("disable_after"), Duration::MAX));
     HookConfig {
         name,
         url,
@@ -116,6 +134,8 @@ pub(super) fn validate_hook(
         retry,
         headers,
         public_only: false,
+        failing_after,
+        disable_after,
     }
 }
 

@@ -125,7 +125,8 @@ pub struct RawHook {
     /// Absolute `http://` or `https://` URL (`user:pass@` is sent as Basic auth), or
     /// `nats://` / `tls://` for NATS JetStream.
     pub url: Spanned<String>,
-    /// Event types. Default `["PostDeployment"]`; also `StatusChanged`.
+    /// Event types. Default `["PostDeployment"]`; also `StatusChanged`, and the
+    /// operational events `HookFailing`, `HookRecovered`, `HookDisabled`, `DeliveryDead`.
     pub events: Option<Spanned<Vec<String>>>,
     /// Site names this hook wants. Default: all sites.
     pub sites: Option<Spanned<Vec<String>>>,
@@ -167,4 +168,10 @@ pub struct RawHook {
     pub retry: Option<Spanned<Vec<String>>>,
     /// Extra request headers.
     pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    /// After this many failed attempts in a row, a `HookFailing` event goes to the other
+    /// hooks that want it (once, until a 2xx: then `HookRecovered`). Default 5.
+    pub failing_after: Option<Spanned<i64>>,
+    /// Disable the hook (as a 410 does, with a `HookDisabled` event) once it has failed
+    /// without a 2xx for this long, e.g. `"3d"`. Default: never.
+    pub disable_after: Option<Spanned<String>>,
 }

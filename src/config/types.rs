@@ -218,6 +218,10 @@ pub struct HookConfig {
     /// Refuse to connect to loopback, private and link-local addresses (hooks
     /// registered through the API, unless `api.allow_private_targets`).
     pub public_only: bool,
+    /// Failed attempts in a row that make a `HookFailing` event.
+    pub failing_after: u32,
+    /// How long the hook may fail without a 2xx before it is disabled.
+    pub disable_after: Option<Duration>,
 }
 
 impl HookConfig {
@@ -247,7 +251,15 @@ impl HookConfig {
                 .collect(),
             headers: Vec::new(),
             public_only: false,
+            failing_after: DEFAULT_FAILING_AFTER,
+            disable_after: None,
         }
+    }
+
+    /// Whether the hook takes any JSON document (published and operational events), not
+    /// only deployments (a GitHub Deployments sink).
+    pub fn takes_documents(&self) -> bool {
+        self.format != Format::GithubDeployments
     }
 
     pub fn wants_event(&self, event: &str) -> bool {
@@ -314,7 +326,17 @@ pub enum LoadError {
 
 /// The events deployhook sends by itself; any other name is a custom event, sent only
 /// by `publish`.
-pub const KNOWN_EVENTS: [&str; 2] = ["PostDeployment", "StatusChanged"];
+pub const KNOWN_EVENTS: [&str; 6] = [
+    "PostDeployment",
+    "StatusChanged",
+    "HookFailing",
+    "HookRecovered",
+    "HookDisabled",
+    "DeliveryDead",
+];
+
+/// `failing_after`'s default.
+pub const DEFAULT_FAILING_AFTER: u32 = 5;
 
 /// Whether `name` is a known event (case-insensitive).
 pub fn is_known_event(name: &str) -> bool {

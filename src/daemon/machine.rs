@@ -563,6 +563,7 @@ fn run_hooks(
         wakes: read_cx.wakes.clone(),
         chains: read_cx.chains.clone(),
         callback_base: read_cx.callback_base.clone(),
+        host_name: config.daemon.host_name.clone(),
     };
     tasks.publish_view(view.clone());
     if let Some(a) = api {

@@ -59,7 +59,8 @@ pub struct Tasks {
     /// Each hook's wake-up, poked after a commit queued a delivery for it.
     wakes: BTreeMap<String, Arc<Notify>>,
     probes: watch::Sender<bool>,
-    /// What the relay sources route by (the hooks that run and their wake-ups).
+    /// What the relay sources and the hook workers' operational events route by (the
+    /// hooks that run and their wake-ups).
     sources_view: watch::Sender<crate::running::HookView>,
     sources_stop: watch::Sender<bool>,
     next_generation: u64,
@@ -162,6 +163,7 @@ impl Tasks {
             wake,
             in_flight: self.in_flight.clone(),
             shutdown: stop_rx,
+            view: self.sources_view.subscribe(),
         };
         self.next_generation += 1;
         let generation = self.next_generation;

@@ -10,6 +10,7 @@
 pub mod github;
 pub mod guard;
 mod health;
+pub mod hook_health;
 
 pub use health::{health_client, probe_health};
 pub mod nats;
@@ -319,6 +320,9 @@ pub struct WorkerContext {
     /// Global cap on attempts in flight.
     pub in_flight: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
+    /// The hooks that run now: who gets this hook's operational events, and their
+    /// wake-ups.
+    pub view: watch::Receiver<crate::running::HookView>,
 }
 
 /// How many of a hook's pending deliveries one queue read takes.
@@ -394,6 +398,15 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
     // The head of the queue and the deliveries after it, read in one query: after a
     // delivery is done (delivered or dead) the next one goes without another read.
     let mut batch: std::collections::VecDeque<DueDelivery> = std::collections::VecDeque::new();
+    // The run of failures so far (a restart goes on counting where it stopped).
+    let mut health = {
+        let store = cx.store.clone();
+        let name = hook.name.clone();
+        match tokio::task::spawn_blocking(move || store.failure_run(&name)).await {
+            Ok(Ok((failures, since))) => hook_health::Health { failures, since },
+            _ => hook_health::Health::default(),
+        }
+    };
     loop {
         if *cx.shutdown.borrow() {
             return Ok(());
@@ -448,20 +461,44 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
             Timestamp::now(),
             fastrand::f64() * 2.0 - 1.0,
         );
-        log_attempt(&hook, &d, attempts, &record, &decision);
-        let update = decision;
+        let view = cx.view.borrow().clone();
+        let (update, facts) = health.after(
+            &hook,
+            &view.host_name,
+            &d,
+            &record,
+            decision,
+            Timestamp::now(),
+        );
+        log_attempt(&hook, &d, attempts, &record, &update);
+        let also: Vec<_> = facts
+            .iter()
+            .map(|f| crate::events::ops::plan(f, &view.hooks))
+            .collect();
+        let told: Vec<String> = also
+            .iter()
+            .flat_map(|e| e.deliveries.iter().map(|x| x.hook.clone()))
+            .collect();
         let took = record.duration.as_secs_f64();
         drop(permit);
         // Recorded (with other hooks' attempts, in one transaction) before this hook's
-        // next attempt.
+        // next attempt; its operational events in the same transaction.
         let saved = cx
             .recorder
             .record(AttemptResult {
                 delivery: d,
                 record,
                 outcome: update,
+                also,
             })
             .await;
+        if saved.is_ok() {
+            for name in &told {
+                if let Some(w) = view.wakes.get(name) {
+                    w.notify_one();
+                }
+            }
+        }
         if let Err(e) = saved {
             batch.clear();
             let w = next_backoff(&mut store_backoff);

@@ -9,6 +9,7 @@ pub mod chains;
 pub mod cloudevents;
 pub mod github;
 pub mod kudu;
+pub mod ops;
 pub mod relayed;
 pub mod slack;
 pub mod template;
@@ -205,9 +206,7 @@ pub fn plan_published(kind: &str, body: &[u8], hooks: &[HookConfig], host_name: 
         deliveries: hooks
             .iter()
             // GitHub's Deployments API takes deployments, not documents.
-            .filter(|h| {
-                h.wants_event(kind) && h.format != Format::GithubDeployments && h.chain.is_none()
-            })
+            .filter(|h| h.wants_event(kind) && h.takes_documents() && h.chain.is_none())
             .map(|h| {
                 let id = new_delivery_id();
                 let r = other(h, kind, body, host_name, &id, now);

@@ -22,6 +22,11 @@ pub fn emoji(status: Status) -> &'static str {
     }
 }
 
+/// A message in words (an operational event), as Slack's `text`.
+pub fn text(message: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "text": escape(message, 3000) })).unwrap_or_default()
+}
+
 /// Slack's control characters escaped, and at most `max` characters.
 fn escape(text: &str, max: usize) -> String {
     cap_text(text, max)

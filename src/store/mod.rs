@@ -165,6 +165,8 @@ pub struct AttemptResult {
     pub delivery: DueDelivery,
     pub record: AttemptRecord,
     pub outcome: Outcome,
+    /// Events the attempt made (operational ones: `HookFailing` …), committed with it.
+    pub also: Vec<NewEvent>,
 }
 
 /// What one attempt decided for its delivery: the one outcome type, produced by
@@ -513,6 +515,7 @@ impl Store {
         let tx = conn.transaction().map_err(q("begin transaction"))?;
         for r in results {
             write_attempt(&tx, &r.delivery, &r.record, &r.outcome, now)?;
+            insert_events(&tx, &r.also, now)?;
         }
         tx.commit().map_err(q("commit transaction"))
     }
@@ -580,7 +583,7 @@ mod files;
 mod write;
 
 use files::{create_state_dir, open_reader, secure_database_files};
-pub(crate) use write::insert_delivery;
+pub(crate) use write::{disabled_reason, insert_delivery};
 use write::{insert_events, parse_headers, put_body, write_attempt};
 
 #[cfg(test)]

@@ -206,6 +206,28 @@ impl Store {
         })
     }
 
+    /// The hook's current run of failures: failed attempts since its last 2xx, and when
+    /// the first of them started (a worker starts counting from here).
+    pub fn failure_run(&self, hook: &str) -> Result<(u32, Option<Timestamp>), StoreError> {
+        self.with_conn(|c| {
+            c.query_row(
+                "SELECT COUNT(*), MIN(a.started_at) FROM attempts a
+                 JOIN deliveries d ON d.seq = a.delivery_seq
+                 WHERE d.hook = ?1 AND a.id > COALESCE((
+                   SELECT MAX(a2.id) FROM attempts a2 JOIN deliveries d2 ON d2.seq = a2.delivery_seq
+                   WHERE d2.hook = ?1 AND a2.response_status BETWEEN 200 AND 299), 0)",
+                [hook],
+                |r| {
+                    Ok((
+                        u32::try_from(r.get::<_, i64>(0)?).unwrap_or(u32::MAX),
+                        r.get::<_, Option<i64>>(1)?.map(Timestamp),
+                    ))
+                },
+            )
+            .map_err(q("count failures in a row"))
+        })
+    }
+
     /// The newest event payload of a deployment (its kudu object: commits and all).
     pub fn latest_payload(&self, site: &str, serial: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.with_conn(|c| {

@@ -149,13 +149,23 @@ pub(super) fn write_attempt(
     )
     .map_err(q("update delivery"))?;
     if *update == Outcome::DisableHook {
+        // A 410, or failing for longer than the hook's `disable_after`.
         tx.execute(
             "INSERT INTO hooks (name, disabled_at, disabled_reason) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET disabled_at = excluded.disabled_at,
                disabled_reason = excluded.disabled_reason",
-            params![delivery.hook, now.0, "the receiver answered 410 Gone"],
+            params![delivery.hook, now.0, disabled_reason(attempt)],
         )
         .map_err(q("disable hook"))?;
     }
     Ok(())
+}
+
+/// Why an attempt that disabled its hook did.
+pub(crate) fn disabled_reason(attempt: &AttemptRecord) -> &'static str {
+    if attempt.response_status == Some(410) {
+        "the receiver answered 410 Gone"
+    } else {
+        "it failed without a 2xx for longer than its disable_after"
+    }
 }

@@ -58,8 +58,14 @@ async function shoot(page, name) {
     facts.live_ms = Date.now() - before;
     facts.live_without_reload = await page.evaluate(() => window.__same_page === true);
 
-    // 3b. One deployment: its transitions, commits and deliveries.
-    await page.goto(`${BASE}/`);
+    // 3b. One deployment: its transitions, commits and deliveries (once it has ended:
+    // its message shows from its first transition on).
+    for (let i = 0; i < 150; i++) {
+        await page.goto(`${BASE}/`);
+        const first = await page.locator("table.deployments tbody tr").first().textContent();
+        if (first.includes("success")) break;
+        await page.waitForTimeout(100);
+    }
     await Promise.all([page.waitForNavigation(), page.click("table.deployments tbody a.mono")]);
     facts.deployment_transitions = await page.locator("ol.transitions li").count();
     facts.deployment_commits = await page.locator("ul.commits li").count();

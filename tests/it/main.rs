@@ -33,6 +33,7 @@ mod limits;
 mod marker;
 mod nats;
 mod notify;
+mod ops_events;
 mod readme_formats;
 mod real_tools;
 mod recipes;
