@@ -281,6 +281,15 @@ fn check_hook(h: &config::HookConfig, config: &config::Config) -> bool {
                 )
             }
         }
+        Format::Devlake | Format::DatadogDora => say!(
+            "  environment {}{}",
+            h.environment.as_deref().unwrap_or("-"),
+            if h.format == Format::DatadogDora {
+                "  (the secret is the API key, sent as DD-API-KEY)"
+            } else {
+                "  (a secret is sent as Authorization: Bearer)"
+            }
+        ),
         Format::Kudu | Format::Slack => {}
     }
     if let Some(n) = &h.nats {

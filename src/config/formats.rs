@@ -23,6 +23,10 @@ pub enum Format {
     Template,
     /// GitHub's Deployments API (`repository`, `environment`): not a body but a sink.
     GithubDeployments,
+    /// Apache DevLake's webhook deployments endpoint (`environment`).
+    Devlake,
+    /// Datadog's DORA deployment API (`environment`, `DD-API-KEY` from the secret).
+    DatadogDora,
 }
 
 /// Where a `github-deployments` hook reports.
@@ -46,6 +50,8 @@ impl Format {
             Format::Slack => "slack",
             Format::Template => "template",
             Format::GithubDeployments => "github-deployments",
+            Format::Devlake => "devlake",
+            Format::DatadogDora => "datadog-dora",
         }
     }
 }
@@ -193,12 +199,14 @@ pub(super) fn hook_format(
         Some(("slack", _)) => Format::Slack,
         Some(("template", _)) => Format::Template,
         Some(("github-deployments", _)) => Format::GithubDeployments,
+        Some(("devlake", _)) => Format::Devlake,
+        Some(("datadog-dora", _)) => Format::DatadogDora,
         Some((other, span)) => {
             c.at(
                 span,
                 &key("format"),
                 format!(
-                    "unknown format {other:?}: use kudu, cloudevents, cdevents, slack, template or github-deployments"
+                    "unknown format {other:?}: use kudu, cloudevents, cdevents, slack, template, github-deployments, devlake or datadog-dora"
                 ),
             );
             Format::Kudu
@@ -265,6 +273,10 @@ pub(super) fn github_target(
     ];
     if format != Format::GithubDeployments {
         for (name, v) in keys {
+            let dora = matches!(format, Format::Devlake | Format::DatadogDora);
+            if name == "environment" && dora {
+                continue;
+            }
             if let Some(v) = v {
                 c.at(
                     v.span(),
@@ -374,5 +386,38 @@ fn read_template(
             c.at(t.span(), key, why);
             None
         }
+    }
+}
+
+/// DevLake's environments.
+const DEVLAKE_ENVIRONMENTS: [&str; 4] = ["PRODUCTION", "STAGING", "TESTING", "DEVELOPMENT"];
+
+/// The `environment` of a `devlake` hook (one of DevLake's four, upper case; default
+/// `PRODUCTION`) or a `datadog-dora` hook (its `env`; default `production`).
+pub(super) fn dora_environment(
+    c: &mut Checker<'_>,
+    h: &RawHook,
+    format: Format,
+    key: &dyn Fn(&str) -> String,
+) -> Option<String> {
+    let given = h.environment.as_ref();
+    match format {
+        Format::Devlake => {
+            let env = given.map_or("PRODUCTION".to_string(), |e| {
+                e.get_ref().to_ascii_uppercase()
+            });
+            if !DEVLAKE_ENVIRONMENTS.contains(&env.as_str()) {
+                c.at(
+                    given.map_or(0..0, |e| e.span()),
+                    &key("environment"),
+                    "DevLake takes PRODUCTION, STAGING, TESTING or DEVELOPMENT",
+                );
+            }
+            Some(env)
+        }
+        Format::DatadogDora => {
+            Some(given.map_or("production".to_string(), |e| e.get_ref().clone()))
+        }
+        _ => None,
     }
 }

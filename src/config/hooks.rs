@@ -51,7 +51,16 @@ pub(super) fn validate_hook(
     let statuses = statuses_of(c, h, &key);
     let (format, cloudevents_mode, template) = super::formats::hook_format(c, h, &key, env);
     let github = super::formats::github_target(c, h, format, &key);
+    let environment = super::formats::dora_environment(c, h, format, &key);
     let secret = super::secrets::read_secret(c, h, &key, env, &name, warnings);
+    if format == Format::DatadogDora && secret.is_none() {
+        let span = h.format.as_ref().map_or(0..0, |f| f.span());
+        c.at(
+            span,
+            &key("secret_file"),
+            "format = \"datadog-dora\" needs the Datadog API key in secret_file or secret_env (sent as DD-API-KEY)",
+        );
+    }
     if github.is_some() && secret.is_none() {
         let span = h.format.as_ref().map_or(0..0, |f| f.span());
         c.at(
@@ -84,7 +93,7 @@ pub(super) fn validate_hook(
         h,
         &key,
         secret.as_ref(),
-        github.is_some() || nats.is_some(),
+        github.is_some() || nats.is_some() || environment.is_some(),
     );
     let insecure_ssl = h.insecure_ssl.unwrap_or(false);
     if insecure_ssl {
@@ -134,6 +143,7 @@ pub(super) fn validate_hook(
         retry,
         headers,
         public_only: false,
+        environment,
         failing_after,
         disable_after,
     }

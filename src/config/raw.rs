@@ -115,6 +115,9 @@ pub struct RawSite {
     pub watch: Option<Spanned<String>>,
     /// How often `watch = "poll"` looks. Default `2s`.
     pub poll_interval: Option<Spanned<String>>,
+    /// The site's repository as DORA tools know it (`devlake`, `datadog-dora`, OTLP's
+    /// `vcs.repository.url.full`). Default: its repository's `origin`, credentials removed.
+    pub repository_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,7 +138,7 @@ pub struct RawHook {
     /// Statuses this hook wants (`pending` … `failed`). Default: all.
     pub statuses: Option<Spanned<Vec<String>>>,
     /// Payload format: `kudu` (default), `cloudevents`, `cdevents`, `slack`, `template`,
-    /// `github-deployments`.
+    /// `github-deployments`, `devlake`, `datadog-dora`.
     pub format: Option<Spanned<String>>,
     /// `structured` (default) or `binary`, for `cloudevents` and `cdevents`.
     pub cloudevents_mode: Option<Spanned<String>>,
@@ -147,6 +150,8 @@ pub struct RawHook {
     /// `format = "github-deployments"`: the repository, `owner/name`.
     pub repository: Option<Spanned<String>>,
     /// `format = "github-deployments"`: the environment. Default: the site's name.
+    /// `devlake`: `PRODUCTION` (default), `STAGING`, `TESTING` or `DEVELOPMENT`;
+    /// `datadog-dora`: its `env` (default `production`).
     pub environment: Option<Spanned<String>>,
     /// `format = "github-deployments"`: a status's `log_url` (`{site}` and `{id}` are
     /// replaced by the site's name and the deployment id).

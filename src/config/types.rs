@@ -157,6 +157,8 @@ pub struct SiteConfig {
     pub health_timeout: Duration,
     pub watch: WatchMode,
     pub poll_interval: Duration,
+    /// The repository's URL for DORA tools; `None`: its `origin`'s.
+    pub repository_url: Option<String>,
 }
 
 impl SiteConfig {
@@ -176,6 +178,7 @@ impl SiteConfig {
             health_timeout: Duration::from_secs(120),
             watch: WatchMode::Inotify,
             poll_interval: Duration::from_secs(2),
+            repository_url: None,
         }
     }
 }
@@ -218,6 +221,8 @@ pub struct HookConfig {
     /// Refuse to connect to loopback, private and link-local addresses (hooks
     /// registered through the API, unless `api.allow_private_targets`).
     pub public_only: bool,
+    /// `devlake` and `datadog-dora`: the environment deployments are reported in.
+    pub environment: Option<String>,
     /// Failed attempts in a row that make a `HookFailing` event.
     pub failing_after: u32,
     /// How long the hook may fail without a 2xx before it is disabled.
@@ -251,6 +256,7 @@ impl HookConfig {
                 .collect(),
             headers: Vec::new(),
             public_only: false,
+            environment: None,
             failing_after: DEFAULT_FAILING_AFTER,
             disable_after: None,
         }
@@ -259,7 +265,10 @@ impl HookConfig {
     /// Whether the hook takes any JSON document (published and operational events), not
     /// only deployments (a GitHub Deployments sink).
     pub fn takes_documents(&self) -> bool {
-        self.format != Format::GithubDeployments
+        !matches!(
+            self.format,
+            Format::GithubDeployments | Format::Devlake | Format::DatadogDora
+        )
     }
 
     pub fn wants_event(&self, event: &str) -> bool {

@@ -443,5 +443,32 @@ fn validate_site(
         health_timeout,
         watch,
         poll_interval,
+        repository_url: s.repository_url.as_ref().and_then(|u| {
+            match url::Url::parse(u.get_ref()) {
+                Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+                    c.at(
+                        u.span(),
+                        &key("repository_url"),
+                        "must not hold credentials: it is sent to DORA tools as written",
+                    );
+                    None
+                }
+                Ok(_) => Some(u.get_ref().clone()),
+                // scp-like `git@host:owner/name.git` is how git writes many remotes.
+                Err(_)
+                    if u.get_ref().contains(':') && !u.get_ref().contains(char::is_whitespace) =>
+                {
+                    Some(u.get_ref().clone())
+                }
+                Err(_) => {
+                    c.at(
+                        u.span(),
+                        &key("repository_url"),
+                        "must be a URL (https://github.com/owner/name) or git@host:owner/name",
+                    );
+                    None
+                }
+            }
+        }),
     }
 }

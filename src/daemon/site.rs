@@ -417,6 +417,7 @@ fn read_infer_commit(
     let committed = if inference.state != *prev || !inference.transitions.is_empty() {
         let commits = commit_ranges(reader, &snap, &inference.transitions);
         let shipped = shipped_commits(reader, &snap, &inference.transitions, &commits);
+        let repository_url = reader.repository_url(&snap);
         let cx = events::Context {
             site: &name,
             host_name: &routing.host,
@@ -424,6 +425,7 @@ fn read_infer_commit(
             commits: &commits,
             chains: &routing.chains,
             callback_base: routing.callback_base.as_deref(),
+            repository_url: repository_url.as_deref(),
         };
         let events = events::plan(&inference.transitions, &routing.hooks, cx);
         let queued: BTreeSet<String> = events

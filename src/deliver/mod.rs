@@ -93,6 +93,16 @@ pub fn build_headers(hook: &HookConfig, d: &DueDelivery, now: Timestamp) -> Vec<
         ("X-Deployhook-Delivery".to_string(), delivery_id.to_string()),
     ]);
     headers.extend(d.headers.iter().cloned());
+    // The DORA tools' secrets are API keys: sent as they want them, never a signature.
+    match (&hook.secret, hook.format) {
+        (Some(key), Format::Devlake) => {
+            headers.push(("Authorization".into(), format!("Bearer {}", key.first())));
+        }
+        (Some(key), Format::DatadogDora) => {
+            headers.push(("DD-API-KEY".into(), key.first().to_string()));
+        }
+        _ => {}
+    }
     if let Some(secret) = &hook.secret {
         match hook.signature {
             SignatureKind::Standard => {
@@ -266,7 +276,10 @@ pub(crate) fn recorded_headers(
         .into_iter()
         .filter(|(k, _)| !k.eq_ignore_ascii_case("authorization"))
         .map(|(k, v)| {
-            if hook.headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(&k)) {
+            // A hook's own headers and an API key may be credentials.
+            if hook.headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(&k))
+                || k.eq_ignore_ascii_case("dd-api-key")
+            {
                 (k, "***".to_string())
             } else {
                 (k, v)

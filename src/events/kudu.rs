@@ -25,6 +25,8 @@ pub struct Context<'a> {
     pub chains: &'a [ChainConfig],
     /// `[api] public_url`, the base of chain callback URLs.
     pub callback_base: Option<&'a str>,
+    /// The site's repository URL for DORA tools (`repository_url`, else its `origin`).
+    pub repository_url: Option<&'a str>,
 }
 
 /// No commit ranges.
@@ -197,6 +199,7 @@ mod tests {
             commits: &NO_COMMITS,
             chains: &[],
             callback_base: None,
+            repository_url: None,
         };
         let ours = serde_json::to_string_pretty(&kudu(&t, POST_DEPLOYMENT, cx)).unwrap_or_default();
         let fixture_path = concat!(

@@ -7,6 +7,7 @@
 pub mod cdevents;
 pub mod chains;
 pub mod cloudevents;
+pub mod dora;
 pub mod github;
 pub mod kudu;
 pub mod ops;
@@ -188,6 +189,8 @@ pub fn render(hook: &HookConfig, ev: &DeploymentEvent<'_>, id: &str) -> Option<R
         Format::Slack => Some(Rendered::plain(slack::body(ev))),
         Format::Template => Some(template::render(hook, ev)),
         Format::GithubDeployments => github::render(hook, ev),
+        Format::Devlake => dora::devlake(hook, ev),
+        Format::DatadogDora => dora::datadog(hook, ev),
     }
 }
 
@@ -236,9 +239,12 @@ pub(crate) fn other(
             };
             cloudevents::envelope(hook.cloudevents_mode, &attributes, body)
         }
-        Format::Kudu | Format::Slack | Format::Template | Format::GithubDeployments => {
-            Rendered::plain(body.to_vec())
-        }
+        Format::Kudu
+        | Format::Slack
+        | Format::Template
+        | Format::GithubDeployments
+        | Format::Devlake
+        | Format::DatadogDora => Rendered::plain(body.to_vec()),
     }
 }
 
@@ -358,6 +364,7 @@ mod tests {
             commits: &kudu::NO_COMMITS,
             chains: &[],
             callback_base: None,
+            repository_url: None,
         };
         let building = plan(&[transition(Status::Building)], &hooks, cx);
         assert_eq!(
@@ -381,5 +388,47 @@ mod tests {
                 .iter()
                 .all(|e| e.deliveries.is_empty())
         );
+    }
+
+    #[test]
+    fn dora_tools_get_finished_deployments_of_commits_only() {
+        let mut devlake = hook("devlake", &["PostDeployment"], None, None);
+        devlake.format = Format::Devlake;
+        devlake.environment = Some("PRODUCTION".into());
+        let mut datadog = hook("datadog", &["PostDeployment"], None, None);
+        datadog.format = Format::DatadogDora;
+        let cx = Context {
+            site: "shop",
+            host_name: "h",
+            layout: "releases",
+            commits: &kudu::NO_COMMITS,
+            chains: &[],
+            callback_base: None,
+            repository_url: Some("https://example.com/shop"),
+        };
+        let hooks = [devlake, datadog];
+        let mut failed = transition(Status::Failed);
+        failed.deployment.id = "a".repeat(40);
+        let events = plan(&[failed], &hooks, cx);
+        let post: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == POST_DEPLOYMENT)
+            .collect();
+        // DevLake hears of the failure; Datadog counts deployments, not failures.
+        assert_eq!(post[0].deliveries.len(), 1);
+        let body: serde_json::Value =
+            serde_json::from_slice(&post[0].deliveries[0].body).unwrap_or_default();
+        assert_eq!(body["result"], "FAILURE");
+        assert_eq!(
+            body["deploymentCommits"][0]["repoUrl"],
+            "https://example.com/shop"
+        );
+        // Not a commit (a release name): DevLake cannot take it; no status change either.
+        let events = plan(&[transition(Status::Success)], &hooks, cx);
+        let bodies: Vec<&str> = events
+            .iter()
+            .flat_map(|e| e.deliveries.iter().map(|d| d.hook.as_str()))
+            .collect();
+        assert_eq!(bodies, ["datadog"]);
     }
 }

@@ -236,6 +236,8 @@ impl Relayed {
             commits: &commits,
             chains: &view.chains,
             callback_base: view.callback_base.as_deref(),
+            // An edge's repository is not known here.
+            repository_url: None,
         };
         let payload = transition
             .as_ref()

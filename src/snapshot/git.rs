@@ -109,6 +109,27 @@ pub fn commits_between(repos: &[PathBuf], from: &str, to: &str) -> Option<Commit
     None
 }
 
+/// The URL of the `origin` remote of the first repository of `repos` that has one, with
+/// any credentials removed (it is sent to DORA tools). Capped; control characters refused.
+pub fn origin_url(repos: &[PathBuf]) -> Option<String> {
+    repos.iter().find_map(|path| {
+        let repo = open(path).ok()?;
+        let remote = repo.find_remote("origin").ok()?;
+        let url = remote.url().ok()?.trim();
+        if url.is_empty() || url.len() > 1024 || url.chars().any(char::is_control) {
+            return None;
+        }
+        match url::Url::parse(url) {
+            Ok(mut u) if matches!(u.scheme(), "http" | "https") || u.password().is_some() => {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                Some(u.to_string())
+            }
+            _ => Some(url.to_string()),
+        }
+    })
+}
+
 /// The author time of commit `sha`, from the first repository of `repos` that holds it.
 pub fn authored(repos: &[PathBuf], sha: &str) -> Option<Timestamp> {
     let oid = Oid::from_str(sha).ok()?;
@@ -352,5 +373,30 @@ fn commit_info(c: &git2::Commit<'_>) -> CommitInfo {
             .trim_end()
             .to_string(),
         time: Timestamp::from_unix_seconds(sig.when().seconds()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_url_loses_its_credentials() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().to_path_buf();
+        let repo = Repository::init(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(origin_url(std::slice::from_ref(&path)), None, "no origin");
+        repo.remote("origin", "https://ci:s3cret@github.com/example/shop.git")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            origin_url(std::slice::from_ref(&path)).as_deref(),
+            Some("https://github.com/example/shop.git")
+        );
+        repo.remote_set_url("origin", "git@github.com:example/shop.git")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            origin_url(&[path]).as_deref(),
+            Some("git@github.com:example/shop.git")
+        );
     }
 }

@@ -251,6 +251,8 @@ pub struct Reader {
     /// What a releases site read last time (log offsets, settled releases).
     cache: releases::ReleasesCache,
     warned: LruCache<String, ()>,
+    /// The repository's URL for DORA tools, once looked up.
+    repository_url: Option<Option<String>>,
 }
 
 /// A warning from reading, to be logged once by the caller.
@@ -266,6 +268,7 @@ impl Reader {
             site,
             commits: Commits::default(),
             ranges: lru(RANGES_KEPT),
+            repository_url: None,
             cache: releases::ReleasesCache::default(),
             warned: lru(WARNINGS_KEPT),
         }
@@ -331,6 +334,18 @@ impl Reader {
         let range = git::commits_between(&self.repos(snap), from, to);
         self.ranges.put(key, range.clone());
         range
+    }
+
+    /// The site's repository URL for DORA tools: `repository_url`, else the `origin`
+    /// of its repository (looked up once).
+    pub fn repository_url(&mut self, snap: &Snapshot) -> Option<String> {
+        if let Some(u) = &self.site.repository_url {
+            return Some(u.clone());
+        }
+        if self.repository_url.is_none() {
+            self.repository_url = Some(git::origin_url(&self.repos(snap)));
+        }
+        self.repository_url.clone().flatten()
     }
 
     /// The author time of commit `sha`, when a repository of the site holds it.

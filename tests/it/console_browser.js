@@ -68,6 +68,7 @@ async function shoot(page, name) {
     }
     await Promise.all([page.waitForNavigation(), page.click("table.deployments tbody a.mono")]);
     facts.deployment_transitions = await page.locator("ol.transitions li").count();
+    facts.deployment_last_transition = (await page.locator("ol.transitions li").last().textContent()) || "";
     facts.deployment_commits = await page.locator("ul.commits li").count();
     facts.deployment_deliveries = await page.locator("tbody tr a.mono").count();
     await shoot(page, "deployment");

@@ -21,6 +21,7 @@ mod delivery_http;
 mod demo;
 mod docs;
 mod dora;
+mod dora_formats;
 mod formats;
 mod git_layout;
 mod github;
