@@ -54,6 +54,14 @@ const PROBES: &[(&str, &str, &[&str])] = &[
         "python3",
         &["-c", "import prometheus_client"],
     ),
+    (
+        "tool_py_otlp",
+        "python3",
+        &[
+            "-c",
+            "import opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+        ],
+    ),
 ];
 
 fn runs(program: &str, args: &[&str]) -> bool {

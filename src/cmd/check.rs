@@ -290,6 +290,15 @@ fn check_hook(h: &config::HookConfig, config: &config::Config) -> bool {
                 "  (a secret is sent as Authorization: Bearer)"
             }
         ),
+        Format::Otlp => say!(
+            "  OTLP/HTTP protobuf spans, environment {}{}",
+            h.environment.as_deref().unwrap_or("-"),
+            if h.secret.is_some() {
+                "  (headers set)"
+            } else {
+                ""
+            }
+        ),
         Format::Kudu | Format::Slack => {}
     }
     if let Some(n) = &h.nats {

@@ -27,6 +27,8 @@ pub enum Format {
     Devlake,
     /// Datadog's DORA deployment API (`environment`, `DD-API-KEY` from the secret).
     DatadogDora,
+    /// OTLP/HTTP protobuf spans (`[otlp]` only, not a `[[hook]]`'s).
+    Otlp,
 }
 
 /// Where a `github-deployments` hook reports.
@@ -52,6 +54,7 @@ impl Format {
             Format::GithubDeployments => "github-deployments",
             Format::Devlake => "devlake",
             Format::DatadogDora => "datadog-dora",
+            Format::Otlp => "otlp",
         }
     }
 }

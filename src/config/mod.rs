@@ -12,6 +12,7 @@ mod checker;
 pub mod formats;
 mod hooks;
 pub mod nats;
+pub mod otlp;
 pub mod raw;
 pub mod secrets;
 pub mod sources;

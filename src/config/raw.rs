@@ -30,6 +30,8 @@ pub struct RawConfig {
     /// One `[[chain]]` table per chain of hooks called one after another.
     #[serde(default, rename = "chain")]
     pub chains: Vec<super::chains::RawChain>,
+    /// Every finished deployment as an OpenTelemetry span (OTLP/HTTP).
+    pub otlp: Option<super::otlp::RawOtlp>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -267,7 +267,7 @@ impl HookConfig {
     pub fn takes_documents(&self) -> bool {
         !matches!(
             self.format,
-            Format::GithubDeployments | Format::Devlake | Format::DatadogDora
+            Format::GithubDeployments | Format::Devlake | Format::DatadogDora | Format::Otlp
         )
     }
 

@@ -309,6 +309,22 @@ pub fn parse(text: &str, file: &Path, env: &Env<'_>) -> Result<Config, Vec<Confi
         .map(|(i, h)| validate_hook(&mut c, i, h, &mut seen, &site_names, env, &mut warnings))
         .collect();
 
+    if let Some(o) = &raw.otlp {
+        if seen.contains(super::otlp::OTLP_HOOK) {
+            c.at(
+                o.endpoint.span(),
+                "otlp",
+                "[otlp] runs as a hook named \"otlp\": rename the [[hook]] of that name",
+            );
+        }
+        hooks.push(super::otlp::validate_otlp(
+            &mut c,
+            o,
+            &site_names,
+            env,
+            &mut warnings,
+        ));
+    }
     let api = raw
         .api
         .as_ref()

@@ -382,6 +382,46 @@ fn shipped_commits(
     shipped
 }
 
+/// For an `[otlp]` export: the transitions before each one that ends a deployment now,
+/// those committed already (from the outbox) and those of this read.
+fn span_history(
+    store: &Store,
+    site: &str,
+    transitions: &[infer::model::Transition],
+    hooks: &[HookConfig],
+) -> std::collections::BTreeMap<u64, Vec<(Timestamp, crate::model::Status)>> {
+    let mut history = std::collections::BTreeMap::new();
+    if !hooks
+        .iter()
+        .any(|h| h.format == crate::config::Format::Otlp)
+    {
+        return history;
+    }
+    for (i, t) in transitions.iter().enumerate() {
+        if !t.to.is_terminal() {
+            continue;
+        }
+        let serial = t.deployment.serial;
+        // Not read: the span goes without its earlier events (said), never not at all.
+        let committed = store.transitions(site, serial).unwrap_or_else(|e| {
+            tracing::warn!(site = %escape(site), error = %crate::telemetry::chain(&e), "cannot read a deployment's transitions for its span");
+            Vec::new()
+        });
+        let mut seen: Vec<(Timestamp, crate::model::Status)> = committed
+            .into_iter()
+            .filter_map(|(at, s)| crate::model::Status::parse(&s).map(|s| (at, s)))
+            .collect();
+        seen.extend(
+            transitions[..i]
+                .iter()
+                .filter(|e| e.deployment.serial == serial)
+                .map(|e| (events::transition_time(e), e.to)),
+        );
+        history.insert(serial, seen);
+    }
+    history
+}
+
 /// What a read routes its events by.
 struct Routing {
     hooks: Arc<Vec<HookConfig>>,
@@ -418,6 +458,7 @@ fn read_infer_commit(
         let commits = commit_ranges(reader, &snap, &inference.transitions);
         let shipped = shipped_commits(reader, &snap, &inference.transitions, &commits);
         let repository_url = reader.repository_url(&snap);
+        let history = span_history(store, &name, &inference.transitions, &routing.hooks);
         let cx = events::Context {
             site: &name,
             host_name: &routing.host,
@@ -426,6 +467,7 @@ fn read_infer_commit(
             chains: &routing.chains,
             callback_base: routing.callback_base.as_deref(),
             repository_url: repository_url.as_deref(),
+            history: &history,
         };
         let events = events::plan(&inference.transitions, &routing.hooks, cx);
         let queued: BTreeSet<String> = events

@@ -101,6 +101,9 @@ pub fn build_headers(hook: &HookConfig, d: &DueDelivery, now: Timestamp) -> Vec<
         (Some(key), Format::DatadogDora) => {
             headers.push(("DD-API-KEY".into(), key.first().to_string()));
         }
+        (Some(secret), Format::Otlp) => {
+            headers.extend(crate::config::otlp::parse_headers(secret.expose()).unwrap_or_default());
+        }
         _ => {}
     }
     if let Some(secret) = &hook.secret {
@@ -277,8 +280,18 @@ pub(crate) fn recorded_headers(
         .filter(|(k, _)| !k.eq_ignore_ascii_case("authorization"))
         .map(|(k, v)| {
             // A hook's own headers and an API key may be credentials.
+            let otlp_secret = || {
+                hook.format == Format::Otlp
+                    && hook.secret.as_ref().is_some_and(|s| {
+                        crate::config::otlp::parse_headers(s.expose())
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|(h, _)| h.eq_ignore_ascii_case(&k))
+                    })
+            };
             if hook.headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(&k))
                 || k.eq_ignore_ascii_case("dd-api-key")
+                || otlp_secret()
             {
                 (k, "***".to_string())
             } else {

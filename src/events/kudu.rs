@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::config::ChainConfig;
 use crate::infer::model::Transition;
-use crate::model::{CommitRange, CommitSummary, Status, is_capped};
+use crate::model::{CommitRange, CommitSummary, Status, Timestamp, is_capped};
 
 pub const POST_DEPLOYMENT: &str = "PostDeployment";
 pub const STATUS_CHANGED: &str = "StatusChanged";
@@ -27,7 +27,13 @@ pub struct Context<'a> {
     pub callback_base: Option<&'a str>,
     /// The site's repository URL for DORA tools (`repository_url`, else its `origin`).
     pub repository_url: Option<&'a str>,
+    /// The transitions already committed of each deployment that ends now (by serial),
+    /// for an OTLP span's events; empty unless an `[otlp]` export runs.
+    pub history: &'a BTreeMap<u64, Vec<(Timestamp, Status)>>,
 }
+
+/// No transitions.
+pub static NO_HISTORY: BTreeMap<u64, Vec<(Timestamp, Status)>> = BTreeMap::new();
 
 /// No commit ranges.
 pub static NO_COMMITS: BTreeMap<u64, CommitRange> = BTreeMap::new();
@@ -200,6 +206,7 @@ mod tests {
             chains: &[],
             callback_base: None,
             repository_url: None,
+            history: &NO_HISTORY,
         };
         let ours = serde_json::to_string_pretty(&kudu(&t, POST_DEPLOYMENT, cx)).unwrap_or_default();
         let fixture_path = concat!(

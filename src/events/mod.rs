@@ -11,6 +11,7 @@ pub mod dora;
 pub mod github;
 pub mod kudu;
 pub mod ops;
+pub mod otlp;
 pub mod relayed;
 pub mod slack;
 pub mod template;
@@ -21,7 +22,9 @@ use crate::model::{Status, Timestamp};
 use crate::store::chains::NewChainRun;
 use crate::store::{NewDelivery, NewEvent, new_delivery_id};
 
-pub use kudu::{Context, KuduPayload, NO_COMMITS, POST_DEPLOYMENT, STATUS_CHANGED, events_of};
+pub use kudu::{
+    Context, KuduPayload, NO_COMMITS, NO_HISTORY, POST_DEPLOYMENT, STATUS_CHANGED, events_of,
+};
 
 /// A delivery's body and the headers its format adds (a content type, `ce-*`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,6 +194,7 @@ pub fn render(hook: &HookConfig, ev: &DeploymentEvent<'_>, id: &str) -> Option<R
         Format::GithubDeployments => github::render(hook, ev),
         Format::Devlake => dora::devlake(hook, ev),
         Format::DatadogDora => dora::datadog(hook, ev),
+        Format::Otlp => otlp::render(hook, ev),
     }
 }
 
@@ -244,7 +248,8 @@ pub(crate) fn other(
         | Format::Template
         | Format::GithubDeployments
         | Format::Devlake
-        | Format::DatadogDora => Rendered::plain(body.to_vec()),
+        | Format::DatadogDora
+        | Format::Otlp => Rendered::plain(body.to_vec()),
     }
 }
 
@@ -365,6 +370,7 @@ mod tests {
             chains: &[],
             callback_base: None,
             repository_url: None,
+            history: &NO_HISTORY,
         };
         let building = plan(&[transition(Status::Building)], &hooks, cx);
         assert_eq!(
@@ -405,6 +411,7 @@ mod tests {
             chains: &[],
             callback_base: None,
             repository_url: Some("https://example.com/shop"),
+            history: &NO_HISTORY,
         };
         let hooks = [devlake, datadog];
         let mut failed = transition(Status::Failed);

@@ -236,8 +236,9 @@ impl Relayed {
             commits: &commits,
             chains: &view.chains,
             callback_base: view.callback_base.as_deref(),
-            // An edge's repository is not known here.
+            // An edge's repository and earlier transitions are not known here.
             repository_url: None,
+            history: &super::NO_HISTORY,
         };
         let payload = transition
             .as_ref()

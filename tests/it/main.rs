@@ -35,6 +35,7 @@ mod marker;
 mod nats;
 mod notify;
 mod ops_events;
+mod otlp;
 mod readme_formats;
 mod real_tools;
 mod recipes;

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 #[derive(Clone, Debug)]
 pub struct Request {
+    pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub answered: u16,
@@ -65,7 +66,12 @@ pub struct Receiver {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
 }
 
-async fn handle(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(s): State<Shared>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (status, hang, retry_after, delay) = {
         let mut b = s.behaviour.lock().unwrap_or_else(|e| e.into_inner());
         (
@@ -82,6 +88,7 @@ async fn handle(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Res
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(Request {
+            path: uri.path().to_string(),
             headers: header_pairs(&headers),
             body: body.to_vec(),
             answered: if hang { 0 } else { status },
