@@ -110,6 +110,7 @@ pub(super) fn validate_otlp(
         warnings,
     );
     if let Some(s) = &secret
+        && s.expose() != super::secrets::UNCHECKED_CREDENTIAL
         && let Err(why) = parse_headers(s.expose())
     {
         let span = o

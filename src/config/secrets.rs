@@ -122,6 +122,10 @@ pub(super) fn secret_of(
     }
 }
 
+/// What stands for a systemd credential that only the service can read (`check` run
+/// by hand): present, its content unknown.
+pub(super) const UNCHECKED_CREDENTIAL: &str = "unchecked systemd credential";
+
 /// A secret from a file (a hook's `secret_file`, the API's `token_file`). A relative
 /// path names a systemd credential (`LoadCredential=NAME:…`), read from
 /// `$CREDENTIALS_DIRECTORY`. A file readable by every user is a warning; an empty or
@@ -143,7 +147,7 @@ pub(super) fn read_secret_file(
                 "{owner}: {key} {:?} names a systemd credential (LoadCredential=), which only the service can read; not checked here",
                 f.get_ref()
             ));
-            return Some(Secret::new("unchecked systemd credential"));
+            return Some(Secret::new(UNCHECKED_CREDENTIAL));
         }
         (None, false) => {
             c.at(
