@@ -6,7 +6,7 @@ use std::io::Write;
 use super::admin::{Failed, load, say};
 use crate::model::Timestamp;
 use crate::store::Store;
-use crate::store::dora::{Figures, Report, Spread, Window, report};
+use crate::store::dora::{Figures, Report, Window, rate, report, spread};
 use crate::telemetry::escape;
 
 /// Prints the report of `site` (or of every site) over the window.
@@ -95,31 +95,4 @@ fn table(r: &Report, with_all: bool, out: &mut impl Write) -> Result<(), Failed>
         say!(out, "{}", line.join("  ").trim_end());
     }
     Ok(())
-}
-
-/// `1h 10m / 40h 58m (4 commits)`, `2h 5m (1)`, or `-`.
-fn spread(s: &Spread, p90: bool) -> String {
-    let Some(median) = s.median_seconds else {
-        return "-".to_string();
-    };
-    // To the minute from an hour on, to the second below.
-    let d = |secs: f64| {
-        let whole = if secs >= 3600.0 {
-            (secs / 60.0).round() * 60.0
-        } else {
-            secs.round()
-        };
-        crate::model::format_duration(std::time::Duration::from_secs(whole as u64))
-    };
-    match (p90, s.p90_seconds) {
-        (true, Some(p)) => format!("{} / {} ({} commits)", d(median), d(p), s.count),
-        _ => format!("{} ({})", d(median), s.count),
-    }
-}
-
-/// `33% (1 of 3)` or `-`.
-fn rate(r: Option<f64>, n: u64, of: u64) -> String {
-    r.map_or("-".to_string(), |r| {
-        format!("{:.0}% ({n} of {of})", r * 100.0)
-    })
 }

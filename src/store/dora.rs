@@ -286,6 +286,37 @@ pub fn report(history: &History, window: Window) -> Report {
     }
 }
 
+/// `1h 10m / 40h 58m (4 commits)`, `2h 5m (1)`, or `-`.
+pub fn spread(s: &Spread, p90: bool) -> String {
+    let Some(median) = s.median_seconds else {
+        return "-".to_string();
+    };
+    // To the hour from two days on, to the minute from an hour, to the second below.
+    let d = |secs: f64| {
+        if secs >= 2.0 * 86_400.0 {
+            let hours = (secs / 3600.0).round() as u64;
+            return format!("{}d {}h", hours / 24, hours % 24);
+        }
+        let whole = if secs >= 3600.0 {
+            (secs / 60.0).round() * 60.0
+        } else {
+            secs.round()
+        };
+        crate::model::format_duration(std::time::Duration::from_secs(whole as u64))
+    };
+    match (p90, s.p90_seconds) {
+        (true, Some(p)) => format!("{} / {} ({} commits)", d(median), d(p), s.count),
+        _ => format!("{} ({})", d(median), s.count),
+    }
+}
+
+/// `33% (1 of 3)` or `-`.
+pub fn rate(r: Option<f64>, n: u64, of: u64) -> String {
+    r.map_or("-".to_string(), |r| {
+        format!("{:.0}% ({n} of {of})", r * 100.0)
+    })
+}
+
 /// A failed change: the deployment, and when the failure began.
 struct Change {
     serial: u64,

@@ -153,6 +153,14 @@ fn the_console_in_a_real_browser() {
         "{report}"
     );
     assert_eq!(facts["deployment_commits"], 1, "{report}");
+    // The DORA page: one site, its deploys counted (the first deploy and the second).
+    assert_eq!(facts["dora_rows"], 1, "{report}");
+    assert!(
+        facts["dora_first_row"]
+            .as_str()
+            .is_some_and(|r| r.contains("shop") && r.contains("0% (0 of 2)")),
+        "{report}"
+    );
     assert_eq!(facts["deployment_deliveries"], 2, "{report}");
     // A ping sent from the page arrives.
     assert_eq!(facts["after_ping"], "/ui/deliveries?hook=ops", "{report}");

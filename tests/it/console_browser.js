@@ -73,6 +73,12 @@ async function shoot(page, name) {
     facts.deployment_deliveries = await page.locator("tbody tr a.mono").count();
     await shoot(page, "deployment");
 
+    // 3d. Delivery performance: the DORA page, from the nav.
+    await Promise.all([page.waitForNavigation(), page.click("nav a:has-text('DORA')")]);
+    facts.dora_rows = await page.locator("table.dora tbody tr").count();
+    facts.dora_first_row = (await page.locator("table.dora tbody tr").first().textContent()) || "";
+    await shoot(page, "dora");
+
     // 3c. Send a ping to hook "ops" from the overview.
     await page.goto(`${BASE}/`);
     await Promise.all([page.waitForNavigation(), page.click("form[action='/ui/hooks/ops/ping'] button")]);

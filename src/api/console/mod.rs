@@ -14,6 +14,7 @@
 //! no login. Every form that changes something carries a CSRF token (the session's, or one
 //! derived from a per-process secret) and is refused from another site.
 
+mod dora;
 mod log;
 mod session;
 #[cfg(test)]
@@ -41,6 +42,7 @@ const DELIVERY: &str = include_str!("delivery.html");
 const RETRY: &str = include_str!("retry.html");
 const DEPLOYMENT: &str = include_str!("deployment.html");
 const LOGIN: &str = include_str!("login.html");
+const DORA: &str = include_str!("dora.html");
 const CSS: &str = include_str!("console.css");
 const JS: &str = include_str!("console.js");
 
@@ -49,6 +51,7 @@ pub(super) fn routes() -> Router<Api> {
     Router::new()
         .route("/", get(overview))
         .route("/ui/deliveries", get(log::deliveries))
+        .route("/ui/dora", get(dora::dora))
         .route("/ui/deliveries/{id}", get(log::delivery))
         .route("/ui/deliveries/{id}/redeliver", post(log::redeliver))
         .route("/ui/retry", get(log::retry_confirm).post(log::retry))
@@ -98,6 +101,7 @@ fn templates() -> minijinja::Environment<'static> {
         ("retry.html", RETRY),
         ("deployment.html", DEPLOYMENT),
         ("login.html", LOGIN),
+        ("dora.html", DORA),
     ] {
         if let Err(e) = env.add_template(name, text) {
             tracing::error!(error = %e, template = name, "a console template does not parse (a bug)");

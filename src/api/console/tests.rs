@@ -243,3 +243,43 @@ fn a_hook_a_410_disabled_is_enabled_from_the_page() {
         assert_eq!(store.hook_disabled("ops").ok().flatten(), None);
     });
 }
+
+#[test]
+fn the_dora_page_shows_each_sites_keys_escaped() {
+    run(async {
+        let c = api(&[], Some("s3cret-token"));
+        let store = c.store.clone().unwrap_or_else(|| panic!("a store"));
+        let now = crate::model::Timestamp::now();
+        let deployment = |serial: u64, status: &str| {
+            serde_json::json!({
+                "serial": serial, "release": null, "id": format!("c{serial}"), "status": status,
+                "announced": true, "status_text": "", "commit": null, "deployer": null,
+                "branch": null, "received": now.0 - 60_000_000, "started": null,
+                "ended": now.0 - 30_000_000, "previous_id": null, "rollback": false,
+                "last_change": now.0, "fingerprint": "", "lock_seen": false,
+            })
+        };
+        store.with_conn(|conn| {
+            for (serial, status) in [(1, "success"), (2, "failed")] {
+                conn.execute(
+                    "INSERT INTO deployments (site, serial, id, release, status, data, created_at, updated_at)
+                     VALUES ('<i>shop</i>', ?1, 'x', NULL, ?2, ?3, 0, 0)",
+                    rusqlite::params![serial, status, deployment(serial as u64, status).to_string()],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+        });
+        let (status, page, _) = html(&c, "/ui/dora?since=7d").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(
+            page.contains("&lt;i&gt;shop&lt;&#x2f;i&gt;") && !page.contains("<i>shop"),
+            "{page}"
+        );
+        assert!(page.contains("50% (1 of 2)"), "{page}");
+        assert!(page.contains(r#"<option value="7d" selected>"#), "{page}");
+        // A window it does not offer is the default one.
+        let (status, page, _) = html(&c, "/ui/dora?since=1y").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains(r#"<option value="30d" selected>"#), "{page}");
+    });
+}
