@@ -545,11 +545,7 @@ async fn metrics(axum::extract::State(api): axum::extract::State<Api>) -> Respon
                     Ok((h, sum.pending, age))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let dora = crate::store::dora::samples(
-                &s.dora_history(None)?,
-                crate::store::dora::Window::ALL,
-            );
-            Ok((queues, dora))
+            Ok((queues, dora_samples(s)?))
         })
         .await;
     match read {
@@ -563,6 +559,36 @@ async fn metrics(axum::extract::State(api): axum::extract::State<Api>) -> Respon
             .into_response(),
         Err(p) => p.into_response(),
     }
+}
+
+/// DORA's samples over all of history, for `/metrics`: computed again only when a
+/// deployment changed since the last scrape.
+fn dora_samples(
+    s: &crate::store::Store,
+) -> Result<
+    std::sync::Arc<std::collections::BTreeMap<String, crate::store::dora::Samples>>,
+    crate::store::StoreError,
+> {
+    type Cached = (
+        (i64, i64),
+        std::sync::Arc<std::collections::BTreeMap<String, crate::store::dora::Samples>>,
+    );
+    static CACHE: std::sync::Mutex<Option<Cached>> = std::sync::Mutex::new(None);
+    let version = s.dora_version()?;
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((v, samples)) = cache.as_ref()
+        && *v == version
+    {
+        return Ok(samples.clone());
+    }
+    let samples = std::sync::Arc::new(crate::store::dora::samples(
+        &s.dora_history(None)?,
+        crate::store::dora::Window::ALL,
+    ));
+    *cache = Some((version, samples.clone()));
+    Ok(samples)
 }
 
 impl Api {

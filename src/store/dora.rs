@@ -20,13 +20,14 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::{Store, StoreError, q};
-use crate::infer::model::Deployment;
 use crate::model::{Status, Timestamp};
 
 pub(super) const MIGRATE_8: &str = "BEGIN;
     CREATE TABLE shipped_commits (
       site TEXT NOT NULL, serial INTEGER NOT NULL, sha TEXT NOT NULL,
-      authored_at INTEGER NOT NULL, PRIMARY KEY (site, serial, sha));
+      authored_at INTEGER NOT NULL, ended_at INTEGER NOT NULL,
+      PRIMARY KEY (site, serial, sha));
+    CREATE INDEX shipped_commits_sha ON shipped_commits (site, sha, ended_at);
     PRAGMA user_version = 8;
     COMMIT;";
 
@@ -44,20 +45,21 @@ pub struct Finished {
     pub end: Timestamp,
 }
 
-/// A commit a successful deployment shipped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shipped {
-    pub site: String,
-    pub serial: u64,
-    pub sha: String,
+/// A commit's first shipping: the end of the first successful deployment of its site
+/// that shipped it, and its author time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirstShipped {
+    pub end: Timestamp,
     pub authored: Timestamp,
 }
 
-/// Everything DORA needs, read from the outbox.
+/// Everything DORA needs, read from the outbox (numbers, not text: a long history's
+/// hundreds of thousands of commits cost 16 bytes each).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct History {
     pub deployments: Vec<Finished>,
-    pub shipped: Vec<Shipped>,
+    /// Each site's commits, each once (`GROUP BY sha`, the earliest end).
+    pub first_shipped: BTreeMap<String, Vec<FirstShipped>>,
 }
 
 /// The samples of one site (or of all) in a window, before they are summed up.
@@ -233,7 +235,10 @@ pub fn samples(history: &History, window: Window) -> BTreeMap<String, Samples> {
         .into_iter()
         .map(|(site, mut ds)| {
             ds.sort_by_key(|d| d.serial);
-            let shipped = history.shipped.iter().filter(|s| s.site == site);
+            let shipped = history
+                .first_shipped
+                .get(site)
+                .map_or(&[][..], Vec::as_slice);
             (site.to_string(), site_samples(&ds, shipped, window))
         })
         .collect()
@@ -323,11 +328,7 @@ struct Change {
     began: Timestamp,
 }
 
-fn site_samples<'a>(
-    ds: &[&Finished],
-    shipped: impl Iterator<Item = &'a Shipped>,
-    window: Window,
-) -> Samples {
+fn site_samples(ds: &[&Finished], shipped: &[FirstShipped], window: Window) -> Samples {
     let mut s = Samples::default();
     let mut changes: Vec<Change> = Vec::new();
     let mut rolled_back = BTreeSet::new();
@@ -354,26 +355,23 @@ fn site_samples<'a>(
             began: d.end,
         });
     }
+    // By end: what follows a failed change is a slice, found by bisection.
+    let mut by_end: Vec<&Finished> = ds.to_vec();
+    by_end.sort_by_key(|d| (d.end, d.serial));
     let mut rework = BTreeSet::new();
     for c in &changes {
-        let after = |d: &&&Finished| d.serial != c.serial && d.end > c.began;
-        if let Some(fix) = ds
-            .iter()
-            .filter(after)
-            .filter(|d| d.status == Status::Success)
-            .min_by_key(|d| (d.end, d.serial))
+        let from = by_end.partition_point(|d| d.end <= c.began);
+        let later = || by_end[from..].iter().filter(|d| d.serial != c.serial);
+        if let Some(fix) = later().find(|d| d.status == Status::Success)
             && window.holds(fix.end)
         {
             s.recoveries.push(fix.end.since(c.began).as_secs_f64());
         }
-        let forward = ds
-            .iter()
-            .filter(after)
-            .filter(|d| d.status == Status::Success && !d.rollback)
-            .map(|d| d.end)
-            .min();
-        for d in ds.iter().filter(after) {
-            if d.start >= c.began && forward.is_none_or(|f| d.end <= f) {
+        let forward = later()
+            .find(|d| d.status == Status::Success && !d.rollback)
+            .map(|d| d.end);
+        for d in later().take_while(|d| forward.is_none_or(|f| d.end <= f)) {
+            if d.start >= c.began {
                 rework.insert(d.serial);
             }
         }
@@ -388,90 +386,108 @@ fn site_samples<'a>(
         s.rollbacks += u64::from(d.rollback);
         s.rework += u64::from(d.rollback || rework.contains(&d.serial));
     }
-    // Each commit's first successful deployment.
-    let ends: BTreeMap<u64, Timestamp> = ds
+    s.lead_times = shipped
         .iter()
-        .filter(|d| d.status == Status::Success)
-        .map(|d| (d.serial, d.end))
-        .collect();
-    let mut first: BTreeMap<&str, (Timestamp, Timestamp)> = BTreeMap::new();
-    for c in shipped {
-        let Some(&end) = ends.get(&c.serial) else {
-            continue;
-        };
-        let e = first.entry(&c.sha).or_insert((end, c.authored));
-        if end < e.0 {
-            *e = (end, c.authored);
-        }
-    }
-    s.lead_times = first
-        .values()
-        .filter(|(end, _)| window.holds(*end))
-        .map(|(end, authored)| end.since(*authored).as_secs_f64())
+        .filter(|c| window.holds(c.end))
+        .map(|c| c.end.since(c.authored).as_secs_f64())
         .collect();
     s
 }
 
 impl Store {
+    /// What changes whenever DORA's figures may: the number of deployments and their
+    /// newest change (a cache of the figures is good while it is the same).
+    pub fn dora_version(&self) -> Result<(i64, i64), StoreError> {
+        self.with_read_conn(|c| {
+            c.query_row(
+                "SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM deployments",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(q("read deployments"))
+        })
+    }
+
     /// The finished deployments and shipped commits of `site` (or of every site).
     pub fn dora_history(&self, site: Option<&str>) -> Result<History, StoreError> {
-        self.with_conn(|c| read_history(c, site))
+        self.with_read_conn(|c| read_history(c, site))
     }
 }
 
 fn read_history(c: &Connection, site: Option<&str>) -> Result<History, StoreError> {
+    // Only the fields DORA needs, taken out of each row's JSON by SQLite.
     let mut stmt = c
         .prepare(
-            "SELECT site, data FROM deployments
+            "SELECT site, serial, id, status,
+               COALESCE(json_extract(data, '$.rollback'), 0),
+               json_extract(data, '$.previous_id'),
+               json_extract(data, '$.received'),
+               json_extract(data, '$.started'),
+               json_extract(data, '$.ended')
+             FROM deployments
              WHERE status IN ('success', 'failed') AND (?1 IS NULL OR site = ?1)",
         )
         .map_err(q("read deployments"))?;
     let rows = stmt
         .query_map(params![site], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+                r.get::<_, Option<i64>>(7)?,
+                r.get::<_, Option<i64>>(8)?,
+            ))
         })
         .map_err(q("read deployments"))?;
     let mut history = History::default();
     for row in rows {
-        let (site, data) = row.map_err(q("read deployments"))?;
-        // A row this version cannot read is skipped, not a failed report.
-        let Ok(d) = serde_json::from_str::<Deployment>(&data) else {
+        let (site, serial, id, status, rollback, previous_id, received, started, ended) =
+            row.map_err(q("read deployments"))?;
+        // A row without an end (written by an older version) cannot be placed in time.
+        let (Some(status), Some(end)) = (Status::parse(&status), ended) else {
             continue;
         };
-        let Some(end) = d.ended.filter(|_| d.status.is_terminal()) else {
-            continue;
-        };
+        let received = received.map_or(Timestamp(end), Timestamp);
         history.deployments.push(Finished {
             site,
-            serial: d.serial,
-            id: d.id,
-            status: d.status,
-            rollback: d.rollback,
-            previous_id: d.previous_id,
-            start: d.received.min(d.started.unwrap_or(d.received)),
-            end,
+            serial: u64::try_from(serial).unwrap_or(0),
+            id,
+            status,
+            rollback: rollback != 0,
+            previous_id,
+            start: started.map_or(received, |s| received.min(Timestamp(s))),
+            end: Timestamp(end),
         });
     }
     let mut stmt = c
         .prepare(
-            "SELECT site, serial, sha, authored_at FROM shipped_commits
-             WHERE (?1 IS NULL OR site = ?1)",
+            "SELECT site, MIN(ended_at), MIN(authored_at) FROM shipped_commits
+             WHERE (?1 IS NULL OR site = ?1) GROUP BY site, sha ORDER BY site",
         )
         .map_err(q("read shipped commits"))?;
     let rows = stmt
         .query_map(params![site], |r| {
-            Ok(Shipped {
-                site: r.get(0)?,
-                serial: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                sha: r.get(2)?,
-                authored: Timestamp(r.get(3)?),
-            })
+            Ok((
+                r.get::<_, String>(0)?,
+                FirstShipped {
+                    end: Timestamp(r.get(1)?),
+                    authored: Timestamp(r.get(2)?),
+                },
+            ))
         })
         .map_err(q("read shipped commits"))?;
     for row in rows {
-        history
-            .shipped
-            .push(row.map_err(q("read shipped commits"))?);
+        let (site, first) = row.map_err(q("read shipped commits"))?;
+        match history.first_shipped.last_entry() {
+            Some(mut e) if *e.key() == site => e.get_mut().push(first),
+            _ => {
+                history.first_shipped.insert(site, vec![first]);
+            }
+        }
     }
     Ok(history)
 }
@@ -481,12 +497,13 @@ pub(super) fn write_shipped(
     tx: &Connection,
     site: &str,
     serial: u64,
+    ended: Timestamp,
     commits: &[(String, Timestamp)],
 ) -> Result<(), StoreError> {
     let mut stmt = tx
         .prepare_cached(
-            "INSERT OR IGNORE INTO shipped_commits (site, serial, sha, authored_at)
-             VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR IGNORE INTO shipped_commits (site, serial, sha, authored_at, ended_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .map_err(q("write shipped commits"))?;
     for (sha, authored) in commits {
@@ -494,7 +511,8 @@ pub(super) fn write_shipped(
             site,
             i64::try_from(serial).unwrap_or(i64::MAX),
             sha,
-            authored.0
+            authored.0,
+            ended.0
         ])
         .map_err(q("write shipped commits"))?;
     }

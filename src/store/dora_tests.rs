@@ -18,11 +18,10 @@ fn dep(serial: u64, id: &str, status: Status, start: i64, end: i64) -> Finished 
     }
 }
 
-fn ship(serial: u64, sha: &str, authored: i64) -> Shipped {
-    Shipped {
-        site: "shop".into(),
-        serial,
-        sha: sha.into(),
+/// A commit first shipped by a deployment that ended at `end`.
+fn first(end: i64, authored: i64) -> FirstShipped {
+    FirstShipped {
+        end: Timestamp(end),
         authored: Timestamp(authored),
     }
 }
@@ -42,16 +41,20 @@ fn history() -> History {
             rollback,
             dep(6, "c6", Status::Success, 52 * H, 52 * H + 10 * M),
         ],
-        shipped: vec![
-            ship(1, "c1", -48 * H),
-            ship(3, "c2", 2 * H),
-            ship(3, "c3", 3 * H),
-            ship(3, "c4", 25 * H),
-            ship(4, "c5", 47 * H),
-            // The rollback ships nothing new; the fix ships c6 (c5 again: not counted twice).
-            ship(6, "c5", 47 * H),
-            ship(6, "c6", 51 * H),
-        ],
+        // c1 by 1; c2..c4 by 3 (the fix ships the failure's commits too); c5 by 4 (the
+        // forward fix 6 ships it again: it counts once, see the store test); c6 by 6.
+        first_shipped: [(
+            "shop".to_string(),
+            vec![
+                first(10 * M, -48 * H),
+                first(26 * H + 10 * M, 2 * H),
+                first(26 * H + 10 * M, 3 * H),
+                first(26 * H + 10 * M, 25 * H),
+                first(48 * H + 10 * M, 47 * H),
+                first(52 * H + 10 * M, 51 * H),
+            ],
+        )]
+        .into(),
     }
 }
 
@@ -132,7 +135,7 @@ fn a_failure_not_yet_recovered_has_no_recovery_and_its_retries_are_rework() {
             dep(2, "b", Status::Failed, H, H + M),
             dep(3, "b", Status::Failed, 2 * H, 2 * H + M),
         ],
-        shipped: vec![],
+        first_shipped: BTreeMap::new(),
     };
     let s = &samples(&h, Window::ALL)["shop"];
     assert!(s.recoveries.is_empty());
@@ -149,22 +152,35 @@ fn percentiles_interpolate_between_ranks() {
 }
 
 #[test]
-fn the_history_is_read_back_from_the_outbox() {
+fn the_history_is_read_back_from_the_outbox_each_commit_at_its_first_shipping() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let c5 = ("c5".to_string(), Timestamp(47 * H));
     store.with_conn(|c| {
-        write_shipped(c, "shop", 1, &[("c1".into(), Timestamp(5))])
+        write_shipped(c, "shop", 4, Timestamp(48 * H), std::slice::from_ref(&c5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        write_shipped(
+            c,
+            "shop",
+            6,
+            Timestamp(52 * H),
+            &[c5.clone(), ("c6".into(), Timestamp(51 * H))],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        write_shipped(c, "blog", 1, Timestamp(5), std::slice::from_ref(&c5))
             .unwrap_or_else(|e| panic!("{e}"));
     });
     let h = store
         .dora_history(Some("shop"))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(h.shipped, vec![ship(1, "c1", 5)]);
-    assert!(
-        store
-            .dora_history(Some("other"))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .shipped
-            .is_empty()
+    let mut shop = h.first_shipped["shop"].clone();
+    shop.sort_by_key(|f| f.end);
+    assert_eq!(shop, vec![first(48 * H, 47 * H), first(52 * H, 51 * H)]);
+    assert_eq!(h.first_shipped.len(), 1, "only the site asked for");
+    let all = store.dora_history(None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        all.first_shipped["blog"],
+        vec![first(5, 47 * H)],
+        "per site"
     );
 }

@@ -398,7 +398,8 @@ impl Store {
             if t.to == Status::Success
                 && let Some(commits) = shipped.get(&d.serial)
             {
-                dora::write_shipped(&tx, site, d.serial, commits)?;
+                let ended = d.ended.unwrap_or(d.last_change);
+                dora::write_shipped(&tx, site, d.serial, ended, commits)?;
             }
         }
         let ids = insert_events(&tx, events, now)?;
@@ -576,6 +577,12 @@ impl Store {
     /// Runs `f` with the connection (for `query`).
     pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
         f(&self.conn())
+    }
+
+    /// Runs `f` with the read-only connection where there is one: a long read (DORA
+    /// over all of history) does not hold up the daemon's commits.
+    pub(crate) fn with_read_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&self.read_conn())
     }
 }
 
