@@ -46,6 +46,7 @@ pub struct Metrics {
     queue_depth: Family<HookLabel, Gauge>,
     oldest_pending: Family<HookLabel, Gauge<f64, AtomicU64>>,
     site_reads: Family<SiteLabel, Counter>,
+    queue_reads: Family<HookLabel, Counter>,
     site_read_errors: Family<SiteLabel, Counter>,
     api_connections: Family<OutcomeLabel, Counter>,
     api_refused: Family<ReasonLabel, Counter>,
@@ -111,6 +112,7 @@ impl Metrics {
             queue_depth: Family::default(),
             oldest_pending: Family::default(),
             site_reads: Family::default(),
+            queue_reads: Family::default(),
             site_read_errors: Family::default(),
             api_connections: Family::default(),
             api_refused: Family::default(),
@@ -183,6 +185,11 @@ impl Metrics {
             "site_reads",
             "Reads of a site (snapshot, infer, commit), by site",
             m.site_reads.clone(),
+        );
+        registry.register(
+            "queue_reads",
+            "Reads of a hook's queue by its worker (each after a wake-up: a commit, a retry's time, SIGUSR1, the resync), by hook",
+            m.queue_reads.clone(),
         );
         registry.register(
             "site_read_errors",
@@ -282,6 +289,14 @@ impl Metrics {
         self.site_reads
             .get_or_create(&SiteLabel {
                 site: site.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn queue_read(&self, hook: &str) {
+        self.queue_reads
+            .get_or_create(&HookLabel {
+                hook: hook.to_string(),
             })
             .inc();
     }

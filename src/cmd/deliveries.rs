@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::admin::{Failed, daemon_running, load, lock_held, say};
+use super::admin::{Failed, load, lock_held, poke_daemon, say};
 use crate::cli::DeliveryFilterArgs;
 use crate::config::{self, Config};
 use crate::model::Timestamp;
@@ -24,11 +24,6 @@ pub fn retry(
     let config = load(path)?;
     let store = Store::open_shared(&config.daemon.state_dir)?;
     let now = Timestamp::now();
-    let when = if daemon_running(&config) {
-        "the running daemon sends them within a second"
-    } else {
-        "the daemon is not running: they are sent when it starts"
-    };
     if let Some(id) = id {
         let n = store.retry_now(Some(id), None, now)?;
         if n == 0 {
@@ -36,13 +31,18 @@ pub fn retry(
                 "no waiting delivery {id} (a dead one is sent again with `deployhook deliveries redeliver {id}`)"
             )));
         }
-        say!(out, "{id} made due now; {when}");
+        say!(out, "{id} made due now; {}", poke_daemon(&config));
         return Ok(());
     }
     let filter = filter_of(&store, Some(&config), args)?
         .for_retry()
         .map_err(Failed)?;
     let n = store.retry_matching(&filter, None, now)?;
+    let when = if n.matched > 0 {
+        poke_daemon(&config)
+    } else {
+        "nothing to send".to_string()
+    };
     say!(
         out,
         "{} matched: {} made due now, {} dead queued again as new deliveries; {when}",
@@ -247,11 +247,10 @@ pub fn redeliver(path: &std::path::Path, id: &str, out: &mut impl Write) -> Resu
     let new = store
         .redeliver(id, Timestamp::now())?
         .ok_or_else(|| Failed(format!("no delivery {id}")))?;
-    let when = if daemon_running(&config) {
-        "the running daemon sends it within seconds"
-    } else {
-        "it is sent when the daemon starts"
-    };
-    say!(out, "queued {new} (a redelivery of {id}); {when}");
+    say!(
+        out,
+        "queued {new} (a redelivery of {id}); {}",
+        poke_daemon(&config)
+    );
     Ok(())
 }

@@ -253,6 +253,7 @@ async fn run_in(root: &Path) -> Result<(), DemoError> {
             reload: None,
             ready: Some(ready_tx),
             config_path: None,
+            look_again: None,
         },
     ));
     if ready_rx.await.is_err() {

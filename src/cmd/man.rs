@@ -185,10 +185,14 @@ fn exit_status(name: &str) -> String {
 fn signals(name: &str) -> Option<String> {
     match name {
         "deployhook" | "deployhook-run" => Some(format!(
-            ".SH SIGNALS\n{}{}",
+            ".SH SIGNALS\n{}{}{}",
             entry(
                 "\\fBSIGHUP\\fR",
                 "Reload the config; a config that fails validation is rejected and the running one stays."
+            ),
+            entry(
+                "\\fBSIGUSR1\\fR",
+                "Look at every hook's queue now: another process wrote the outbox (\\fBdeliveries retry\\fR, \\fBredeliver\\fR and \\fBhooks enable\\fR send it)."
             ),
             entry(
                 "\\fBSIGTERM\\fR, \\fBSIGINT\\fR",

@@ -45,8 +45,10 @@ const STATUS_EVERY: Duration = Duration::from_secs(10);
 pub enum Event {
     /// A site was marked dirty (a watch event, a probe, startup or a reload).
     Dirty,
-    /// A deadline passed (settle, idle, poll, resync, watchdog, status, chains).
+    /// A deadline passed (settle, idle, poll, resync, watchdog, chains).
     Deadline,
+    /// Another process wrote the outbox (SIGUSR1): every worker looks again.
+    LookAgain,
     ReadDone(Box<Result<ReadDone, tokio::task::JoinError>>),
     TaskEnded(Result<TaskResult, tokio::task::JoinError>),
     Api(LoopRequest),
@@ -82,7 +84,8 @@ pub struct Daemon {
     next_status: Instant,
     next_resync: Instant,
     next_prune: Instant,
-    next_chain_check: Instant,
+    /// When to look for chain steps past their deadline; `None` while no run waits.
+    next_chain_check: Option<Instant>,
     /// Reloads done, for `deployhook reload` (`verdict.rs`).
     reloads: u64,
     /// The first reads are done and the daemon said so.
@@ -134,7 +137,7 @@ impl Daemon {
             next_watchdog: now,
             next_status: now,
             next_prune: now,
-            next_chain_check: now,
+            next_chain_check: Some(now),
             reloads: 0,
             is_ready: false,
             fatal: None,
@@ -173,11 +176,13 @@ impl Daemon {
         if self.watchdog.is_some() {
             wake = wake.min(self.next_watchdog);
         }
-        if self.status_every.is_some() {
-            wake = wake.min(self.next_status);
-        }
-        if !self.config.chains.is_empty() {
-            wake = wake.min(self.next_chain_check);
+        // No wake-up of its own for systemd's STATUS= line: it is refreshed on the ticks
+        // that happen anyway (reads, resync), at most every STATUS_EVERY.
+        if let Some(t) = self
+            .next_chain_check
+            .filter(|_| !self.config.chains.is_empty())
+        {
+            wake = wake.min(t);
         }
         wake
     }
@@ -208,10 +213,21 @@ impl Daemon {
             }
         };
         // Reloads need a file to read again; without one (the demo) nothing asks.
+        let (reload_rx, config_path, look_rx) = (
+            control.reload.as_mut(),
+            control.config_path.as_deref(),
+            control.look_again.as_mut(),
+        );
         let reload = async {
-            match (control.reload.as_mut(), control.config_path.as_deref()) {
+            match (reload_rx, config_path) {
                 (Some(r), Some(path)) => r.recv().await.map(|()| path.to_path_buf()),
                 _ => std::future::pending().await,
+            }
+        };
+        let look_again = async {
+            match look_rx {
+                Some(l) => l.recv().await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -223,6 +239,7 @@ impl Daemon {
             Some(ended) = tasks.join_next() => Event::TaskEnded(ended),
             Some(event) = api_event => event,
             Some(path) = reload => Event::Reload(path),
+            Some(()) = look_again => Event::LookAgain,
             _ = control.shutdown.changed() => Event::Shutdown,
         }
     }
@@ -246,18 +263,31 @@ impl Daemon {
                 }
             }
             Event::Reload(path) => self.on_reload(&path).await?,
+            Event::LookAgain => self.look_again(),
         }
         Ok(())
     }
 
-    /// A read is back: its site takes the result.
+    /// A read is back: its site takes the result. A deployment that ended may have
+    /// started a chain run: its steps are looked at from now on.
     pub fn on_read_done(&mut self, done: Result<ReadDone, tokio::task::JoinError>) {
         let Ok(done) = done else {
             return;
         };
-        if let Some(s) = self.sites.iter_mut().find(|s| s.name == done.site) {
-            s.finish_read(done);
+        if let Some(s) = self.sites.iter_mut().find(|s| s.name == done.site)
+            && s.finish_read(done)
+        {
+            self.next_chain_check = Some(Instant::now());
         }
+    }
+
+    /// Every worker reads its queue again, and chain steps are looked at: what another
+    /// process wrote (SIGUSR1), or the resync's look at everything.
+    fn look_again(&mut self) {
+        for wake in self.tasks.wakes().values() {
+            wake.notify_one();
+        }
+        self.next_chain_check = Some(Instant::now());
     }
 
     fn on_api_request(&mut self, request: LoopRequest) {
@@ -361,17 +391,33 @@ impl Daemon {
         }
         self.start_reads();
         self.reconcile_watches();
-        if !self.config.chains.is_empty() && instant >= self.next_chain_check {
-            self.next_chain_check = instant + CHAIN_CHECK_EVERY;
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || match store.expire_chain_steps(Timestamp::now()) {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(
-                    runs = n,
-                    "chain runs ended in error: no callback in time, or a step's delivery died"
-                ),
-                Err(e) => tracing::warn!(error = %chain(&e), "cannot check chain steps"),
-            });
+        if !self.config.chains.is_empty() && self.next_chain_check.is_some_and(|t| instant >= t) {
+            // Then not again until a step's deadline, or a run's next step is sent; never
+            // while no run waits.
+            self.next_chain_check = match self.store.expire_chain_steps(Timestamp::now()) {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::warn!(
+                            runs = n,
+                            "chain runs ended in error: no callback in time, or a step's delivery died"
+                        );
+                    }
+                    match self
+                        .store
+                        .next_chain_check(Timestamp::now(), CHAIN_CHECK_EVERY)
+                    {
+                        Ok(due) => due.map(|t| instant + t.since(Timestamp::now())),
+                        Err(e) => {
+                            tracing::warn!(error = %chain(&e), "cannot check chain steps");
+                            Some(instant + CHAIN_CHECK_EVERY)
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %chain(&e), "cannot check chain steps");
+                    Some(instant + CHAIN_CHECK_EVERY)
+                }
+            };
         }
         if instant >= self.next_prune {
             self.next_prune = instant + PRUNE_EVERY;
@@ -394,6 +440,14 @@ impl Daemon {
         if instant >= self.next_resync {
             marks.all = true;
             self.next_resync = instant + self.config.daemon.resync;
+            // A wake-up the daemon could not hear (a signal it was not allowed) is heard
+            // here at the latest.
+            for wake in self.tasks.wakes().values() {
+                wake.notify_one();
+            }
+            if !self.config.chains.is_empty() {
+                self.next_chain_check = Some(instant);
+            }
         }
         if marks.rescans > 0 {
             crate::metrics::get().rescans(marks.rescans);

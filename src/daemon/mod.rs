@@ -61,6 +61,9 @@ pub struct Control {
     pub ready: Option<oneshot::Sender<()>>,
     /// Where to reload the config from (`None`: no reloads).
     pub config_path: Option<PathBuf>,
+    /// A message says another process wrote the outbox (`deliveries retry`,
+    /// `redeliver`, `hooks enable`: SIGUSR1): every worker looks at its queue again.
+    pub look_again: Option<mpsc::Receiver<()>>,
 }
 
 /// The outcome of a reload.
@@ -88,6 +91,8 @@ pub async fn run_from_config_file(path: PathBuf) -> Result<(), Fatal> {
     let mut term = signal(SignalKind::terminate()).map_err(Fatal::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Fatal::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(Fatal::Signals)?;
+    let mut usr1 = signal(SignalKind::user_defined1()).map_err(Fatal::Signals)?;
+    let (look_tx, look_rx) = mpsc::channel(1);
     let daemon = run(
         config,
         Control {
@@ -95,6 +100,7 @@ pub async fn run_from_config_file(path: PathBuf) -> Result<(), Fatal> {
             reload: Some(reload_rx),
             ready: None,
             config_path: Some(path),
+            look_again: Some(look_rx),
         },
     );
     tokio::pin!(daemon);
@@ -119,6 +125,10 @@ pub async fn run_from_config_file(path: PathBuf) -> Result<(), Fatal> {
             }
             _ = hup.recv() => {
                 let _ = reload_tx.try_send(());
+            }
+            // One waiting is enough: several pokes at once are one look.
+            _ = usr1.recv() => {
+                let _ = look_tx.try_send(());
             }
             why = watcher_ended => {
                 config_watch = None;

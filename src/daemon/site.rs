@@ -172,7 +172,8 @@ impl SiteRuntime {
 
     /// Takes a finished read back: logs what it found, and keeps the new state if it was
     /// committed (the read already woke the workers of the hooks that got a delivery).
-    pub fn finish_read(&mut self, done: ReadDone) {
+    /// Returns whether a deployment's end was committed (it may have started a chain run).
+    pub fn finish_read(&mut self, done: ReadDone) -> bool {
         self.reader = Some(if self.reader_is_stale(&done.reader) {
             Reader::new(self.config.clone())
         } else {
@@ -186,7 +187,7 @@ impl SiteRuntime {
                     tracing::error!(site = %escape(&self.name), panic = %escape(&panic), "reading the site failed unexpectedly (a bug: please report it); it is read again at its next wake-up");
                 }
                 self.wake_at = Some(now.plus(self.config_resync_hint()));
-                return;
+                return false;
             }
         };
         let read = match read {
@@ -202,7 +203,7 @@ impl SiteRuntime {
                     tracing::warn!(site = %escape(&self.name), error = %escape(&e.to_string()), retry_in_s = wait.as_secs(), "cannot read the site; its last state is kept and it is read again");
                 }
                 self.read_failing = Some(e.to_string());
-                return;
+                return false;
             }
         };
         if self.read_failing.take().is_some() {
@@ -223,6 +224,11 @@ impl SiteRuntime {
         }
         match read.committed {
             Ok(_) => {
+                let ended = read
+                    .inference
+                    .transitions
+                    .iter()
+                    .any(|t| t.to.is_terminal());
                 if self.backoff.take().is_some() {
                     tracing::info!(site = %escape(&self.name), "commits work again");
                 }
@@ -231,6 +237,7 @@ impl SiteRuntime {
                 self.wake_at = read.inference.wake_at;
                 let waiting = self.state.active.iter().any(|d| d.done_at.is_some());
                 self.health_wanted.store(waiting, Ordering::Relaxed);
+                ended
             }
             Err(e) => {
                 // Nothing was committed: the old state stays, so the same transitions are
@@ -240,6 +247,7 @@ impl SiteRuntime {
                 self.backoff = Some(wait);
                 self.wake_at = Some(now.plus(wait));
                 tracing::error!(site = %escape(&self.name), error = %escape(&chain(&e)), retry_in_s = wait.as_secs(), "cannot commit; will retry");
+                false
             }
         }
     }

@@ -27,12 +27,6 @@ use crate::model::Timestamp;
 use crate::store::{AttemptRecord, AttemptResult, DueDelivery, Outcome, Store, StoreError};
 use retry::Response;
 
-/// How often a worker whose head waits for its retry looks at the outbox again.
-const WAITING_RECHECK: Duration = Duration::from_secs(1);
-
-/// How often an idle worker looks at the outbox without being woken.
-const IDLE_RECHECK: Duration = Duration::from_secs(2);
-
 pub const USER_AGENT: &str = concat!("deployhook/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, thiserror::Error)]
@@ -446,6 +440,7 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
                     Ok(None) => {}
                     Err(e) => return Err(e),
                 }
+                crate::metrics::get().queue_read(&name);
                 store.next_deliveries(&name, BATCH)
             })
             .await
@@ -455,23 +450,23 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
                 Err(e) => {
                     let w = next_backoff(&mut store_backoff);
                     tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), retry_in_s = w.as_secs(), "cannot read the outbox");
-                    wait(&mut cx, w).await;
+                    wait(&mut cx, Some(w)).await;
                     continue;
                 }
             }
         }
         let Some(d) = batch.front().cloned() else {
-            // Also look again now and then: `redeliver` and `hooks enable` write the
-            // outbox from another process.
-            wait(&mut cx, IDLE_RECHECK).await;
+            // Idle: no timer. A commit wakes it (a read's, the API's, the relay's), and
+            // what another process writes (`deliveries retry`, `redeliver`, `hooks
+            // enable`) through the daemon's SIGUSR1, or the resync at the latest.
+            wait(&mut cx, None).await;
             continue;
         };
         let now = Timestamp::now();
         if d.next_attempt_at > now {
             batch.clear();
-            // Looked at again every second: `deliveries retry` from another process may
-            // have made it due now.
-            wait(&mut cx, d.next_attempt_at.since(now).min(WAITING_RECHECK)).await;
+            // Until it is due, or woken (`deliveries retry` may have made it due now).
+            wait(&mut cx, Some(d.next_attempt_at.since(now))).await;
             continue;
         }
         let in_flight = cx.in_flight.clone();
@@ -529,7 +524,7 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
             batch.clear();
             let w = next_backoff(&mut store_backoff);
             tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), retry_in_s = w.as_secs(), "cannot record the attempt; it will be repeated");
-            wait(&mut cx, w).await;
+            wait(&mut cx, Some(w)).await;
         } else {
             store_backoff = None;
             let outcome = match update {
@@ -579,11 +574,17 @@ fn log_attempt(
     }
 }
 
-/// Sleeps until woken, for at most `max`, or until shutdown.
-async fn wait(cx: &mut WorkerContext, max: Duration) {
+/// Sleeps until woken, for at most `max` (no limit: `None`), or until shutdown.
+async fn wait(cx: &mut WorkerContext, max: Option<Duration>) {
+    let timer = async {
+        match max {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = cx.wake.notified() => {}
-        _ = tokio::time::sleep(max) => {}
+        _ = timer => {}
         _ = cx.shutdown.changed() => {}
     }
 }

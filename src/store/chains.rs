@@ -327,6 +327,41 @@ impl Store {
 
     /// Ends the runs whose waiting step's delivery died, or was delivered longer than
     /// the chain's timeout ago without a callback. Returns how many ended.
+    /// When chain steps must be looked at next: a delivered step's callback deadline, now
+    /// for a step whose delivery died, `every` from now while a step's delivery is still
+    /// being sent; `None` while no run waits on a step.
+    pub fn next_chain_check(
+        &self,
+        now: Timestamp,
+        every: std::time::Duration,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        self.with_conn(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT d.state, d.updated_at + r.timeout_us
+                     FROM chain_steps s
+                     JOIN chain_runs r ON r.id = s.run_id
+                     JOIN deliveries d ON d.id = s.delivery_id
+                     WHERE s.state = 'waiting' AND r.state = 'running'",
+                )
+                .map_err(q("find waiting chain steps"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(q("find waiting chain steps"))?;
+            let mut next: Option<Timestamp> = None;
+            for row in rows {
+                let (state, deadline) = row.map_err(q("find waiting chain steps"))?;
+                let due = match state.as_str() {
+                    "delivered" => Timestamp(deadline),
+                    "dead" | "cancelled" => now,
+                    _ => now.plus(every),
+                };
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+            Ok(next)
+        })
+    }
+
     pub fn expire_chain_steps(&self, now: Timestamp) -> Result<usize, StoreError> {
         self.with_conn(|c| {
             let tx = c.unchecked_transaction().map_err(q("begin chain expiry"))?;

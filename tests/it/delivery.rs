@@ -437,7 +437,7 @@ fn redeliver_sends_the_same_payload_as_a_new_delivery() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert!(
-        out(&o).contains("the running daemon sends it"),
+        out(&o).contains("the running daemon sends now"),
         "{}",
         out(&o)
     );

@@ -245,3 +245,48 @@ fn a_log_file_in_a_watched_directory_never_wakes_the_daemon() {
         text().len()
     );
 }
+
+#[test]
+fn idle_hook_workers_read_their_queues_only_when_woken() {
+    // Three hooks, nothing to send. A worker reads its queue when woken — a commit, a
+    // retry's time, SIGUSR1, the resync — never on a timer of its own: between two
+    // resyncs (the facts, 6 s apart) each queue is read once, however many hooks.
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    site.cap_deploy("20261120090000", "alice");
+    let rx = Receiver::start();
+    let hooks: String = ["a", "b", "c"]
+        .iter()
+        .map(|n| format!("[[hook]]\nname = \"{n}\"\nurl = \"{}\"\n\n", rx.url))
+        .collect();
+    let config = format!(
+        "[daemon]\nstate_dir = \"{}\"\nresync = \"6s\"\n\n[[site]]\nname = \"shop\"\npath = \"{}\"\n\n{hooks}[api]\nlisten = \"127.0.0.1:0\"\n",
+        env.join("state").display(),
+        site.root.display()
+    );
+    let d = Daemon::start(&env, &config);
+    let reads = |what: &str| d.metric(what);
+    let site_reads = r#"deployhook_site_reads_total{site="shop"}"#;
+    let queue = |h: &str| reads(&format!("deployhook_queue_reads_total{{hook=\"{h}\"}}"));
+    // The first resync after start-up, then one more: the window.
+    let start = reads(site_reads);
+    crate::support::env::wait_until(
+        || reads(site_reads) > start,
+        std::time::Duration::from_secs(20),
+        || "a resync".to_string(),
+    );
+    let at = reads(site_reads);
+    let before: Vec<f64> = ["a", "b", "c"].iter().map(|h| queue(h)).collect();
+    crate::support::env::wait_until(
+        || reads(site_reads) > at,
+        std::time::Duration::from_secs(20),
+        || "the next resync".to_string(),
+    );
+    for (h, b) in ["a", "b", "c"].iter().zip(before) {
+        let n = queue(h) - b;
+        assert!(
+            (1.0..=2.0).contains(&n),
+            "hook {h}: {n} queue reads in one resync"
+        );
+    }
+}
