@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo bench --bench e2e                  every scenario
-//! cargo bench --bench e2e -- latency       one (latency, footprint, scale, fanout, backlog, fleet)
+//! cargo bench --bench e2e -- latency       one (latency, footprint, idlehooks, scale, fanout, backlog, fleet)
 //! ```
 //!
 //! Installs nothing: a baseline whose tool is missing (`inotifywait` from inotify-tools,
@@ -12,6 +12,7 @@
 
 mod fleet;
 mod harness;
+mod idle;
 mod results;
 mod scenarios;
 
@@ -41,6 +42,14 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(60);
         footprint(&mut res, Duration::from_secs(idle));
+    }
+    if want("idlehooks") {
+        eprintln!("idle hooks: 1 site, 1, 10 and 100 hooks idle 60 s…");
+        let idle = std::env::var("E2E_IDLE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60);
+        idle::idle_hooks(&mut res, Duration::from_secs(idle));
     }
     if want("scale") {
         eprintln!("scale: building a large site…");
