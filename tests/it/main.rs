@@ -33,6 +33,7 @@ mod kudu;
 mod limits;
 mod marker;
 mod nats;
+mod nats_cluster;
 mod notify;
 mod ops_events;
 mod otlp;

@@ -181,3 +181,157 @@ pub fn messages(url: &str, name: &str) -> Vec<Stored> {
         out
     })
 }
+
+/// A three-node JetStream cluster on loopback, each node on ports it picked itself (read
+/// from its ports file). The first node's route list names a port nothing listens on
+/// (nats-server will not start JetStream clustered without one); the others route to
+/// it, and gossip makes the mesh. A node killed comes back on its ports and store.
+pub struct NatsCluster {
+    dir: PathBuf,
+    /// (client port, cluster port) of each node, once started.
+    pub ports: Vec<(u16, u16)>,
+    children: Vec<Option<Child>>,
+}
+
+impl NatsCluster {
+    pub fn start(dir: PathBuf) -> NatsCluster {
+        let mut c = NatsCluster {
+            dir,
+            ports: Vec::new(),
+            children: Vec::new(),
+        };
+        for i in 0..3 {
+            c.children.push(None);
+            c.ports.push((0, 0));
+            c.up(i);
+        }
+        c
+    }
+
+    /// The client URL of node `i`.
+    pub fn url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.ports[i].0)
+    }
+
+    /// Every node's client URL, comma-separated (for a client that may pick any).
+    pub fn urls(&self) -> String {
+        (0..3).map(|i| self.url(i)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Starts node `i`: the first time on ports it picks, again on the same ones.
+    pub fn up(&mut self, i: usize) {
+        let ports_dir = self.dir.join(format!("ports{i}"));
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir).unwrap_or_else(|e| panic!("{e}"));
+        let (client, cluster) = self.ports[i];
+        let port = |p: u16| {
+            if p == 0 {
+                "-1".to_string()
+            } else {
+                p.to_string()
+            }
+        };
+        let routes: Vec<String> = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter(|(j, (_, c))| *j != i && *c != 0)
+            .map(|(_, (_, c))| format!("nats://127.0.0.1:{c}"))
+            .collect();
+        // Port 1 is privileged: nothing of ours listens there.
+        let routes = if routes.is_empty() {
+            "nats://127.0.0.1:1".to_string()
+        } else {
+            routes.join(",")
+        };
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port(client)])
+            .arg("-sd")
+            .arg(self.dir.join(format!("store{i}")))
+            .args([
+                "--server_name",
+                &format!("n{}", i + 1),
+                "--cluster_name",
+                "deployhook",
+            ])
+            .args(["--cluster", &format!("nats://127.0.0.1:{}", port(cluster))])
+            .args(["--routes", &routes])
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start nats-server: {e}"));
+        let ports_file = ports_dir.join(format!("nats-server_{}.ports", child.id()));
+        self.children[i] = Some(child);
+        let mut bound = None;
+        wait_until(
+            || {
+                let v: Option<serde_json::Value> = std::fs::read_to_string(&ports_file)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok());
+                let port_of = |key: &str| {
+                    v.as_ref()
+                        .and_then(|v| v[key][0].as_str())
+                        .and_then(|u| u.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()))
+                };
+                bound = port_of("nats").zip(port_of("cluster"));
+                bound.is_some()
+            },
+            Duration::from_secs(10),
+            || format!("nats-server's ports file {}", ports_file.display()),
+        );
+        self.ports[i] = bound.unwrap_or_default();
+    }
+
+    /// Kills node `i` (SIGKILL); its store stays.
+    pub fn down(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Makes stream `name` with three replicas, once the cluster has a JetStream leader
+    /// (the API answers an error until then).
+    pub fn create_stream(&self, name: &str, subjects: &[&str]) {
+        let url = self.url(0);
+        let last = std::cell::RefCell::new(String::new());
+        wait_until(
+            || {
+                runtime().block_on(async {
+                    let Ok(client) = async_nats::connect(&url).await else {
+                        return false;
+                    };
+                    let js = async_nats::jetstream::new(client);
+                    match js
+                        .create_stream(async_nats::jetstream::stream::Config {
+                            name: name.to_string(),
+                            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+                            duplicate_window: Duration::from_secs(120),
+                            num_replicas: 3,
+                            ..Default::default()
+                        })
+                        .await
+                    {
+                        Ok(_) => true,
+                        Err(e) => {
+                            *last.borrow_mut() = e.to_string();
+                            false
+                        }
+                    }
+                })
+            },
+            Duration::from_secs(30),
+            || format!("a three-replica stream {name}: {}", last.borrow()),
+        );
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.down(i);
+        }
+    }
+}
