@@ -20,7 +20,8 @@ pub struct RawSource {
     pub url: Spanned<String>,
     /// The JetStream stream the fleet's edges publish into.
     pub stream: Spanned<String>,
-    /// The durable consumer's name (one per relay; relays sharing it share the work).
+    /// The name the relay keeps its position in the stream under (its first start takes
+    /// over an existing durable consumer's of that name).
     pub durable: Spanned<String>,
     /// File holding the credential (a `.creds` file, an nkey seed, or a token).
     pub secret_file: Option<Spanned<String>>,

@@ -1,11 +1,11 @@
-//! Relay mode (issue 13): a `[[source]]` task consumes a fleet's JetStream stream through
-//! a durable pull consumer and turns each message into an event of this deployhook
-//! (`events::relayed`), committed with the source message id in one transaction
-//! (`Store::commit_relayed`: a message seen twice is dropped); the message is acknowledged
-//! only after that commit. One message is in flight at a time (`max_ack_pending = 1`), so
-//! each edge's order survives a relay crash: an unacknowledged message comes back before
-//! any later one. A message that is no deployhook event is logged (escaped, capped),
-//! counted and acknowledged, never retried forever.
+//! Relay mode (issue 13): a `[[source]]` task reads a fleet's JetStream stream in order
+//! (an ordered consumer) from where it stopped, and turns each message into an event of
+//! this deployhook (`events::relayed`). What is ready is committed as one batch — each
+//! event with its source message id (a message id seen twice is dropped) and the stream
+//! sequence reached (`Store::commit_relayed_batch`) — so a relay killed at any point
+//! resumes right after its last commit: nothing lost, nothing twice, each edge's order the
+//! stream's, many messages per transaction. A message that is no deployhook event is
+//! logged (escaped, capped), counted and passed.
 
 use std::time::Duration;
 
@@ -17,10 +17,8 @@ use crate::events::relayed::Relayed;
 use crate::model::Timestamp;
 use crate::running::HookView;
 use crate::store::Store;
+use crate::store::relay::RelayedMessage;
 use crate::telemetry::escape;
-
-/// How long an unacknowledged message waits before JetStream sends it again.
-const ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs one source until `stop`; connection and stream errors are logged and retried
 /// (1 s doubling to 30 s).
@@ -51,6 +49,9 @@ pub async fn run(
     }
 }
 
+/// How many messages one transaction commits at most.
+const MAX_BATCH: usize = 256;
+
 async fn consume(
     source: &SourceConfig,
     view: &watch::Receiver<HookView>,
@@ -58,6 +59,8 @@ async fn consume(
     host: &str,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+    use futures_util::FutureExt;
     let js = async_nats::jetstream::new(
         crate::deliver::nats::connect(
             &source.url,
@@ -71,75 +74,105 @@ async fn consume(
         .get_stream(&source.stream)
         .await
         .map_err(|e| format!("stream {}: {e}", source.stream))?;
+    // Where this relay stopped, from its own outbox; the first time, where the durable
+    // consumer of earlier versions had acknowledged up to, else the stream's start.
+    let key = source.durable.clone();
+    let position = {
+        let (store, key) = (store.clone(), key.clone());
+        tokio::task::spawn_blocking(move || store.source_position(&key))
+            .await
+            .map_err(|e| format!("the position task failed: {e}"))?
+            .map_err(|e| format!("the outbox: {}", crate::telemetry::chain(&e)))?
+    };
+    let start = match position {
+        Some(p) => p + 1,
+        None => match stream.consumer_info(&source.durable).await {
+            Ok(info) => info.ack_floor.stream_sequence + 1,
+            Err(_) => 1,
+        },
+    };
     let consumer = stream
-        .get_or_create_consumer(
-            &source.durable,
-            async_nats::jetstream::consumer::pull::Config {
-                durable_name: Some(source.durable.clone()),
-                ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
-                max_ack_pending: 1,
-                ..Default::default()
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
             },
-        )
+            ..Default::default()
+        })
         .await
-        .map_err(|e| format!("consumer {}: {e}", source.durable))?;
+        .map_err(|e| format!("an ordered consumer of {}: {e}", source.stream))?;
     let mut messages = consumer
         .messages()
         .await
         .map_err(|e| format!("consuming {}: {e}", source.stream))?;
-    tracing::info!(source = %source.name, stream = %source.stream, durable = %source.durable, "relay source consuming");
+    tracing::info!(source = %source.name, stream = %source.stream, from_sequence = start, "relay source consuming");
     loop {
-        let msg = tokio::select! {
+        let first = tokio::select! {
             _ = stop.changed() => return Ok(()),
-            m = messages.next() => match m {
+            m = messages.next() => m,
+        };
+        // What is ready now joins it: one transaction for the batch.
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
                 None => return Err("the consumer's messages ended".into()),
                 Some(Err(e)) => return Err(format!("receiving: {e}")),
-                Some(Ok(m)) => m,
-            },
-        };
-        let header = |name: &str| {
-            msg.headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_string())
-        };
-        let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let msg_id =
-            header("Nats-Msg-Id").unwrap_or_else(|| format!("{}:{sequence}", source.stream));
-        let parsed = Relayed::parse(header("X-Deployhook-Event").as_deref(), &msg.payload)
-            .and_then(|r| r.published_by(&msg.subject, source.host_token).map(|()| r));
-        match parsed {
-            Err(why) => {
-                crate::metrics::get().relay_skipped(&source.name);
-                tracing::warn!(source = %source.name, sequence, subject = %escape(&msg.subject), error = %escape(&why), "a message that is no deployhook event of its publisher: skipped");
+                Some(Ok(m)) => batch.push(m),
             }
-            Ok(relayed) => {
-                let current = view.borrow().clone();
-                let event = relayed.plan(&current, host);
-                let deployment = relayed.deployment();
-                let hooks: Vec<String> = event.deliveries.iter().map(|d| d.hook.clone()).collect();
-                let (store, name, id) = (store.clone(), source.name.clone(), msg_id.clone());
-                let fresh = tokio::task::spawn_blocking(move || {
-                    store.commit_relayed(&name, &id, &event, deployment.as_ref(), Timestamp::now())
+            if batch.len() < MAX_BATCH {
+                next = messages.next().now_or_never();
+            }
+        }
+        let current = view.borrow().clone();
+        let mut items = Vec::with_capacity(batch.len());
+        let mut last = 0;
+        for msg in &batch {
+            let header = |name: &str| {
+                msg.headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_string())
+            };
+            let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+            last = last.max(sequence);
+            let msg_id =
+                header("Nats-Msg-Id").unwrap_or_else(|| format!("{}:{sequence}", source.stream));
+            let parsed = Relayed::parse(header("X-Deployhook-Event").as_deref(), &msg.payload)
+                .and_then(|r| r.published_by(&msg.subject, source.host_token).map(|()| r));
+            let event = match parsed {
+                Err(why) => {
+                    crate::metrics::get().relay_skipped(&source.name);
+                    tracing::warn!(source = %source.name, sequence, subject = %escape(&msg.subject), error = %escape(&why), "a message that is no deployhook event of its publisher: skipped");
+                    None
+                }
+                Ok(relayed) => Some((relayed.plan(&current, host), relayed.deployment())),
+            };
+            items.push(RelayedMessage { msg_id, event });
+        }
+        let hooks: Vec<Vec<String>> = items
+            .iter()
+            .map(|m| {
+                m.event.as_ref().map_or_else(Vec::new, |(e, _)| {
+                    e.deliveries.iter().map(|d| d.hook.clone()).collect()
                 })
-                .await
-                .map_err(|e| format!("the commit task failed: {e}"))?
-                .map_err(|e| format!("the outbox: {}", crate::telemetry::chain(&e)))?;
-                if fresh {
-                    for h in &hooks {
-                        if let Some(w) = current.wakes.get(h) {
-                            w.notify_one();
-                        }
+            })
+            .collect();
+        let (store2, key2) = (store.clone(), key.clone());
+        let fresh = tokio::task::spawn_blocking(move || {
+            store2.commit_relayed_batch(&key2, &items, last, Timestamp::now())
+        })
+        .await
+        .map_err(|e| format!("the commit task failed: {e}"))?
+        .map_err(|e| format!("the outbox: {}", crate::telemetry::chain(&e)))?;
+        for (new, hooks) in fresh.iter().zip(&hooks) {
+            if *new {
+                for h in hooks {
+                    if let Some(w) = current.wakes.get(h) {
+                        w.notify_one();
                     }
-                } else {
-                    tracing::debug!(source = %source.name, msg_id = %escape(&msg_id), "a message committed before: dropped");
                 }
             }
         }
-        msg.ack()
-            .await
-            .map_err(|e| format!("acknowledging message {sequence}: {e}"))?;
     }
 }
 

@@ -1,7 +1,7 @@
-//! Relay mode (schema 6): each message a `[[source]]` consumed is written once — its
+//! Relay mode (schema 6, 9): each message a `[[source]]` consumed is written once — its
 //! source message id in the same transaction as the event it became, so a message seen
-//! again (a redelivery after a crash, an edge's re-send) is dropped, and the JetStream
-//! message is acknowledged only after that commit.
+//! again (an edge's re-send) is dropped — and with a batch of messages, the stream
+//! sequence consumed up to (`source_positions`): a relay resumes right after it.
 
 use rusqlite::{OptionalExtension, params};
 
@@ -19,7 +19,83 @@ pub(super) const MIGRATE_6: &str = "BEGIN;
     PRAGMA user_version = 6;
     COMMIT;";
 
+pub(super) const MIGRATE_9: &str = "BEGIN;
+    CREATE TABLE source_positions (
+        source TEXT PRIMARY KEY,
+        stream_sequence INTEGER NOT NULL
+    );
+    PRAGMA user_version = 9;
+    COMMIT;";
+
+/// One consumed message: its id, and the event it became (`None`: no deployhook event,
+/// skipped — its sequence still counts as consumed).
+pub struct RelayedMessage {
+    pub msg_id: String,
+    pub event: Option<(NewEvent, Option<Deployment>)>,
+}
+
 impl Store {
+    /// Where `source` stopped: the last stream sequence committed.
+    pub fn source_position(&self, source: &str) -> Result<Option<u64>, StoreError> {
+        self.with_conn(|c| {
+            c.query_row(
+                "SELECT stream_sequence FROM source_positions WHERE source = ?1",
+                [source],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|s| s.map(|s| u64::try_from(s).unwrap_or(0)))
+            .map_err(q("read a source's position"))
+        })
+    }
+
+    /// Commits a batch of consumed messages, in order, and `source`'s position (`last`,
+    /// the batch's last stream sequence) in one transaction. Returns, per message, whether
+    /// it became new deliveries (a message id seen before is dropped).
+    pub fn commit_relayed_batch(
+        &self,
+        source: &str,
+        messages: &[RelayedMessage],
+        last: u64,
+        now: Timestamp,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.with_conn(|c| {
+            let tx = c
+                .unchecked_transaction()
+                .map_err(q("begin relayed events"))?;
+            let mut fresh = Vec::with_capacity(messages.len());
+            for m in messages {
+                let Some((event, deployment)) = &m.event else {
+                    fresh.push(false);
+                    continue;
+                };
+                let new = tx
+                    .execute(
+                        "INSERT OR IGNORE INTO source_messages (source, msg_id, received_at)
+                         VALUES (?1, ?2, ?3)",
+                        params![source, m.msg_id, now.0],
+                    )
+                    .map_err(q("note a relayed message"))?
+                    > 0;
+                if new {
+                    super::insert_events(&tx, std::slice::from_ref(event), now)?;
+                    if let (Some(d), Some(site)) = (deployment, event.site.as_deref()) {
+                        upsert_deployment(&tx, site, d, now)?;
+                    }
+                }
+                fresh.push(new);
+            }
+            tx.execute(
+                "INSERT INTO source_positions (source, stream_sequence) VALUES (?1, ?2)
+                 ON CONFLICT (source) DO UPDATE SET stream_sequence = excluded.stream_sequence",
+                params![source, i64::try_from(last).unwrap_or(i64::MAX)],
+            )
+            .map_err(q("note a source's position"))?;
+            tx.commit().map_err(q("commit relayed events"))?;
+            Ok(fresh)
+        })
+    }
+
     /// Commits `event` as message `msg_id` of `source`, unless that message was committed
     /// before. Returns whether it is new (its deliveries are then in the outbox).
     pub fn commit_relayed(
@@ -135,6 +211,49 @@ mod tests {
                 .map(|d| d.len())
                 .unwrap_or(0),
             2
+        );
+    }
+
+    #[test]
+    fn a_batch_commits_its_messages_in_order_and_the_position_with_them() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let event = || NewEvent {
+            kind: "PostDeployment".into(),
+            site: Some("shop".into()),
+            status: None,
+            deployment_serial: None,
+            payload: b"{}".to_vec(),
+            chains: Vec::new(),
+            deliveries: vec![NewDelivery::new("h", b"{}".to_vec())],
+        };
+        let m = |id: &str, ev: bool| RelayedMessage {
+            msg_id: id.into(),
+            event: ev.then(|| (event(), None)),
+        };
+        assert_eq!(store.source_position("relay").ok().flatten(), None);
+        let fresh = store
+            .commit_relayed_batch(
+                "relay",
+                &[m("a", true), m("junk", false), m("b", true)],
+                7,
+                Timestamp(1),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fresh, [true, false, true]);
+        assert_eq!(store.source_position("relay").ok().flatten(), Some(7));
+        // Seen again (an edge's re-send): dropped; the position moves on.
+        let fresh = store
+            .commit_relayed_batch("relay", &[m("b", true), m("c", true)], 9, Timestamp(2))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fresh, [false, true]);
+        assert_eq!(store.source_position("relay").ok().flatten(), Some(9));
+        assert_eq!(
+            store
+                .list_deliveries(Some("h"), false, 10)
+                .map(|d| d.len())
+                .unwrap_or(0),
+            3
         );
     }
 }

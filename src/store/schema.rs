@@ -7,7 +7,7 @@ use rusqlite::Connection;
 
 use super::{StoreError, api_hooks, q};
 
-pub(super) const SCHEMA_VERSION: i64 = 8;
+pub(super) const SCHEMA_VERSION: i64 = 9;
 
 pub(super) fn corrupt_or(e: rusqlite::Error, path: &Path, op: &'static str) -> StoreError {
     match e.sqlite_error_code() {
@@ -124,6 +124,10 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
     if version < 8 {
         conn.execute_batch(super::dora::MIGRATE_8)
             .map_err(q("migrate to schema 8"))?;
+    }
+    if version < 9 {
+        conn.execute_batch(super::relay::MIGRATE_9)
+            .map_err(q("migrate to schema 9"))?;
     }
     Ok(())
 }
