@@ -1,5 +1,5 @@
 //! Relay mode (issue 13): a `[[source]]` task reads a fleet's JetStream stream in order
-//! (an ordered consumer) from where it stopped, and turns each message into an event of
+//! (a durable pull consumer made again at every start from where it stopped), and turns each message into an event of
 //! this deployhook (`events::relayed`). What is ready is committed as one batch — each
 //! event with its source message id (a message id seen twice is dropped) and the stream
 //! sequence reached (`Store::commit_relayed_batch`) — so a relay killed at any point
@@ -91,15 +91,22 @@ async fn consume(
             Err(_) => 1,
         },
     };
+    // The durable consumer is made again from that position at every start: replicated
+    // like the stream (it survives the loss of a node), in stream order, nothing to
+    // acknowledge (the position is the relay's own). A config change of the deliver
+    // policy needs the old one gone first.
+    let _ = stream.delete_consumer(&source.durable).await;
     let consumer = stream
-        .create_consumer(pull::OrderedConfig {
+        .create_consumer(pull::Config {
+            durable_name: Some(source.durable.clone()),
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             },
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("an ordered consumer of {}: {e}", source.stream))?;
+        .map_err(|e| format!("consumer {} of {}: {e}", source.durable, source.stream))?;
     let mut messages = consumer
         .messages()
         .await
