@@ -240,6 +240,11 @@ pub fn format_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// A full commit id: 40 hex digits (SHA-1) or 64 (SHA-256).
+pub fn is_full_sha(id: &str) -> bool {
+    matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// `1 site`, `2 sites`: a count with its noun, singular or plural.
 pub fn count_of(n: usize, singular: &str, plural: &str) -> String {
     if n == 1 {

@@ -103,8 +103,28 @@ pub(super) fn validate_hook(
         ));
     }
     let timeout = c.duration(&h.timeout, &key("timeout"), Duration::from_secs(10));
-    let retry = retry_of(c, h, &key);
-    let headers = headers_of(c, h, &key, &url);
+    let retry = retry_of(c, &h.retry, &key("retry"));
+    let mut headers = headers_of(c, h, &key, &url);
+    // A DORA tool's secret is its API key, sent as a header of the hook's own (so it is
+    // recorded as `***`, like any of them).
+    if let Some(s) = &secret {
+        let header = match format {
+            Format::Devlake => Some(("Authorization", format!("Bearer {}", s.first()))),
+            Format::DatadogDora => Some(("DD-API-KEY", s.first().to_string())),
+            _ => None,
+        };
+        if let Some((name, value)) = header {
+            if http::HeaderValue::from_str(&value).is_err() {
+                let span = h.format.as_ref().map_or(0..0, |f| f.span());
+                c.at(
+                    span,
+                    &key("secret_file"),
+                    "the API key is not a valid header value (control characters or non-ASCII)",
+                );
+            }
+            headers.push((name.to_string(), value));
+        }
+    }
     let failing_after = match &h.failing_after {
         None => DEFAULT_FAILING_AFTER,
         Some(n) => match u32::try_from(*n.get_ref()) {
@@ -292,9 +312,13 @@ fn signature_of(
     signature
 }
 
-/// The hook's retry schedule (default `DEFAULT_RETRY`), each a duration.
-fn retry_of(c: &mut Checker<'_>, h: &RawHook, key: &dyn Fn(&str) -> String) -> Vec<Duration> {
-    match &h.retry {
+/// A retry schedule (default `DEFAULT_RETRY`), each a duration: a hook's, `[otlp]`'s.
+pub(super) fn retry_of(
+    c: &mut Checker<'_>,
+    retry: &Option<toml::Spanned<Vec<String>>>,
+    key: &str,
+) -> Vec<Duration> {
+    match retry {
         None => DEFAULT_RETRY
             .iter()
             .map(|s| Duration::from_secs(*s))
@@ -307,7 +331,7 @@ fn retry_of(c: &mut Checker<'_>, h: &RawHook, key: &dyn Fn(&str) -> String) -> V
                 if parsed.is_none() {
                     c.at(
                         r.span(),
-                        &key("retry"),
+                        key,
                         format!(
                             "{d:?} is not a duration: write e.g. retry = [\"10s\", \"1m\", \"10m\"]"
                         ),

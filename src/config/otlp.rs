@@ -129,22 +129,15 @@ pub(super) fn validate_otlp(
         ));
     }
     let timeout = c.duration(&o.timeout, &key("timeout"), Duration::from_secs(10));
-    let retry = match &o.retry {
-        None => HookConfig::new(OTLP_HOOK, url.clone()).retry,
-        Some(r) => r
-            .get_ref()
-            .iter()
-            .filter_map(|d| {
-                let parsed = crate::model::parse_duration(d).ok();
-                if parsed.is_none() {
-                    c.at(r.span(), &key("retry"), format!("{d:?} is not a duration"));
-                }
-                parsed
-            })
-            .collect(),
-    };
+    let retry = super::hooks::retry_of(c, &o.retry, &key("retry"));
+    // The headers go as the hook's own: sent with every export, recorded as `***`.
+    let headers = secret
+        .as_ref()
+        .and_then(|s| parse_headers(s.expose()).ok())
+        .unwrap_or_default();
     HookConfig {
         events: vec!["PostDeployment".to_string()],
+        headers,
         sites: o.sites.as_ref().map(|s| s.get_ref().clone()),
         format: Format::Otlp,
         secret,

@@ -442,12 +442,7 @@ impl Daemon {
             self.next_resync = instant + self.config.daemon.resync;
             // A wake-up the daemon could not hear (a signal it was not allowed) is heard
             // here at the latest.
-            for wake in self.tasks.wakes().values() {
-                wake.notify_one();
-            }
-            if !self.config.chains.is_empty() {
-                self.next_chain_check = Some(instant);
-            }
+            self.look_again();
         }
         if marks.rescans > 0 {
             crate::metrics::get().rescans(marks.rescans);

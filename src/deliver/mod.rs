@@ -87,19 +87,6 @@ pub fn build_headers(hook: &HookConfig, d: &DueDelivery, now: Timestamp) -> Vec<
         ("X-Deployhook-Delivery".to_string(), delivery_id.to_string()),
     ]);
     headers.extend(d.headers.iter().cloned());
-    // The DORA tools' secrets are API keys: sent as they want them, never a signature.
-    match (&hook.secret, hook.format) {
-        (Some(key), Format::Devlake) => {
-            headers.push(("Authorization".into(), format!("Bearer {}", key.first())));
-        }
-        (Some(key), Format::DatadogDora) => {
-            headers.push(("DD-API-KEY".into(), key.first().to_string()));
-        }
-        (Some(secret), Format::Otlp) => {
-            headers.extend(crate::config::otlp::parse_headers(secret.expose()).unwrap_or_default());
-        }
-        _ => {}
-    }
     if let Some(secret) = &hook.secret {
         match hook.signature {
             SignatureKind::Standard => {
@@ -273,20 +260,7 @@ pub(crate) fn recorded_headers(
         .into_iter()
         .filter(|(k, _)| !k.eq_ignore_ascii_case("authorization"))
         .map(|(k, v)| {
-            // A hook's own headers and an API key may be credentials.
-            let otlp_secret = || {
-                hook.format == Format::Otlp
-                    && hook.secret.as_ref().is_some_and(|s| {
-                        crate::config::otlp::parse_headers(s.expose())
-                            .unwrap_or_default()
-                            .iter()
-                            .any(|(h, _)| h.eq_ignore_ascii_case(&k))
-                    })
-            };
-            if hook.headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(&k))
-                || k.eq_ignore_ascii_case("dd-api-key")
-                || otlp_secret()
-            {
+            if hook.headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(&k)) {
                 (k, "***".to_string())
             } else {
                 (k, v)

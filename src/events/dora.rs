@@ -8,15 +8,11 @@ use serde_json::{Value, json};
 
 use super::{DeploymentEvent, POST_DEPLOYMENT, Rendered};
 use crate::config::HookConfig;
-use crate::model::{Status, Timestamp};
+use crate::model::{Status, Timestamp, is_full_sha};
 
 /// One deployment's id for a DORA tool: unique per host, site and deployment.
 pub fn deployment_key(host: &str, site: &str, serial: u64) -> String {
     format!("{host}:{site}:{serial}")
-}
-
-fn is_full_sha(id: &str) -> bool {
-    id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The first line of the deployment's message (its commit's subject).

@@ -42,10 +42,7 @@ fn fill(template: &str, site: &str, id: &str) -> String {
         .replace("{id}", &enc(id))
 }
 
-/// A full commit id: 40 hex digits (SHA-1) or 64 (SHA-256).
-pub fn is_full_sha(id: &str) -> bool {
-    matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
+pub use crate::model::is_full_sha;
 
 /// The delivery of a deployment event to a `github-deployments` hook: `None` for a
 /// PostDeployment when the hook also takes StatusChanged (that one already says it),

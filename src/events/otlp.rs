@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::dora::deployment_key;
 use super::{DeploymentEvent, POST_DEPLOYMENT, Rendered, transition_time};
 use crate::config::HookConfig;
-use crate::model::{Status as DeployStatus, Timestamp};
+use crate::model::{Status as DeployStatus, Timestamp, is_full_sha};
 
 /// The content type of an OTLP/HTTP protobuf request.
 pub const CONTENT_TYPE: &str = "application/x-protobuf";
@@ -43,10 +43,6 @@ fn nanos(t: Timestamp) -> u64 {
 fn id_of(what: &str, key: &str, n: usize) -> Vec<u8> {
     let digest = Sha256::digest(format!("{what}\n{key}").as_bytes());
     digest[..n].to_vec()
-}
-
-fn is_full_sha(id: &str) -> bool {
-    id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The span of a finished deployment; `None` for any other event.

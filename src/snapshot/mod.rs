@@ -350,8 +350,8 @@ impl Reader {
 
     /// The author time of commit `sha`, when a repository of the site holds it.
     pub fn commit_authored(&self, snap: &Snapshot, sha: &str) -> Option<Timestamp> {
-        let full = sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit());
-        full.then(|| git::authored(&self.repos(snap), sha))
+        crate::model::is_full_sha(sha)
+            .then(|| git::authored(&self.repos(snap), sha))
             .flatten()
     }
 

@@ -95,39 +95,6 @@ impl Store {
             Ok(fresh)
         })
     }
-
-    /// Commits `event` as message `msg_id` of `source`, unless that message was committed
-    /// before. Returns whether it is new (its deliveries are then in the outbox).
-    pub fn commit_relayed(
-        &self,
-        source: &str,
-        msg_id: &str,
-        event: &NewEvent,
-        deployment: Option<&Deployment>,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.with_conn(|c| {
-            let tx = c
-                .unchecked_transaction()
-                .map_err(q("begin a relayed event"))?;
-            let fresh = tx
-                .execute(
-                    "INSERT OR IGNORE INTO source_messages (source, msg_id, received_at)
-                     VALUES (?1, ?2, ?3)",
-                    params![source, msg_id, now.0],
-                )
-                .map_err(q("note a relayed message"))?;
-            if fresh == 0 {
-                return Ok(false);
-            }
-            super::insert_events(&tx, std::slice::from_ref(event), now)?;
-            if let (Some(d), Some(site)) = (deployment, event.site.as_deref()) {
-                upsert_deployment(&tx, site, d, now)?;
-            }
-            tx.commit().map_err(q("commit a relayed event"))?;
-            Ok(true)
-        })
-    }
 }
 
 /// The relay's record of an edge's deployment (`site` is `<hostName>/<siteName>`, the
@@ -198,9 +165,14 @@ mod tests {
                 chains: Vec::new(),
                 deliveries: vec![NewDelivery::new("h", b"{}".to_vec())],
             };
+            let m = RelayedMessage {
+                msg_id: id.into(),
+                event: Some((ev, None)),
+            };
             store
-                .commit_relayed("fleet", id, &ev, None, Timestamp(1))
+                .commit_relayed_batch("fleet", &[m], 1, Timestamp(1))
                 .unwrap_or_else(|e| panic!("{e}"))
+                == [true]
         };
         assert!(commit("msg_1"));
         assert!(!commit("msg_1"), "the same message again is dropped");

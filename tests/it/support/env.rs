@@ -8,6 +8,18 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// Whether the outbox in `state/` (the database or its WAL) holds `needle` anywhere.
+    pub fn outbox_holds(&self, needle: &str) -> bool {
+        ["deployhook.sqlite", "deployhook.sqlite-wal"]
+            .iter()
+            .any(|f| {
+                std::fs::read(self.join("state").join(f))
+                    .unwrap_or_default()
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_bytes())
+            })
+    }
+
     pub fn new() -> TestEnv {
         let dir = tempfile::Builder::new()
             .prefix("deployhook-it-")

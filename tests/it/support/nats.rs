@@ -62,11 +62,7 @@ impl NatsServer {
         let mut bound = None;
         wait_until(
             || {
-                bound = std::fs::read_to_string(&ports_file)
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .and_then(|v| v["nats"][0].as_str().map(str::to_string))
-                    .and_then(|u| u.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()));
+                bound = bound_port(&ports_file, "nats");
                 bound.is_some()
             },
             Duration::from_secs(10),
@@ -82,6 +78,14 @@ impl NatsServer {
             let _ = c.wait();
         }
     }
+}
+
+/// The port nats-server says (in its ports file) it bound for `kind` (`nats`, `cluster`).
+fn bound_port(ports_file: &std::path::Path, kind: &str) -> Option<u16> {
+    let text = std::fs::read_to_string(ports_file).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let url = v[kind][0].as_str()?;
+    url.rsplit(':').next()?.parse().ok()
 }
 
 impl Drop for NatsServer {
@@ -267,15 +271,7 @@ impl NatsCluster {
         let mut bound = None;
         wait_until(
             || {
-                let v: Option<serde_json::Value> = std::fs::read_to_string(&ports_file)
-                    .ok()
-                    .and_then(|t| serde_json::from_str(&t).ok());
-                let port_of = |key: &str| {
-                    v.as_ref()
-                        .and_then(|v| v[key][0].as_str())
-                        .and_then(|u| u.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()))
-                };
-                bound = port_of("nats").zip(port_of("cluster"));
+                bound = bound_port(&ports_file, "nats").zip(bound_port(&ports_file, "cluster"));
                 bound.is_some()
             },
             Duration::from_secs(10),
