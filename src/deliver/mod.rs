@@ -456,20 +456,25 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
             Timestamp::now(),
             fastrand::f64() * 2.0 - 1.0,
         );
-        let view = cx.view.borrow().clone();
-        let (update, facts) = health.after(
-            &hook,
-            &view.host_name,
-            &d,
-            &record,
-            decision,
-            Timestamp::now(),
-        );
+        // The hooks that run now, read in place (no copy per attempt): who gets the
+        // operational events this attempt makes.
+        let (update, also) = {
+            let view = cx.view.borrow();
+            let (update, facts) = health.after(
+                &hook,
+                &view.host_name,
+                &d,
+                &record,
+                decision,
+                Timestamp::now(),
+            );
+            let also: Vec<_> = facts
+                .iter()
+                .map(|f| crate::events::ops::plan(f, &view.hooks))
+                .collect();
+            (update, also)
+        };
         log_attempt(&hook, &d, attempts, &record, &update);
-        let also: Vec<_> = facts
-            .iter()
-            .map(|f| crate::events::ops::plan(f, &view.hooks))
-            .collect();
         let told: Vec<String> = also
             .iter()
             .flat_map(|e| e.deliveries.iter().map(|x| x.hook.clone()))
@@ -487,7 +492,8 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
                 also,
             })
             .await;
-        if saved.is_ok() {
+        if saved.is_ok() && !told.is_empty() {
+            let view = cx.view.borrow();
             for name in &told {
                 if let Some(w) = view.wakes.get(name) {
                     w.notify_one();
