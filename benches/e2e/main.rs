@@ -31,8 +31,13 @@ fn main() {
     let mut res = Results::default();
     let t0 = Instant::now();
     if want("latency") {
-        eprintln!("latency: 500 deploys…");
-        latency(&mut res, 500);
+        // E2E_DEPLOYS shortens it for a quick look (the table says how many).
+        let n = std::env::var("E2E_DEPLOYS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(500);
+        eprintln!("latency: {n} deploys, both on the same write, then each alone…");
+        latency(&mut res, n);
     }
     if want("footprint") {
         eprintln!("footprint: 1, 10 and 100 sites idle 60 s…");

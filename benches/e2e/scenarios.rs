@@ -12,9 +12,23 @@ use crate::results::{Results, pct, sorted};
 /// Completing write → receiver read, for deployhook, the `inotifywait`+`curl` loop and a
 /// 1 s polling loop, all watching the same site in the same run.
 pub fn latency(res: &mut Results, n: usize) {
+    // Both on the same write, as before: the loop's `bash`, `tail` and `curl` run on the
+    // same two cores at the same moment as the daemon, so each slows the other.
+    latency_run(res, n, false);
+    // Each alone: the loop watches its own site's log, written after the daemon's POST
+    // has arrived, so neither competes with the other for the CPU.
+    latency_run(res, n, true);
+}
+
+fn latency_run(res: &mut Results, n: usize, apart: bool) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let site = dir.path().join("site");
     let sha = capistrano_site(&site, 1);
+    // The loop's own site when apart (the daemon does not watch it).
+    let other = dir.path().join("other");
+    if apart {
+        std::fs::create_dir_all(&other).unwrap_or_else(|e| panic!("{e}"));
+    }
     let rx = Receiver::start();
     let cfg = config(
         dir.path(),
@@ -24,15 +38,22 @@ pub fn latency(res: &mut Results, n: usize) {
     let (_d, _) = daemon(&cfg);
     let log = site.join("revisions.log");
     std::fs::write(&log, "").unwrap_or_else(|e| panic!("{e}"));
+    let their_log = if apart {
+        let l = other.join("revisions.log");
+        std::fs::write(&l, "").unwrap_or_else(|e| panic!("{e}"));
+        l
+    } else {
+        log.clone()
+    };
     let inotify = (have("inotifywait") && have("curl")).then(|| {
         shell(&format!(
             "inotifywait -m -q -e close_write --format %w%f {} | while read f; do \
              tail -n 1 \"$f\" | curl -s -o /dev/null -H 'x-baseline: inotify' --data-binary @- {}; done",
-            log.display(),
+            their_log.display(),
             rx.url
         ))
     });
-    let poll = have("curl").then(|| {
+    let poll = (have("curl") && !apart).then(|| {
         shell(&format!(
             "last=$(stat -c %s {f}); while sleep 1; do n=$(stat -c %s {f}); if [ \"$n\" != \"$last\" ]; then \
              last=$n; tail -n 1 {f} | curl -s -o /dev/null -H 'x-baseline: poll' --data-binary @- {u}; fi; done",
@@ -59,6 +80,21 @@ pub fn latency(res: &mut Results, n: usize) {
         wait_for("deployhook's POST", Duration::from_secs(10), || {
             got("").is_some()
         });
+        let ms = |t: Option<Instant>, t0: Instant| {
+            t.map(|t| t.duration_since(t0).as_secs_f64() * 1000.0)
+        };
+        ours.extend(ms(got(""), t0));
+        let (from, t0) = if apart && inotify.is_some() {
+            // The daemon is done; now the loop's own deploy.
+            std::thread::sleep(Duration::from_millis(30));
+            let from = rx.len();
+            let t0 = Instant::now();
+            log_line(&other, &name, &sha);
+            (from, t0)
+        } else {
+            (from, t0)
+        };
+        let got = |who: &str| rx.arrival(from, who, &name);
         if inotify.is_some() {
             wait_for(
                 "the inotifywait loop's POST",
@@ -72,11 +108,9 @@ pub fn latency(res: &mut Results, n: usize) {
                 got("poll").is_some()
             });
         }
-        let ms = |t: Option<Instant>| t.map(|t| t.duration_since(t0).as_secs_f64() * 1000.0);
-        ours.extend(ms(got("")));
-        theirs.extend(ms(got("inotify")));
-        if i % 10 == 0 {
-            polled.extend(ms(got("poll")));
+        theirs.extend(ms(got("inotify"), t0));
+        if poll.is_some() && i % 10 == 0 {
+            polled.extend(ms(got("poll"), t0));
         }
     }
     let (ours, theirs, polled) = (sorted(ours), sorted(theirs), sorted(polled));
@@ -85,6 +119,11 @@ pub fn latency(res: &mut Results, n: usize) {
     } else {
         "inotifywait+curl: SKIPPED (install inotify-tools and curl)"
     };
+    let scen = if apart {
+        "latency, each alone (revisions.log line → POST)"
+    } else {
+        "latency, same write (revisions.log line → POST)"
+    };
     for (label, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
         let target = match label {
             "p50" => "≤ 1/5 of the baseline",
@@ -92,7 +131,7 @@ pub fn latency(res: &mut Results, n: usize) {
             _ => "",
         };
         res.add(
-            "latency (revisions.log line → POST)",
+            scen,
             label,
             pct(&ours, p),
             pct(&theirs, p),
@@ -101,17 +140,19 @@ pub fn latency(res: &mut Results, n: usize) {
             target,
         );
     }
+    if !apart {
+        res.add(
+            scen,
+            "p50",
+            None,
+            pct(&polled, 0.5),
+            "1 s polling loop",
+            "ms",
+            "",
+        );
+    }
     res.add(
-        "latency (revisions.log line → POST)",
-        "p50",
-        None,
-        pct(&polled, 0.5),
-        "1 s polling loop",
-        "ms",
-        "",
-    );
-    res.add(
-        "latency (revisions.log line → POST)",
+        scen,
         "deploys",
         Some(ours.len() as f64),
         Some(theirs.len() as f64),

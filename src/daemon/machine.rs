@@ -123,7 +123,7 @@ impl Daemon {
         };
         listener::record_address(&config.daemon.state_dir, api.as_ref());
         let mut tasks = Tasks::new(&store, Arc::new(Semaphore::new(MAX_IN_FLIGHT)));
-        let mut read_cx = ReadContext::new(&config, &[], &store, tasks.wakes());
+        let mut read_cx = ReadContext::new(&config, &[], &store, tasks.wakes(), tasks.handoffs());
         run_hooks(&config, &api_hooks, &mut tasks, &mut read_cx, api.as_ref());
         tasks.start_sources(&config);
         tasks.reconcile_probes(&config, &sites, &dirty);
@@ -604,7 +604,7 @@ fn run_hooks(
 ) {
     let hooks = wanted_hooks(config, api_hooks);
     tasks.reconcile_hooks(&hooks);
-    *read_cx = read_cx.reconfigured(config, &hooks, tasks.wakes());
+    *read_cx = read_cx.reconfigured(config, &hooks, tasks.wakes(), tasks.handoffs());
     // The same lists the reads use.
     let view = HookView {
         hooks: read_cx.hooks.clone(),

@@ -16,12 +16,13 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::config::{ChainConfig, Config, HookConfig, SiteConfig, WatchMode};
+use crate::deliver::Handoff;
 use crate::events;
 use crate::infer::{self, model::Inference, model::SiteState};
 use crate::model::Timestamp;
 use crate::model::next_backoff;
 use crate::snapshot::{Health, ReadError, Reader, Warning};
-use crate::store::{Store, StoreError};
+use crate::store::{Inferred, Queued, Store, StoreError};
 use crate::telemetry::{catch_panic, chain, escape};
 
 pub struct SiteRuntime {
@@ -126,24 +127,28 @@ impl SiteRuntime {
             callback_base: cx.callback_base.clone(),
         };
         let store = cx.store.clone();
-        let wakes = cx.wakes.clone();
+        let (wakes, handoffs) = (cx.wakes.clone(), cx.handoffs.clone());
         let name = self.name.clone();
         let read = move || {
             let mut reader = reader;
-            let result = catch_panic(|| {
-                let read = read_infer_commit(&mut reader, &prev, health, &routing, &store);
-                if let Ok(SiteRead {
-                    committed: Ok(queued),
-                    ..
-                }) = &read
-                {
-                    for hook in queued {
-                        if let Some(w) = wakes.get(hook) {
-                            w.notify_one();
-                        }
+            // Right after the commit, from the read's own thread: each worker gets what
+            // was queued for it with its wake-up (`deliver::handoff`).
+            let hand = |queued: Vec<Queued>| {
+                let mut woken = BTreeSet::new();
+                for q in queued {
+                    if let Some(h) = handoffs.get(&q.delivery.hook) {
+                        woken.insert(q.delivery.hook.clone());
+                        h.hand(q);
                     }
                 }
-                read
+                for hook in woken {
+                    if let Some(w) = wakes.get(&hook) {
+                        w.notify_one();
+                    }
+                }
+            };
+            let result = catch_panic(|| {
+                read_infer_commit(&mut reader, &prev, health, &routing, &store, hand)
             });
             ReadDone {
                 site: name,
@@ -274,6 +279,8 @@ pub struct ReadContext {
     /// Each hook worker's wake-up: a read that queued deliveries wakes their workers
     /// right after its commit, from the read's own thread.
     pub wakes: Arc<BTreeMap<String, Arc<Notify>>>,
+    /// Each hook worker's hand-off: the deliveries a read committed go with the wake-up.
+    pub handoffs: Arc<BTreeMap<String, Arc<Handoff>>>,
     /// Bounds the reads running at once (shared by every site).
     pub slots: Arc<tokio::sync::Semaphore>,
 }
@@ -285,6 +292,7 @@ impl ReadContext {
         hooks: &[HookConfig],
         store: &Store,
         wakes: &BTreeMap<String, Arc<Notify>>,
+        handoffs: &BTreeMap<String, Arc<Handoff>>,
     ) -> Self {
         ReadContext {
             store: store.clone(),
@@ -293,6 +301,7 @@ impl ReadContext {
             host_name: config.daemon.host_name.clone(),
             callback_base: config.callback_base(),
             wakes: Arc::new(wakes.clone()),
+            handoffs: Arc::new(handoffs.clone()),
             slots: Arc::new(tokio::sync::Semaphore::new(READ_SLOTS)),
         }
     }
@@ -304,10 +313,11 @@ impl ReadContext {
         config: &Config,
         hooks: &[HookConfig],
         wakes: &BTreeMap<String, Arc<Notify>>,
+        handoffs: &BTreeMap<String, Arc<Handoff>>,
     ) -> Self {
         ReadContext {
             slots: self.slots.clone(),
-            ..Self::new(config, hooks, &self.store, wakes)
+            ..Self::new(config, hooks, &self.store, wakes, handoffs)
         }
     }
 }
@@ -337,8 +347,8 @@ struct SiteRead {
     timings: [u128; 3],
     warnings: Vec<Warning>,
     inference: Inference,
-    /// The hooks that got a delivery, or why the commit failed.
-    committed: Result<BTreeSet<String>, StoreError>,
+    /// Whether the commit (if there was one) failed, and why.
+    committed: Result<(), StoreError>,
 }
 
 /// What each deployment of `transitions` changed since the previous live one, where the
@@ -445,6 +455,7 @@ fn read_infer_commit(
     health: Option<Health>,
     routing: &Routing,
     store: &Store,
+    hand: impl FnOnce(Vec<Queued>),
 ) -> Result<SiteRead, ReadError> {
     let now = Timestamp::now();
     let t0 = std::time::Instant::now();
@@ -478,27 +489,25 @@ fn read_infer_commit(
             history: &history,
         };
         let events = events::plan(&inference.transitions, &routing.hooks, cx);
-        let queued: BTreeSet<String> = events
-            .iter()
-            .flat_map(|e| e.deliveries.iter().map(|d| d.hook.clone()))
-            .collect();
         store
             .commit_inference(
-                &name,
-                &inference.state,
-                &inference.transitions,
-                &shipped,
-                &events,
+                Inferred {
+                    site: &name,
+                    state: &inference.state,
+                    transitions: &inference.transitions,
+                    shipped: &shipped,
+                    events: &events,
+                },
                 now,
+                hand,
             )
             .map(|_| {
                 for t in &inference.transitions {
                     crate::metrics::get().deployment(&name, t.to.as_str());
                 }
-                queued
             })
     } else {
-        Ok(BTreeSet::new())
+        Ok(())
     };
     Ok(SiteRead {
         timings: [t_snapshot, t_infer, t2.elapsed().as_micros()],
@@ -550,6 +559,7 @@ pub(super) mod tests {
             host_name: "h".into(),
             callback_base: None,
             wakes: Arc::default(),
+            handoffs: Arc::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         let tokio = tokio::runtime::Builder::new_current_thread()

@@ -58,6 +58,8 @@ pub struct Tasks {
     waiting: BTreeMap<String, HookConfig>,
     /// Each hook's wake-up, poked after a commit queued a delivery for it.
     wakes: BTreeMap<String, Arc<Notify>>,
+    /// Each hook's hand-off: what a site read committed for it, given with the wake-up.
+    handoffs: BTreeMap<String, Arc<deliver::Handoff>>,
     probes: watch::Sender<bool>,
     /// What the relay sources and the hook workers' operational events route by (the
     /// hooks that run and their wake-ups).
@@ -80,6 +82,7 @@ impl Tasks {
             hooks: BTreeMap::new(),
             waiting: BTreeMap::new(),
             wakes: BTreeMap::new(),
+            handoffs: BTreeMap::new(),
             probes: watch::channel(false).0,
             sources_view: watch::channel(crate::running::HookView::default()).0,
             sources_stop: watch::channel(false).0,
@@ -110,6 +113,10 @@ impl Tasks {
 
     pub fn wakes(&self) -> &BTreeMap<String, Arc<Notify>> {
         &self.wakes
+    }
+
+    pub fn handoffs(&self) -> &BTreeMap<String, Arc<deliver::Handoff>> {
+        &self.handoffs
     }
 
     /// How many hook workers are running.
@@ -153,6 +160,7 @@ impl Tasks {
             .entry(hook.name.clone())
             .or_insert_with(|| Arc::new(Notify::new()))
             .clone();
+        let handoff = self.handoffs.entry(hook.name.clone()).or_default().clone();
         let (stop, stop_rx) = watch::channel(false);
         let Some(recorder) = self.recorder.clone() else {
             return;
@@ -161,6 +169,7 @@ impl Tasks {
             store: self.store.clone(),
             recorder,
             wake,
+            handoff,
             in_flight: self.in_flight.clone(),
             shutdown: stop_rx,
             view: self.sources_view.subscribe(),

@@ -9,9 +9,11 @@
 
 pub mod github;
 pub mod guard;
+mod handoff;
 mod health;
 pub mod hook_health;
 
+pub use handoff::Handoff;
 pub use health::{health_client, probe_health};
 pub mod nats;
 pub mod retry;
@@ -311,6 +313,8 @@ pub struct WorkerContext {
     pub recorder: Recorder,
     /// Poked after a commit that may have queued deliveries.
     pub wake: Arc<Notify>,
+    /// What a site read committed for this hook, handed over with the wake-up.
+    pub handoff: Arc<Handoff>,
     /// Global cap on attempts in flight.
     pub in_flight: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
@@ -392,6 +396,8 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
     // The head of the queue and the deliveries after it, read in one query: after a
     // delivery is done (delivered or dead) the next one goes without another read.
     let mut batch: std::collections::VecDeque<DueDelivery> = std::collections::VecDeque::new();
+    // Whether a hand-off can be taken without reading the outbox (`handoff.rs`).
+    let mut known = handoff::Known::default();
     // The run of failures so far (a restart goes on counting where it stopped).
     let mut health = {
         let store = cx.store.clone();
@@ -405,23 +411,34 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
         if *cx.shutdown.borrow() {
             return Ok(());
         }
-        if batch.is_empty() {
+        if batch.is_empty()
+            && let Some(handed) = known.take(&cx.handoff)
+        {
+            batch.extend(handed);
+        } else if batch.is_empty() {
             let store = cx.store.clone();
             let name = hook.name.clone();
             let read = tokio::task::spawn_blocking(move || {
                 match store.hook_disabled(&name) {
-                    Ok(Some(_)) => return Ok(Vec::new()),
+                    Ok(Some(_)) => return Ok(None),
                     Ok(None) => {}
                     Err(e) => return Err(e),
                 }
                 crate::metrics::get().queue_read(&name);
-                store.next_deliveries(&name, BATCH)
+                store.next_deliveries(&name, BATCH).map(Some)
             })
             .await
-            .unwrap_or(Ok(Vec::new()));
+            .unwrap_or(Ok(None));
             match read {
-                Ok(ds) => batch.extend(ds),
+                Ok(Some(ds)) => {
+                    known.read(&ds);
+                    batch.extend(ds);
+                }
+                // Disabled (or the read was cancelled): nothing is sent until a read
+                // finds it enabled.
+                Ok(None) => known.forget(),
                 Err(e) => {
+                    known.forget();
                     let w = next_backoff(&mut store_backoff);
                     tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), retry_in_s = w.as_secs(), "cannot read the outbox");
                     wait(&mut cx, Some(w)).await;
@@ -439,6 +456,7 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
         let now = Timestamp::now();
         if d.next_attempt_at > now {
             batch.clear();
+            known.forget();
             // Until it is due, or woken (`deliveries retry` may have made it due now).
             wait(&mut cx, Some(d.next_attempt_at.since(now))).await;
             continue;
@@ -502,6 +520,7 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
         }
         if let Err(e) = saved {
             batch.clear();
+            known.forget();
             let w = next_backoff(&mut store_backoff);
             tracing::error!(hook = %hook.name, error = %crate::telemetry::chain(&e), retry_in_s = w.as_secs(), "cannot record the attempt; it will be repeated");
             wait(&mut cx, Some(w)).await;
@@ -520,7 +539,10 @@ pub async fn run_hook(hook: HookConfig, mut cx: WorkerContext) -> Result<(), Del
                     batch.pop_front();
                 }
                 // Waits, or the hook is disabled: read the queue again.
-                Outcome::RetryAt(_) | Outcome::DisableHook => batch.clear(),
+                Outcome::RetryAt(_) | Outcome::DisableHook => {
+                    batch.clear();
+                    known.forget();
+                }
             }
         }
     }

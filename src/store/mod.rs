@@ -147,6 +147,26 @@ pub struct DueDelivery {
     pub next_attempt_at: Timestamp,
 }
 
+/// What one site read commits (`commit_inference`): the site's new state, its
+/// transitions, the commits each success shipped, the events and their deliveries.
+pub struct Inferred<'a> {
+    pub site: &'a str,
+    pub state: &'a SiteState,
+    pub transitions: &'a [Transition],
+    pub shipped: &'a std::collections::BTreeMap<u64, Vec<(String, Timestamp)>>,
+    pub events: &'a [NewEvent],
+}
+
+/// A delivery just committed, handed to its hook's worker with the wake-up (so the
+/// worker need not read the outbox for it): `prev` is the hook's newest other pending
+/// delivery at the commit. The worker takes it only if it already holds `prev` (or there
+/// is none); otherwise it reads the outbox, as after any wake-up.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    pub delivery: DueDelivery,
+    pub prev: Option<i64>,
+}
+
 /// One HTTP request of a delivery, for the history.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AttemptRecord {
@@ -368,13 +388,17 @@ impl Store {
     /// ids of the deliveries created.
     pub fn commit_inference(
         &self,
-        site: &str,
-        state: &SiteState,
-        transitions: &[Transition],
-        shipped: &std::collections::BTreeMap<u64, Vec<(String, Timestamp)>>,
-        events: &[NewEvent],
+        inferred: Inferred<'_>,
         now: Timestamp,
+        hand: impl FnOnce(Vec<Queued>),
     ) -> Result<Vec<String>, StoreError> {
+        let Inferred {
+            site,
+            state,
+            transitions,
+            shipped,
+            events,
+        } = inferred;
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(q("begin transaction"))?;
         let state_json = serde_json::to_string(state).unwrap_or_default();
@@ -402,8 +426,12 @@ impl Store {
                 dora::write_shipped(&tx, site, d.serial, ended, commits)?;
             }
         }
-        let ids = insert_events(&tx, events, now)?;
+        let mut queued = Vec::new();
+        let ids = insert_events(&tx, events, now, Some(&mut queued))?;
         tx.commit().map_err(q("commit transaction"))?;
+        // Handed over before the writing connection is let go: hand-offs arrive in the
+        // order of their commits.
+        hand(queued);
         Ok(ids)
     }
 
@@ -415,7 +443,7 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(q("begin transaction"))?;
-        let ids = insert_events(&tx, events, now)?;
+        let ids = insert_events(&tx, events, now, None)?;
         tx.commit().map_err(q("commit transaction"))?;
         Ok(ids)
     }
@@ -516,7 +544,7 @@ impl Store {
         let tx = conn.transaction().map_err(q("begin transaction"))?;
         for r in results {
             write_attempt(&tx, &r.delivery, &r.record, &r.outcome, now)?;
-            insert_events(&tx, &r.also, now)?;
+            insert_events(&tx, &r.also, now, None)?;
         }
         tx.commit().map_err(q("commit transaction"))
     }

@@ -78,7 +78,7 @@ impl Store {
                     .map_err(q("note a relayed message"))?
                     > 0;
                 if new {
-                    super::insert_events(&tx, std::slice::from_ref(event), now)?;
+                    super::insert_events(&tx, std::slice::from_ref(event), now, None)?;
                     if let (Some(d), Some(site)) = (deployment, event.site.as_deref()) {
                         upsert_deployment(&tx, site, d, now)?;
                     }

@@ -5,7 +5,7 @@ use rusqlite::params;
 
 use super::{
     AttemptRecord, DeliveryState, DueDelivery, MAX_STORED_BODY, NewDelivery, NewEvent, Outcome,
-    StoreError, api_hooks, chains, q,
+    Queued, StoreError, api_hooks, chains, q,
 };
 use crate::model::Timestamp;
 
@@ -13,6 +13,7 @@ pub(super) fn insert_events(
     tx: &rusqlite::Transaction<'_>,
     events: &[NewEvent],
     now: Timestamp,
+    mut handed: Option<&mut Vec<Queued>>,
 ) -> Result<Vec<String>, StoreError> {
     let mut ids = Vec::new();
     for e in events {
@@ -37,12 +38,42 @@ pub(super) fn insert_events(
             } else {
                 DeliveryState::Pending
             };
-            insert_delivery(tx, d, event_id, state.as_str(), now)?;
+            let seq = insert_delivery(tx, d, event_id, state.as_str(), now)?;
             ids.push(d.id.clone());
+            if let Some(handed) = handed.as_deref_mut()
+                && state == DeliveryState::Pending
+            {
+                handed.push(Queued {
+                    prev: pending_before(tx, &d.hook, seq)?,
+                    delivery: DueDelivery {
+                        seq,
+                        id: d.id.clone(),
+                        hook: d.hook.clone(),
+                        event: e.kind.clone(),
+                        body: d.body.clone(),
+                        headers: d.headers.clone(),
+                        attempts: 0,
+                        next_attempt_at: now,
+                    },
+                });
+            }
         }
         chains::insert_runs(tx, event_id, e.site.as_deref(), &e.chains, now)?;
     }
     Ok(ids)
+}
+
+/// The newest pending delivery of `hook` before `seq` (the queue's index answers it).
+fn pending_before(
+    tx: &rusqlite::Transaction<'_>,
+    hook: &str,
+    seq: i64,
+) -> Result<Option<i64>, StoreError> {
+    tx.prepare_cached(
+        "SELECT MAX(seq) FROM deliveries WHERE hook = ?1 AND state = 'pending' AND seq < ?2",
+    )
+    .and_then(|mut st| st.query_row(params![hook, seq], |r| r.get(0)))
+    .map_err(q("read the queue's tail"))
 }
 
 /// Writes one delivery of event `event_id` in `state`, due now; returns its `seq`.

@@ -290,3 +290,55 @@ fn idle_hook_workers_read_their_queues_only_when_woken() {
         );
     }
 }
+
+#[test]
+fn a_committed_delivery_is_sent_without_reading_the_outbox_first() {
+    // The read that commits a deployment hands the deliveries to the worker with its
+    // wake-up: the worker sends, then reads its queue once (to see whether anything else
+    // came) — one queue read per wake-up, where it used to read before and after.
+    let env = TestEnv::new();
+    let site = Site::capistrano(&env);
+    let rx = Receiver::start();
+    let config = format!(
+        "[daemon]\nstate_dir = \"{}\"\n\n[[site]]\nname = \"shop\"\npath = \"{}\"\n\n[[hook]]\nname = \"a\"\nurl = \"{}\"\nevents = [\"PostDeployment\", \"StatusChanged\"]\n\n[api]\nlisten = \"127.0.0.1:0\"\n",
+        env.join("state").display(),
+        site.root.display(),
+        rx.url
+    );
+    let d = Daemon::start(&env, &config);
+    let reads = || d.metric(r#"deployhook_queue_reads_total{hook="a"}"#);
+    let sent = || d.metric(r#"deployhook_deliveries_total{hook="a",outcome="delivered"}"#);
+    let (reads0, sent0) = (reads(), sent());
+    for (i, name) in ["20261120090000", "20261120091000", "20261120092000"]
+        .iter()
+        .enumerate()
+    {
+        site.cap_deploy(name, "alice");
+        crate::support::env::wait_until(
+            || {
+                rx.requests()
+                    .iter()
+                    .filter(|r| r.event() == "PostDeployment")
+                    .count()
+                    > i
+            },
+            std::time::Duration::from_secs(20),
+            || format!("deploy {i}'s success"),
+        );
+    }
+    // Every delivery recorded, and the read after the last one done.
+    let delivered = rx.requests().len() as f64;
+    crate::support::env::wait_until(
+        || sent() - sent0 >= delivered && reads() - reads0 >= 1.0,
+        std::time::Duration::from_secs(20),
+        || format!("{delivered} deliveries recorded"),
+    );
+    let (n_reads, n_sent) = (reads() - reads0, sent() - sent0);
+    assert!(n_sent >= 3.0, "{n_sent} deliveries");
+    // At most one read per delivery (fewer when one wake-up carries several), and one
+    // more if a resync happened to fall inside the test.
+    assert!(
+        n_reads <= n_sent + 1.0,
+        "{n_reads} queue reads for {n_sent} deliveries"
+    );
+}
