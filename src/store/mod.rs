@@ -541,12 +541,23 @@ impl Store {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(q("begin transaction"))?;
-        for r in results {
-            write_attempt(&tx, &r.delivery, &r.record, &r.outcome, now)?;
-            insert_events(&tx, &r.also, now, None)?;
-        }
-        tx.commit().map_err(q("commit transaction"))
+        // Without its own fsync: SQLite's WAL has the transaction once `write(2)` has
+        // returned, so a SIGKILL keeps it; the next commit of a read or the API (FULL)
+        // or a checkpoint syncs it. A power cut can lose the latest attempts' records:
+        // those deliveries are sent again (at least once), in order, never lost.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(q("set synchronous"))?;
+        let committed = (|| {
+            let tx = conn.transaction().map_err(q("begin transaction"))?;
+            for r in results {
+                write_attempt(&tx, &r.delivery, &r.record, &r.outcome, now)?;
+                insert_events(&tx, &r.also, now, None)?;
+            }
+            tx.commit().map_err(q("commit transaction"))
+        })();
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(q("set synchronous"))?;
+        committed
     }
 
     /// Why `hook` is disabled, if it is.

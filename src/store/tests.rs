@@ -130,3 +130,48 @@ fn attempts_keep_at_most_64_kib_of_a_response_body_and_migrations_run_once() {
         "the delivery and its redelivery survive the reopen"
     );
 }
+
+/// Attempt records go without their own fsync (a SIGKILL keeps them: they are in the
+/// WAL), and the connection is back at `synchronous=FULL` for what a read commits.
+#[test]
+fn attempts_are_recorded_without_fsync_and_the_outbox_keeps_full() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let event = NewEvent {
+        kind: "PostDeployment".into(),
+        site: None,
+        status: None,
+        deployment_serial: None,
+        payload: b"{}".to_vec(),
+        chains: Vec::new(),
+        deliveries: vec![NewDelivery::new("h", b"{}".to_vec())],
+    };
+    store
+        .commit_events(&[event], Timestamp(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let d = store
+        .next_delivery("h")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("queued"));
+    store
+        .commit_attempts(
+            &[AttemptResult {
+                delivery: d,
+                record: AttemptRecord::default(),
+                outcome: Outcome::Delivered,
+                also: Vec::new(),
+            }],
+            Timestamp(2),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sync: i64 = store.with_conn(|c| {
+        c.pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap_or(-1)
+    });
+    assert_eq!(sync, 2, "synchronous=FULL (2) again after the attempts");
+    // What was recorded is there for another connection (the WAL has it).
+    let other = Store::open_read_only(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let left = other.list_deliveries(None, false, 10).unwrap_or_default();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state, DeliveryState::Delivered);
+}
