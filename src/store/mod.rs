@@ -341,6 +341,8 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(q("enable foreign keys"))?;
         migrate(&conn, &path)?;
+        // Every statement of a commit stays prepared (`write::exec`).
+        conn.set_prepared_statement_cache_capacity(64);
         let reader = open_reader(&path)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
@@ -402,7 +404,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(q("begin transaction"))?;
         let state_json = serde_json::to_string(state).unwrap_or_default();
-        tx.execute(
+        exec(&tx,
             "INSERT INTO site_state (site, state, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(site) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
             params![site, state_json, now.0],
@@ -411,7 +413,7 @@ impl Store {
         for t in transitions {
             let d = &t.deployment;
             let data = serde_json::to_string(d).unwrap_or_default();
-            tx.execute(
+            exec(&tx,
                 "INSERT INTO deployments (site, serial, id, release, status, data, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
                  ON CONFLICT(site, serial) DO UPDATE SET id = excluded.id, release = excluded.release,
@@ -630,7 +632,7 @@ mod write;
 
 use files::{create_state_dir, open_reader, secure_database_files};
 pub(crate) use write::{disabled_reason, insert_delivery};
-use write::{insert_events, parse_headers, put_body, write_attempt};
+use write::{exec, insert_events, parse_headers, put_body, write_attempt};
 
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,8 @@ pub(super) fn insert_events(
     let mut ids = Vec::new();
     for e in events {
         let hash = put_body(tx, &e.payload)?;
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO events (site, kind, status, deployment_serial, payload, payload_hash,
                created_at) VALUES (?1, ?2, ?3, ?4, x'', ?5, ?6)",
             params![
@@ -63,6 +64,16 @@ pub(super) fn insert_events(
     Ok(ids)
 }
 
+/// `tx.execute` through the connection's statement cache: the statements of a commit
+/// are parsed once, not at every read.
+pub(super) fn exec(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params)
+}
+
 /// The newest pending delivery of `hook` before `seq` (the queue's index answers it).
 fn pending_before(
     tx: &rusqlite::Transaction<'_>,
@@ -85,7 +96,8 @@ pub(crate) fn insert_delivery(
     now: Timestamp,
 ) -> Result<i64, StoreError> {
     let hash = put_body(tx, &d.body)?;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO deliveries (id, hook, event_id, body, body_hash, state, attempts,
            next_attempt_at, created_at, updated_at, headers)
          VALUES (?1, ?2, ?3, x'', ?4, ?6, 0, ?5, ?5, ?5, ?7)",
@@ -139,7 +151,8 @@ pub(super) fn write_attempt(
     let n = delivery.attempts + 1;
     let mut body = attempt.response_body.clone();
     body.truncate(MAX_STORED_BODY);
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO attempts (delivery_seq, n, started_at, duration_us, request_headers,
            response_status, response_headers, response_body, error)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -161,7 +174,8 @@ pub(super) fn write_attempt(
         Outcome::RetryAt(t) => (DeliveryState::Pending.as_str(), *t),
         Outcome::Dead | Outcome::DisableHook => (DeliveryState::Dead.as_str(), now),
     };
-    tx.execute(
+    exec(
+        tx,
         // A delivery cancelled while its attempt was in flight stays cancelled unless
         // that attempt delivered it (or it is dead).
         "UPDATE deliveries SET state = CASE WHEN state = 'cancelled' AND ?2 = 'pending'
@@ -181,7 +195,8 @@ pub(super) fn write_attempt(
     .map_err(q("update delivery"))?;
     if *update == Outcome::DisableHook {
         // A 410, or failing for longer than the hook's `disable_after`.
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO hooks (name, disabled_at, disabled_reason) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET disabled_at = excluded.disabled_at,
                disabled_reason = excluded.disabled_reason",
