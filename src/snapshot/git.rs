@@ -222,32 +222,7 @@ pub fn read_head_checked(work_tree: &Path) -> Result<Option<String>, super::Read
 /// `repo` (bare or not). Packed and loose refs are both read by libgit2.
 /// Only "not there" (no repository, no such branch) is `None`; any other error fails
 /// the read: a mirror read as "no head" would make its next head look like a move.
-/// The last repository opened for a site's reads, kept while its directory is the same
-/// one (device and inode): opening reads git's config files every time, and refs and
-/// objects are looked up afresh anyway (libgit2 re-reads loose refs and `packed-refs`
-/// when they change, and looks for new packs when an object is missing).
-#[derive(Default)]
-pub struct RepoCache(Option<(PathBuf, (u64, u64), Repository)>);
-
-impl RepoCache {
-    fn get(&mut self, path: &Path) -> Result<&Repository, git2::Error> {
-        use std::os::unix::fs::MetadataExt;
-        let id = std::fs::metadata(path)
-            .map(|m| (m.dev(), m.ino()))
-            .unwrap_or((0, 0));
-        if !matches!(&self.0, Some((p, i, _)) if p == path && *i == id) {
-            self.0 = None;
-            self.0 = Some((path.to_path_buf(), id, open(path)?));
-        }
-        match &self.0 {
-            Some((_, _, repo)) => Ok(repo),
-            None => Err(git2::Error::from_str("no repository")),
-        }
-    }
-}
-
 pub fn read_branch_head(
-    cache: &mut RepoCache,
     path: &Path,
     branch: Option<&str>,
 ) -> Result<Option<(String, String)>, super::ReadError> {
@@ -258,7 +233,7 @@ pub fn read_branch_head(
             Err(read_error(path, &e))
         }
     };
-    let repo = match cache.get(path) {
+    let repo = match open(path) {
         Ok(r) => r,
         Err(e) => return absent_or(e),
     };
@@ -423,56 +398,5 @@ mod tests {
             origin_url(&[path]).as_deref(),
             Some("git@github.com:example/shop.git")
         );
-    }
-
-    /// A commit on `main` of the repository at `path` (made if needed), with `text`.
-    fn commit(path: &Path, text: &str) -> String {
-        let repo = Repository::init_bare(path).unwrap_or_else(|e| panic!("{e}"));
-        let sig = git2::Signature::now("a", "a@example.com").unwrap_or_else(|e| panic!("{e}"));
-        let blob = repo.blob(text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-        let mut tree = repo.treebuilder(None).unwrap_or_else(|e| panic!("{e}"));
-        tree.insert("f", blob, 0o100644)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let tree = tree.write().unwrap_or_else(|e| panic!("{e}"));
-        let tree = repo.find_tree(tree).unwrap_or_else(|e| panic!("{e}"));
-        let parent = repo
-            .find_reference("refs/heads/main")
-            .ok()
-            .and_then(|r| r.peel_to_commit().ok());
-        let parents: Vec<&git2::Commit> = parent.iter().collect();
-        repo.commit(Some("refs/heads/main"), &sig, &sig, text, &tree, &parents)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .to_string()
-    }
-
-    #[test]
-    fn a_kept_repository_sees_new_commits_and_a_replaced_one_is_opened_again() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("repo");
-        let mut cache = RepoCache::default();
-        let head = |cache: &mut RepoCache| {
-            read_branch_head(cache, &path, Some("main"))
-                .unwrap_or_else(|e| panic!("{e}"))
-                .map(|(_, sha)| sha)
-        };
-        assert_eq!(head(&mut cache), None, "no repository yet");
-        let first = commit(&path, "one");
-        assert_eq!(head(&mut cache).as_deref(), Some(first.as_str()));
-        let second = commit(&path, "two");
-        assert_eq!(
-            head(&mut cache).as_deref(),
-            Some(second.as_str()),
-            "a new commit"
-        );
-        // `rm -rf repo && git clone --mirror …`: another repository at the same path.
-        std::fs::remove_dir_all(&path).unwrap_or_else(|e| panic!("{e}"));
-        let other = commit(&path, "other");
-        assert_eq!(
-            head(&mut cache).as_deref(),
-            Some(other.as_str()),
-            "replaced"
-        );
-        std::fs::remove_dir_all(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(head(&mut cache), None, "gone");
     }
 }

@@ -193,18 +193,11 @@ fn lru<K: std::hash::Hash + Eq, V>(cap: usize) -> LruCache<K, V> {
 
 /// Commit data by SHA, least recently used first out (commits never change, so a
 /// forgotten one is only read again).
-pub struct Commits {
-    found: LruCache<String, Option<CommitInfo>>,
-    /// The Capistrano mirror, kept open between reads (`git::RepoCache`).
-    pub mirror: git::RepoCache,
-}
+pub struct Commits(LruCache<String, Option<CommitInfo>>);
 
 impl Default for Commits {
     fn default() -> Self {
-        Commits {
-            found: lru(COMMITS_KEPT),
-            mirror: git::RepoCache::default(),
-        }
+        Commits(lru(COMMITS_KEPT))
     }
 }
 
@@ -219,7 +212,7 @@ impl Commits {
         what: &str,
         warnings: &mut Vec<Warning>,
     ) -> Result<Option<CommitInfo>, ReadError> {
-        if let Some(c) = self.found.get(sha) {
+        if let Some(c) = self.0.get(sha) {
             return Ok(c.clone());
         }
         let found = match git::read_commit(repos, sha) {
@@ -240,7 +233,7 @@ impl Commits {
                 None
             }
         };
-        self.found.put(sha.to_string(), found.clone());
+        self.0.put(sha.to_string(), found.clone());
         Ok(found)
     }
 }

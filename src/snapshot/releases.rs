@@ -468,8 +468,7 @@ pub fn read_releases(
     if flavour == Flavour::Capistrano {
         let mirror = site.repo.clone().unwrap_or_else(|| root.join("repo"));
         if exists(&mirror)?
-            && let Some((branch, head)) =
-                git::read_branch_head(&mut commits.mirror, &mirror, site.branch.as_deref())?
+            && let Some((branch, head)) = git::read_branch_head(&mirror, site.branch.as_deref())?
         {
             let mirrors = std::slice::from_ref(&mirror);
             snap.repo_head_commit = commits.commit_of(mirrors, &head, "the mirror", warnings)?;
