@@ -63,7 +63,7 @@ impl SiteRuntime {
             reader: Some(Reader::new(site.clone())),
             again: false,
             wake_at: None,
-            logged: lru::LruCache::new(LOGGED_KEPT),
+            logged: lru::LruCache::sparse(LOGGED_KEPT),
             backoff: None,
             read_failing: None,
             polling: poll_all || site.watch == WatchMode::Poll,

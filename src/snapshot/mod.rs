@@ -187,8 +187,10 @@ const COMMITS_KEPT: usize = 256;
 const RANGES_KEPT: usize = 64;
 const WARNINGS_KEPT: usize = 1024;
 
+/// Allocated as it fills (`sparse`): `new` takes room for all `cap` entries at once, tens
+/// of KB per site that most sites never use.
 fn lru<K: std::hash::Hash + Eq, V>(cap: usize) -> LruCache<K, V> {
-    LruCache::new(NonZeroUsize::new(cap).unwrap_or(NonZeroUsize::MIN))
+    LruCache::sparse(NonZeroUsize::new(cap).unwrap_or(NonZeroUsize::MIN))
 }
 
 /// Commit data by SHA, least recently used first out (commits never change, so a
