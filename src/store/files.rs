@@ -21,7 +21,16 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     })?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(q("set busy timeout"))?;
+    cache_at_most(&conn)?;
     Ok(conn)
+}
+
+/// Each connection keeps at most 512 KiB of pages (SQLite's default is 2 MiB): the
+/// kernel's page cache has the file anyway, and an idle daemon with many sites held
+/// their pages twice, once per connection.
+pub(super) fn cache_at_most(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "cache_size", -512)
+        .map_err(q("set cache size"))
 }
 
 /// Creates the state directory if needed, and makes it 0700 whatever the umask: the

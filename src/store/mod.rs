@@ -343,6 +343,7 @@ impl Store {
         migrate(&conn, &path)?;
         // Every statement of a commit stays prepared (`write::exec`).
         conn.set_prepared_statement_cache_capacity(64);
+        files::cache_at_most(&conn)?;
         let reader = open_reader(&path)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
