@@ -15,11 +15,9 @@ fn failed_commits_back_off_up_to_30s() {
     assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30, 30]);
 }
 
-#[test]
-fn pruning_drops_old_finished_history_and_keeps_anything_pending() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    let event = |hook: &str| NewEvent {
+/// An event with one delivery to `hook`.
+fn event(hook: &str) -> NewEvent {
+    NewEvent {
         kind: "PostDeployment".into(),
         site: None,
         status: None,
@@ -27,7 +25,13 @@ fn pruning_drops_old_finished_history_and_keeps_anything_pending() {
         payload: b"{}".to_vec(),
         chains: Vec::new(),
         deliveries: vec![NewDelivery::new(hook, b"{}".to_vec())],
-    };
+    }
+}
+
+#[test]
+fn pruning_drops_old_finished_history_and_keeps_anything_pending() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let day = 86_400_000_000;
     store
         .commit_events(&[event("done"), event("waiting")], Timestamp(day))
@@ -137,17 +141,8 @@ fn attempts_keep_at_most_64_kib_of_a_response_body_and_migrations_run_once() {
 fn attempts_are_recorded_without_fsync_and_the_outbox_keeps_full() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    let event = NewEvent {
-        kind: "PostDeployment".into(),
-        site: None,
-        status: None,
-        deployment_serial: None,
-        payload: b"{}".to_vec(),
-        chains: Vec::new(),
-        deliveries: vec![NewDelivery::new("h", b"{}".to_vec())],
-    };
     store
-        .commit_events(&[event], Timestamp(1))
+        .commit_events(&[event("h")], Timestamp(1))
         .unwrap_or_else(|e| panic!("{e}"));
     let d = store
         .next_delivery("h")
