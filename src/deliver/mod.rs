@@ -4,8 +4,9 @@
 //! Stages of one attempt, each a function: `build_headers` (headers, signature) →
 //! `send` (one HTTP request, never following redirects; or the GitHub Deployments sink,
 //! `github.rs`) → `retry::decide` (pure) →
-//! `Store::commit_attempt`. A worker reads only the outbox, so a restart resumes exactly
-//! where the database says: unsent and in-flight deliveries are sent again.
+//! `Store::commit_attempt`. A worker sends only committed outbox rows (read, or handed over
+//! by the read that committed them, `handoff.rs`), so a restart resumes exactly where the
+//! database says: unsent and in-flight deliveries are sent again.
 
 pub mod github;
 pub mod guard;
