@@ -123,9 +123,12 @@ pub(crate) fn put_body(tx: &rusqlite::Transaction<'_>, body: &[u8]) -> Result<St
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    tx.prepare_cached("INSERT OR IGNORE INTO bodies (hash, body) VALUES (?1, ?2)")
-        .and_then(|mut st| st.execute(params![hash, body]))
-        .map_err(q("write a body"))?;
+    exec(
+        tx,
+        "INSERT OR IGNORE INTO bodies (hash, body) VALUES (?1, ?2)",
+        params![hash, body],
+    )
+    .map_err(q("write a body"))?;
     Ok(hash)
 }
 
